@@ -1,0 +1,664 @@
+"""Parameter count, inference latency, training-step time and peak memory of every model
+pair (standard network / message-passing twin), with twin/standard ratios and targets.
+
+Run ``python -m Memory_Inference_Analysis --help``. For each model in ``models.MODELS``
+the standard network is built under a fixed seed and its twin is ``modules.to_gnn`` of
+it (a deep copy: same weights), both in eval mode, in the chosen dtype and device.
+
+Figures, each measured for the standard network and the twin:
+
+- parameters: number of parameter elements.
+- inference latency under ``torch.no_grad`` at each batch size: warm-up calls, then
+  timed calls; mean, std and median. Default batch sizes: 1 and 128 for the MNIST MLP and
+  the CWRU 1D-CNN, 1 and 32 for the CIFAR-100 networks (``--batch-size`` overrides them
+  for every model). The ratio is twin median / standard median, robust to the outliers a
+  shared machine produces.
+- training step at the largest batch size, train mode: forward, cross-entropy,
+  backward, ``SGD.step`` and ``zero_grad``.
+- peak memory of inference (and of the training step) at the largest batch size:
+  ``state + input + transient``, where ``state`` is the bytes the model keeps between
+  calls (parameters, buffers, and the graph structures a twin caches on its first call,
+  measured as the allocation its first call leaves behind) and ``transient`` is the peak
+  of allocated tensor bytes above the level at the entry of one steady-state call. This
+  mirrors CUDA's ``max_memory_allocated`` of the original (weights + input + work
+  memory) while excluding the other model that is resident at the same time.
+  On CUDA the transient peak is ``max_memory_allocated() - memory_allocated()`` after
+  ``reset_peak_memory_stats``. On CPU it is measured at the allocator level: the call
+  runs under ``torch.profiler`` with ``profile_memory=True``, which records every
+  allocation and free of c10's CPU allocator (``[memory]`` events, +bytes / -bytes);
+  the peak of their running sum in time order is the transient peak. Memory that
+  libraries allocate outside c10 (oneDNN or BLAS scratch buffers) is not seen.
+
+Standard and twin are measured alternately, one call each per iteration with the order
+swapped every iteration, so drift on a shared machine hits both alike. ``--time-budget``
+caps the seconds spent on one figure (at least 3 iterations are still run).
+
+Targets (issue 6, twin/standard, float32, 2-core CPU): inference latency at the largest
+batch size MLP <= 1.3, CWRU <= 2, VGG11 <= 3, ResNet-18 <= 3, ViT <= 2; at batch 1 every
+model <= 3; training step <= 3; peak inference memory <= 2. They were stated for the
+default batch sizes; with ``--batch-size`` the large-batch target applies to the largest
+batch size above 1.
+
+Outputs in ``--out`` (default ``log/analysis``), each written atomically: ``analysis.md``,
+``analysis.csv`` and ``ratios.png`` (bar chart of the ratios with their targets). A model
+whose twin cannot be built or run is reported as unavailable with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+from tqdm import tqdm
+
+from models import MODELS, ModelSpec
+from modules import to_gnn
+
+MIB = 1024 ** 2
+DEFAULT_BATCH_SIZES: dict[str, tuple[int, ...]] = {"mlp": (1, 128), "cwru": (1, 128)}
+CIFAR_BATCH_SIZES = (1, 32)
+LARGE_BATCH_TARGETS = {"mlp": 1.3, "cwru": 2.0, "vgg11": 3.0, "resnet18": 3.0, "vit": 2.0}
+BATCH1_TARGET = 3.0
+TRAIN_TARGET = 3.0
+MEMORY_TARGET = 2.0
+MIN_ITERS = 3
+
+CSV_FIELDS = ("model_key", "model", "figure", "batch_size", "unit", "standard_mean",
+              "standard_std", "standard_median", "twin_mean", "twin_std", "twin_median",
+              "ratio", "target", "met", "note")
+
+
+@dataclass
+class Stats:
+    """Summary of repeated measurements (a single value has std 0)."""
+
+    mean: float
+    std: float
+    median: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stats:
+        values = list(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), std, statistics.median(values))
+
+
+@dataclass
+class Row:
+    """One figure of one model pair."""
+
+    model_key: str
+    model: str
+    figure: str
+    batch_size: int | None = None
+    unit: str = ""
+    standard: Stats | None = None
+    twin: Stats | None = None
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.standard is None or self.twin is None or self.standard.median == 0:
+            return None
+        return self.twin.median / self.standard.median
+
+    @property
+    def met(self) -> bool | None:
+        ratio = self.ratio
+        if self.target is None or ratio is None:
+            return None
+        return ratio <= self.target
+
+
+@dataclass
+class Settings:
+    """What every measurement shares."""
+
+    device: torch.device
+    dtype: torch.dtype
+    warmup: int
+    iters: int
+    time_budget: float
+    seed: int = 0
+    batch_sizes: tuple[int, ...] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- measuring
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fn_a: Callable[[], object], fn_b: Callable[[], object],
+                     device: torch.device, warmup: int, iters: int,
+                     time_budget: float = math.inf) -> tuple[list[float], list[float]]:
+    """Seconds per call of ``fn_a`` and ``fn_b``, measured alternately.
+
+    Each iteration times one call of each, the order swapped every iteration. Stops after
+    ``iters`` iterations, or earlier once ``time_budget`` seconds have passed and at least
+    ``min(iters, 3)`` iterations are done.
+    """
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    _sync(device)
+    times_a: list[float] = []
+    times_b: list[float] = []
+    start_all = time.perf_counter()
+    for i in range(iters):
+        pairs = ((fn_a, times_a), (fn_b, times_b))
+        for fn, times in (pairs if i % 2 == 0 else pairs[::-1]):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        if i + 1 >= MIN_ITERS and time.perf_counter() - start_all > time_budget:
+            break
+    return times_a, times_b
+
+
+@contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    # Kineto's C++ logger writes two lines to fd 2 at every profiler start and stop.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _profiled(fn: Callable[[], object], profile_memory: bool) -> profile:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=profile_memory)
+    with _quiet_stderr_fd():
+        prof.start()
+    try:
+        fn()
+    finally:
+        with _quiet_stderr_fd():
+            prof.stop()
+    return prof
+
+
+def _cpu_peak_and_net(fn: Callable[[], object]) -> tuple[int, int]:
+    prof = _profiled(fn, profile_memory=True)
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())
+    level = peak = 0
+    for event in events:
+        level += event.nbytes()
+        peak = max(peak, level)
+    return peak, level
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, int]:
+    """Bytes of tensor memory ``fn()`` needs: (peak above the level at entry, net change).
+
+    ``fn``'s result is dropped inside the measured region, so the net change is what
+    ``fn`` leaves allocated elsewhere (caches). CPU: peak of the running sum of the
+    profiler's allocator events; CUDA: the caching allocator's statistics.
+    """
+    def call() -> None:
+        fn()
+
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before,
+                torch.cuda.memory_allocated(device) - before)
+    return _cpu_peak_and_net(call)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers."""
+    return sum(t.numel() * t.element_size()
+               for t in [*model.parameters(), *model.buffers()])
+
+
+def _train_step(model: nn.Module, x: Tensor, y: Tensor,
+                optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def batch_sizes_for(key: str, settings: Settings) -> tuple[int, ...]:
+    """Batch sizes measured for model ``key``: the user's, else its defaults."""
+    if settings.batch_sizes:
+        return tuple(sorted(set(settings.batch_sizes)))
+    return DEFAULT_BATCH_SIZES.get(key, CIFAR_BATCH_SIZES)
+
+
+def latency_target(key: str, batch_size: int, batch_sizes: Sequence[int]) -> float | None:
+    """Issue 6's latency target for this batch size, if any."""
+    if batch_size == 1:
+        return BATCH1_TARGET
+    if batch_size == max(batch_sizes):
+        return LARGE_BATCH_TARGETS.get(key)
+    return None
+
+
+def build_pair(spec: ModelSpec, settings: Settings) -> tuple[nn.Module, nn.Module]:
+    """Standard network under the seed, and its twin with the same weights, eval mode."""
+    torch.manual_seed(settings.seed)
+    standard = spec.standard().to(device=settings.device, dtype=settings.dtype).eval()
+    twin = to_gnn(standard).eval()
+    return standard, twin
+
+
+def analyse_model(key: str, spec: ModelSpec, settings: Settings) -> list[Row]:
+    """All figures of one model pair; one 'unavailable' row if the twin fails."""
+    def row(figure: str, **kwargs: object) -> Row:
+        return Row(key, spec.name, figure, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        standard, twin = build_pair(spec, settings)
+    except Exception as exc:  # a missing twin must not stop the other models
+        return [row("unavailable", note=f"twin cannot be built: {type(exc).__name__}: {exc}")]
+    try:
+        return _measure(row, key, spec, standard, twin, settings)
+    except Exception as exc:
+        return [row("unavailable", note=f"measurement failed: {type(exc).__name__}: {exc}")]
+
+
+def _measure(row: Callable[..., Row], key: str, spec: ModelSpec, standard: nn.Module,
+             twin: nn.Module, settings: Settings) -> list[Row]:
+    device, dtype = settings.device, settings.dtype
+    sizes = batch_sizes_for(key, settings)
+    largest = max(sizes)
+    gen = torch.Generator().manual_seed(settings.seed + 1)
+
+    def inputs(batch: int) -> Tensor:
+        return torch.randn(batch, *spec.input_shape, generator=gen, dtype=dtype).to(device)
+
+    rows = [row("parameters", unit="count",
+                standard=Stats.of([count_parameters(standard)]),
+                twin=Stats.of([count_parameters(twin)]))]
+
+    # Memory first: the twin's first call builds its graph caches, measured here.
+    x = inputs(largest)
+    input_bytes = x.numel() * x.element_size()
+    persistent, transient, outputs = {}, {}, {}
+    with torch.no_grad():
+        for name, model in (("standard", standard), ("twin", twin)):
+            _, cache = peak_memory(lambda m=model: m(x), device)
+            persistent[name] = state_bytes(model) + max(cache, 0)
+            transient[name], _ = peak_memory(lambda m=model: m(x), device)
+            outputs[name] = model(x)
+    diff = (outputs["twin"] - outputs["standard"]).abs().max().item()
+    rows.append(row("max |twin - standard| logits", batch_size=largest, unit="abs",
+                    twin=Stats.of([diff]), note="same weights, eval mode"))
+    rows.append(row("peak inference memory", batch_size=largest, unit="MiB",
+                    standard=Stats.of([(persistent["standard"] + input_bytes
+                                        + transient["standard"]) / MIB]),
+                    twin=Stats.of([(persistent["twin"] + input_bytes
+                                    + transient["twin"]) / MIB]),
+                    target=MEMORY_TARGET, note="state + input + transient"))
+    rows.append(row("transient inference memory", batch_size=largest, unit="MiB",
+                    standard=Stats.of([transient["standard"] / MIB]),
+                    twin=Stats.of([transient["twin"] / MIB]),
+                    note="peak above the level at call entry"))
+    rows.append(row("model state memory", unit="MiB",
+                    standard=Stats.of([persistent["standard"] / MIB]),
+                    twin=Stats.of([persistent["twin"] / MIB]),
+                    note="parameters, buffers, cached graphs"))
+
+    for batch in sizes:
+        xb = inputs(batch)
+        with torch.no_grad():
+            t_std, t_twin = time_interleaved(lambda xb=xb: standard(xb),
+                                             lambda xb=xb: twin(xb), device,
+                                             settings.warmup, settings.iters,
+                                             settings.time_budget)
+        rows.append(row("inference latency", batch_size=batch, unit="ms",
+                        standard=Stats.of([1e3 * t for t in t_std]),
+                        twin=Stats.of([1e3 * t for t in t_twin]),
+                        target=latency_target(key, batch, sizes),
+                        note=f"{len(t_std)} timed runs each"))
+
+    y = torch.randint(spec.num_classes, (largest,), generator=gen).to(device)
+    steps = {}
+    for name, model in (("standard", standard), ("twin", twin)):
+        model.train()
+        steps[name] = _train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=1e-3))
+    t_std, t_twin = time_interleaved(steps["standard"], steps["twin"], device,
+                                     settings.warmup, settings.iters, settings.time_budget)
+    rows.append(row("training step", batch_size=largest, unit="ms",
+                    standard=Stats.of([1e3 * t for t in t_std]),
+                    twin=Stats.of([1e3 * t for t in t_twin]), target=TRAIN_TARGET,
+                    note=f"{len(t_std)} timed runs each; SGD, cross-entropy"))
+    train_peak = {name: peak_memory(steps[name], device)[0] for name in steps}
+    rows.append(row("peak training memory", batch_size=largest, unit="MiB",
+                    standard=Stats.of([(persistent["standard"] + input_bytes
+                                        + train_peak["standard"]) / MIB]),
+                    twin=Stats.of([(persistent["twin"] + input_bytes
+                                    + train_peak["twin"]) / MIB]),
+                    note="state + input + transient of one step"))
+    return rows
+
+
+def run_analysis(keys: Sequence[str], settings: Settings, progress: bool = True) -> list[Row]:
+    """Rows of every model in ``keys``, with a progress bar over the models."""
+    rows: list[Row] = []
+    bar = tqdm(keys, desc="models", unit="model", disable=not progress, file=sys.stderr)
+    for key in bar:
+        bar.set_postfix_str(key)
+        rows.extend(analyse_model(key, MODELS[key], settings))
+    return rows
+
+
+def profile_twin(key: str, settings: Settings, batch_size: int, top: int = 15) -> str:
+    """torch.profiler table of the twin's inference, sorted by self CPU time."""
+    spec = MODELS[key]
+    _, twin = build_pair(spec, settings)
+    x = torch.randn(batch_size, *spec.input_shape, dtype=settings.dtype).to(settings.device)
+    with torch.no_grad():
+        for _ in range(max(settings.warmup, 1)):
+            twin(x)
+        prof = _profiled(lambda: [twin(x) for _ in range(MIN_ITERS)], profile_memory=False)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+
+
+# --------------------------------------------------------------------------- reporting
+
+def _fmt_num(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def _fmt_stats(stats: Stats | None, unit: str) -> str:
+    if stats is None:
+        return "-"
+    if unit == "count":
+        return f"{int(stats.median):,}"
+    if stats.std == 0:
+        return _fmt_num(stats.median)
+    return f"{_fmt_num(stats.mean)} ± {_fmt_num(stats.std)} (med {_fmt_num(stats.median)})"
+
+
+def _status(row: Row) -> str:
+    if row.met is None:
+        return ""
+    return "met" if row.met else "NOT MET"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+TABLE_HEADER = ("model", "figure", "batch", "unit", "standard", "twin", "twin/std",
+                "target", "status", "note")
+
+
+def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    """The printed table's cells, one tuple per row."""
+    cells = []
+    for r in rows:
+        ratio = r.ratio
+        cells.append((r.model, r.figure, "" if r.batch_size is None else str(r.batch_size),
+                      r.unit, _fmt_stats(r.standard, r.unit), _fmt_stats(r.twin, r.unit),
+                      "" if ratio is None else f"{ratio:.2f}x",
+                      "" if r.target is None else f"<= {r.target:g}x", _status(r), r.note))
+    return cells
+
+
+def format_text_table(rows: Sequence[Row], max_note: int = 100) -> str:
+    """Fixed-width text table; notes cut to ``max_note`` characters (full in the files)."""
+    cells = [TABLE_HEADER, *(c[:-1] + (_shorten(c[-1], max_note),) for c in table_cells(rows))]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE_HEADER))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(c))).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(rows: Sequence[Row], settings: Settings) -> str:
+    """Markdown report: settings, the table, the summary of targets."""
+    out = ["# Memory and inference analysis: standard networks vs message-passing twins", ""]
+    out += [f"- {k}: {v}" for k, v in settings.extra.items()]
+    out += ["", "| " + " | ".join(TABLE_HEADER) + " |",
+            "|" + "---|" * len(TABLE_HEADER)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in cell) + " |"
+            for cell in table_cells(rows)]
+    judged = [r for r in rows if r.met is not None]
+    missed = [r for r in judged if not r.met]
+    out += ["", f"Targets met: {len(judged) - len(missed)} of {len(judged)}."]
+    out += [f"- not met: {r.model}, {r.figure}"
+            + (f" (batch {r.batch_size})" if r.batch_size else "")
+            + f": {r.ratio:.2f}x > {r.target:g}x" for r in missed]
+    return "\n".join(out) + "\n"
+
+
+def format_csv(rows: Sequence[Row]) -> str:
+    """CSV, one line per row, raw numbers."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in rows:
+        s, t = r.standard, r.twin
+        writer.writerow([
+            r.model_key, r.model, r.figure, r.batch_size if r.batch_size else "", r.unit,
+            *(("", "", "") if s is None else (repr(s.mean), repr(s.std), repr(s.median))),
+            *(("", "", "") if t is None else (repr(t.mean), repr(t.std), repr(t.median))),
+            "" if r.ratio is None else repr(r.ratio),
+            "" if r.target is None else repr(r.target),
+            "" if r.met is None else str(r.met).lower(), r.note])
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    # A name of our own in the same folder (same file system for os.replace), created
+    # with the umask's permissions, unlike mkstemp's 0600.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+CHART_FIGURES = ("inference latency", "training step", "peak inference memory")
+
+
+def plot_ratios(rows: Sequence[Row], path: Path) -> None:
+    """Bar chart of the twin/standard ratios (log scale), targets as black ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    bars = [r for r in rows if r.figure in CHART_FIGURES and r.ratio is not None]
+    models = list(dict.fromkeys(r.model for r in rows))
+    series = list(dict.fromkeys(
+        (r.figure, r.batch_size if r.figure == "inference latency" else None) for r in bars))
+    series.sort(key=lambda s: (CHART_FIGURES.index(s[0]), s[1] or 0))
+    # The batch-size series differ between models; label them small/large batch.
+    labels = {}
+    for figure, batch in series:
+        if figure == "inference latency":
+            labels[(figure, batch)] = f"latency, batch {'1' if batch == 1 else '>1'}"
+        else:
+            labels[(figure, batch)] = figure
+    names = list(dict.fromkeys(labels.values()))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(models) + 2), 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, name in enumerate(names):
+        xs, ys, targets = [], [], []
+        for i, model in enumerate(models):
+            for r in bars:
+                key = (r.figure, r.batch_size if r.figure == "inference latency" else None)
+                if r.model == model and labels[key] == name:
+                    xs.append(i + (j - (len(names) - 1) / 2) * width)
+                    ys.append(r.ratio)
+                    targets.append(r.target)
+        ax.bar(xs, ys, width=width, label=name, color=colors[j % len(colors)])
+        for x, target in zip(xs, targets):
+            if target is not None:
+                ax.hlines(target, x - width / 2, x + width / 2, colors="black", linewidth=2)
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_yscale("log")
+    tick_format = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(tick_format)
+    ax.yaxis.set_minor_formatter(tick_format)
+    ax.set_xlim(-0.5, len(models) - 0.5)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels(models, rotation=15)
+    ax.set_ylabel("twin / standard (black: target)")
+    ax.set_title("Message-passing twin vs standard network")
+    for i, model in enumerate(models):
+        if not any(r.model == model for r in bars):
+            ax.text(i, 1.0, "unavailable", ha="center", va="bottom", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+
+
+def write_outputs(rows: Sequence[Row], settings: Settings, out: Path) -> list[Path]:
+    """Write analysis.md, analysis.csv and ratios.png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "analysis.md", out / "analysis.csv", out / "ratios.png"]
+    write_text_atomic(paths[0], format_markdown(rows, settings))
+    write_text_atomic(paths[1], format_csv(rows))
+    plot_ratios(rows, paths[2])
+    return paths
+
+
+# --------------------------------------------------------------------------- entry point
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface."""
+    parser = argparse.ArgumentParser(
+        prog="python -m Memory_Inference_Analysis",
+        description="Compare every standard network with its message-passing twin: "
+        "parameters, inference latency, training-step time, peak memory; print a table "
+        "with twin/standard ratios and the issue's targets, and write analysis.md, "
+        "analysis.csv and ratios.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
+                        metavar="MODEL", help=f"models to analyse, from {sorted(MODELS)}")
+    parser.add_argument("--batch-size", nargs="+", type=_positive_int, default=None,
+                        help="batch sizes for every model (default: 1 128 for mlp and "
+                        "cwru, 1 32 for the CIFAR-100 networks); memory and training "
+                        "step use the largest")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up calls of each model")
+    parser.add_argument("--iters", type=_positive_int, default=50,
+                        help="timed calls of each model, per figure")
+    parser.add_argument("--time-budget", type=float, default=20.0,
+                        help="seconds after which a figure stops timing (at least "
+                        f"{MIN_ITERS} runs are kept)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the table, print a torch.profiler table (self CPU "
+                        "time) of the inference of each twin that misses a target")
+    parser.add_argument("--out", type=Path, default=Path("log/analysis"),
+                        help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the analysis, print the table, write the outputs; 0 on success."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    settings = Settings(device=device, dtype=dtype, warmup=args.warmup, iters=args.iters,
+                        time_budget=args.time_budget, seed=args.seed,
+                        batch_sizes=tuple(args.batch_size) if args.batch_size else None)
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else platform.processor() or platform.machine())
+    settings.extra = {
+        "command": "python -m Memory_Inference_Analysis "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
+        "date (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "device": f"{device} ({hardware})",
+        "torch": torch.__version__, "threads": str(torch.get_num_threads()),
+        "dtype": args.dtype, "warm-up / timed runs": f"{args.warmup} / <= {args.iters} "
+        f"(time budget {args.time_budget:g} s per figure)",
+        "ratio": "twin median / standard median; targets from issue 6",
+    }
+    models = list(dict.fromkeys(args.models))
+    load_start = _load_average()
+    rows = run_analysis(models, settings, progress=not args.no_progress)
+    # Other processes on the machine skew timings: the load says how much.
+    settings.extra["load average (1 min), start / end"] = f"{load_start} / {_load_average()}"
+    print(format_text_table(rows))
+    paths = write_outputs(rows, settings, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    if args.profile:
+        for key in dict.fromkeys(r.model_key for r in rows if r.met is False):
+            sizes = batch_sizes_for(key, settings)
+            print(f"\n== {MODELS[key].name} twin, inference at batch {max(sizes)} ==")
+            print(profile_twin(key, settings, max(sizes)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

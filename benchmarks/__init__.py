@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks: twins against torch.nn, measured in the same run."""

@@ -1,0 +1,54 @@
+"""The five networks of the original release, each as a standard network and its twin.
+
+A twin is the standard network passed through :func:`modules.to_gnn`, so the two are
+always the same function with the same state_dict keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from models.CIFAR100_ResNet18 import ResNet18AsGNNCIFAR100, ResNet18CIFAR100
+from models.CIFAR100_VGG import VGG11CIFAR100, VGG11AsGNNCIFAR100
+from models.CIFAR100_ViT import ViTAsGNNCIFAR100, ViTCIFAR100
+from models.CWRU_1DCNN import CNN1DCWRU, CNN1DCWRUAsGNN
+from models.MNIST_MLP import MLPMNIST, MLPAsGNNMNIST
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model pair and the shape of one input sample."""
+
+    name: str
+    standard: Callable[[], nn.Module]
+    twin: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec("MNIST MLP", MLPMNIST, MLPAsGNNMNIST, (1, 28, 28), 10),
+    "cwru": ModelSpec("CWRU 1D-CNN", CNN1DCWRU, CNN1DCWRUAsGNN, (1, 2048), 10),
+    "vgg11": ModelSpec("CIFAR-100 VGG11", VGG11CIFAR100, VGG11AsGNNCIFAR100, (3, 32, 32), 100),
+    "resnet18": ModelSpec("CIFAR-100 ResNet-18", ResNet18CIFAR100, ResNet18AsGNNCIFAR100,
+                          (3, 32, 32), 100),
+    "vit": ModelSpec("CIFAR-100 ViT", ViTCIFAR100, ViTAsGNNCIFAR100, (3, 32, 32), 100),
+}
+
+__all__ = [
+    "MODELS",
+    "CNN1DCWRU",
+    "CNN1DCWRUAsGNN",
+    "MLPAsGNNMNIST",
+    "MLPMNIST",
+    "ModelSpec",
+    "ResNet18AsGNNCIFAR100",
+    "ResNet18CIFAR100",
+    "VGG11AsGNNCIFAR100",
+    "VGG11CIFAR100",
+    "ViTAsGNNCIFAR100",
+    "ViTCIFAR100",
+]

@@ -1,0 +1,425 @@
+"""Tests of the shared training loop (utils.Train_Test) and the five training scripts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import CIFAR100_ResNet18_Train
+import CIFAR100_VGG11_Train
+import CIFAR100_ViT_Train
+import CWRU_1DCNN_Train
+import MNIST_MLP_Train
+from utils import DataLoader_GNN as dl
+from utils import Train_Test as tt
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SCRIPTS = [MNIST_MLP_Train, CWRU_1DCNN_Train, CIFAR100_VGG11_Train, CIFAR100_ResNet18_Train,
+           CIFAR100_ViT_Train]
+METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "lr")
+# Single-threaded subprocesses, so that they compute bit for bit what this process does.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "PYTHONPATH": str(REPO)}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def write_cwru(data_dir: Path, n: int = 200, seed: int = 0) -> Path:
+    """A tiny CWRU window file (class-dependent tones plus noise) in the loader's layout."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(2048, dtype=np.float32)
+    label = np.arange(n) % 10
+    x = np.sin(t * 0.01 * (label[:, None] + 1) + np.arange(n)[:, None])
+    x = x + 0.3 * rng.standard_normal((n, 2048))
+    y, recording, start = label, label, (np.arange(n) // 10) * 240
+    path = data_dir / "CWRU" / "CWRU_48k_DE_windows.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
+             recording=np.asarray(recording, dtype=np.int64),
+             start=np.asarray(start, dtype=np.int64))
+    return data_dir
+
+
+def write_idx_gz(path: Path, array: np.ndarray) -> None:
+    import gzip
+    import struct
+
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(data_dir: Path, monkeypatch: pytest.MonkeyPatch, n: int = 120) -> Path:
+    """Tiny t10k IDX files; the loader's md5 table is patched to accept them."""
+    rng = np.random.default_rng(2)
+    raw = data_dir / "MNIST" / "raw"
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    images[np.arange(n), labels * 2 + 3, 3:25] = 255  # a class-dependent stroke
+    write_idx_gz(raw / "t10k-images-idx3-ubyte.gz", images)
+    write_idx_gz(raw / "t10k-labels-idx1-ubyte.gz", labels)
+    sums = {p.name: dl.md5sum(p) for p in raw.iterdir()}
+    monkeypatch.setattr(dl, "MNIST_MD5", {**dl.MNIST_MD5, **sums})
+    monkeypatch.setattr(dl, "MNIST_TEST_SPLIT_TRAIN", 90)
+    return data_dir
+
+
+def write_cifar(data_dir: Path, monkeypatch: pytest.MonkeyPatch, n_train: int = 48,
+                n_test: int = 12) -> Path:
+    """A tiny CIFAR-100 tarball in the real format, extracted by the loader itself."""
+    rng = np.random.default_rng(1)
+    tarball = data_dir / "cifar-100-python.tar.gz"
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name, n in (("train", n_train), ("test", n_test)):
+            labels = [int(v) for v in rng.integers(0, 100, size=n)]
+            entry = {b"batch_label": name.encode(), b"fine_labels": labels,
+                     b"coarse_labels": [lab // 5 for lab in labels],
+                     b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                     b"filenames": [b"x.png"] * n}
+            payload = pickle.dumps(entry, protocol=2)
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        payload = pickle.dumps({b"fine_label_names": [b"c"] * 100}, protocol=2)
+        info = tarfile.TarInfo("cifar-100-python/meta")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    monkeypatch.setattr(dl, "CIFAR100_MD5", dl.md5sum(tarball))
+    dl.load_cifar100(data_dir, download=False)  # extracts cifar-100-python/
+    return data_dir
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def dirs(root: Path, data_dir: Path) -> list[str]:
+    return ["--data-dir", str(data_dir), "--log-dir", str(root / "log"),
+            "--checkpoint-dir", str(root / "ckpt"), "--device", "cpu"]
+
+
+def train(script, argv: list[str]) -> int:
+    with redirect_stdout(io.StringIO()):
+        return tt.main(script.SETUP, argv)
+
+
+def records(log_dir: Path, run: str) -> list[dict]:
+    return [json.loads(line) for line in (log_dir / f"{run}.jsonl").read_text().splitlines()]
+
+
+def metrics(log_dir: Path, run: str) -> list[tuple]:
+    return [tuple(r[k] for k in METRICS) for r in records(log_dir, run)]
+
+
+def same_checkpoint(a: Path, b: Path) -> None:
+    ca, cb = (torch.load(p, weights_only=False) for p in (a, b))
+    assert ca["epoch"] == cb["epoch"] and ca["best_acc"] == cb["best_acc"]
+    for key in ca["model"]:
+        assert torch.equal(ca["model"][key], cb["model"][key]), key
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for key, value in sa[i].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[i][key]))
+    assert torch.equal(ca["rng"][0]["torch"], cb["rng"][0]["torch"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- flags
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__)
+def test_help_lists_the_flags(script, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tt.main(script.SETUP, ["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--model", "--seeds", "--epochs", "--batch-size", "--lr", "--device",
+                 "--data-dir", "--log-dir", "--checkpoint-dir", "--num-workers", "--resume",
+                 "--max-train-batches", "--amp"):
+        assert flag in text, flag
+    assert ("--mnist-source" in text) == (script is MNIST_MLP_Train)
+    assert ("--split" in text) == (script is CWRU_1DCNN_Train)
+    assert f"(default: {script.SETUP.epochs})" in text
+
+
+def test_defaults_reproduce_the_original():
+    parse = tt.build_parser
+    expect = {MNIST_MLP_Train: (100, 128, 1e-3), CWRU_1DCNN_Train: (1000, 128, 5e-5),
+              CIFAR100_VGG11_Train: (100, 16, 0.01), CIFAR100_ResNet18_Train: (100, 128, 0.01),
+              CIFAR100_ViT_Train: (300, 128, 1e-4)}
+    for script, (epochs, batch, lr) in expect.items():
+        args = parse(script.SETUP).parse_args([])
+        assert (args.epochs, args.batch_size, args.lr) == (epochs, batch, lr)
+        assert args.seeds == list(range(10)) and args.model == "both"
+    sgd = CIFAR100_VGG11_Train.SETUP.optimizer([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
+    sched = CIFAR100_ResNet18_Train.SETUP.scheduler(sgd)
+    assert sorted(sched.milestones) == [60, 120, 160] and sched.gamma == 0.2
+    adamw = CIFAR100_ViT_Train.SETUP.optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    assert adamw.defaults["weight_decay"] == 0.05
+
+
+def test_amp_on_cpu_is_an_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        tt.main(CWRU_1DCNN_Train.SETUP, ["--amp", "--device", "cpu"])
+    assert stop.value.code == 2 and "--amp needs a CUDA device" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- (a) twins
+
+
+@pytest.mark.parametrize("dataset", ["cwru", "mnist"])
+def test_twin_trains_like_the_standard_network(dataset, tmp_path, monkeypatch, one_thread):
+    if dataset == "cwru":
+        script, data, extra = CWRU_1DCNN_Train, write_cwru(tmp_path / "data"), []
+    else:
+        script, data = MNIST_MLP_Train, write_mnist(tmp_path / "data", monkeypatch)
+        extra = ["--mnist-source", "test-split"]
+    argv = dirs(tmp_path, data) + ["--epochs", "2", "--seeds", "3", "--batch-size", "16",
+                                   "--lr", "1e-2", *extra]
+    assert train(script, argv) == 0
+    std = records(tmp_path / "log", tt.run_name(script.SETUP.script, "standard", 3))
+    gnn = records(tmp_path / "log", tt.run_name(script.SETUP.script, "gnn", 3))
+    assert [r["epoch"] for r in std] == [r["epoch"] for r in gnn] == [1, 2]
+    for a, b in zip(std, gnn):
+        assert (a["model"], b["model"], a["seed"]) == ("standard", "gnn", 3)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    assert std[1]["train_loss"] < std[0]["train_loss"]  # it does learn
+    text = (tmp_path / "log" / f"{std[0]['run']}.txt").read_text()
+    assert "Epoch 1/2 | train loss " in text and "| val loss " in text and "| time " in text
+    for side in ("standard", "gnn"):
+        run = tt.run_name(script.SETUP.script, side, 3)
+        assert (tmp_path / "ckpt" / f"{run}_last.pt").is_file()
+        assert (tmp_path / "ckpt" / f"{run}_best.pt").is_file()
+    assert not [p for p in (tmp_path / "ckpt").iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- (b) crash
+
+
+def test_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch, one_thread):
+    data = write_cwru(tmp_path / "data")
+    argv = ["--epochs", "3", "--seeds", "1", "--batch-size", "16", "--lr", "1e-3",
+            "--model", "gnn"]
+    run = tt.run_name("CWRU_1DCNN_Train", "gnn", 1)
+    assert train(CWRU_1DCNN_Train, dirs(tmp_path / "a", data) + argv) == 0
+
+    calls = {"n": 0}
+    original = dl.SignalDataset.__getitem__
+
+    def crash_in_epoch_2(self, index):
+        calls["n"] += 1
+        if calls["n"] > 160 + 40 + 50:  # epoch 1 (train + val) and part of epoch 2
+            raise RuntimeError("simulated crash")
+        return original(self, index)
+
+    monkeypatch.setattr(dl.SignalDataset, "__getitem__", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(CWRU_1DCNN_Train, dirs(tmp_path / "b", data) + argv)
+    monkeypatch.setattr(dl.SignalDataset, "__getitem__", original)
+    assert [r["epoch"] for r in records(tmp_path / "b" / "log", run)] == [1]
+    # As if killed while writing epoch 2's log lines: resume must drop the fragments.
+    with open(tmp_path / "b" / "log" / f"{run}.jsonl", "a") as f:
+        f.write('{"script": "CWRU_1DCNN_Train", "ep')
+    with open(tmp_path / "b" / "log" / f"{run}.txt", "a") as f:
+        f.write("Epoch 2/3 | train lo")
+
+    assert train(CWRU_1DCNN_Train, dirs(tmp_path / "b", data) + argv + ["--resume"]) == 0
+    assert metrics(tmp_path / "a" / "log", run) == metrics(tmp_path / "b" / "log", run)
+    for kind in ("last", "best"):
+        same_checkpoint(tmp_path / "a" / "ckpt" / f"{run}_{kind}.pt",
+                        tmp_path / "b" / "ckpt" / f"{run}_{kind}.pt")
+    text = (tmp_path / "b" / "log" / f"{run}.txt").read_text()
+    assert [line.split(" |")[0] for line in text.splitlines() if line.startswith("Epoch")] \
+        == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert "# resumed from" in text
+
+    # A finished run is skipped, its logs untouched.
+    before = (tmp_path / "b" / "log" / f"{run}.jsonl").read_text()
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert tt.main(CWRU_1DCNN_Train.SETUP,
+                       dirs(tmp_path / "b", data) + argv + ["--resume"]) == 0
+    assert "skipped" in out.getvalue()
+    assert (tmp_path / "b" / "log" / f"{run}.jsonl").read_text() == before
+
+
+def test_resume_with_other_batch_size_is_refused(tmp_path, one_thread):
+    data = write_cwru(tmp_path / "data", n=40)
+    argv = dirs(tmp_path, data) + ["--epochs", "1", "--seeds", "0", "--model", "standard",
+                                   "--batch-size", "8"]
+    assert train(CWRU_1DCNN_Train, argv) == 0
+    with pytest.raises(SystemExit, match="--batch-size"):
+        train(CWRU_1DCNN_Train, argv[:-1] + ["16", "--epochs", "2", "--resume"])
+
+
+# --------------------------------------------------------------------------- (c) signals
+
+
+@pytest.fixture(scope="module")
+def cifar_reference(tmp_path_factory):
+    """An uninterrupted 3-epoch ViT run on the tiny CIFAR fixture."""
+    root = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as mp:
+        data = write_cifar(root / "data", mp, n_train=160, n_test=16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train(CIFAR100_ViT_Train, dirs(root, data) + SIGNAL_ARGS) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root, data
+
+
+# ViT: dropout and AdamW make the RNG and optimizer states matter.
+SIGNAL_ARGS = ["--epochs", "3", "--seeds", "0", "--batch-size", "4", "--model", "standard"]
+SIGNAL_RUN = tt.run_name("CIFAR100_ViT_Train", "standard", 0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_signal_mid_epoch_then_resume(sig, cifar_reference, tmp_path, one_thread):
+    ref, data = cifar_reference
+    argv = dirs(tmp_path, data) + SIGNAL_ARGS
+    proc = subprocess.Popen([sys.executable, "-m", "CIFAR100_ViT_Train", *argv],
+                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    # The progress bar tells when epoch 2 has begun: its "k/40" counter, k >= 2.
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(
+        lambda: proc.stderr.read(64), "")), daemon=True)
+    reader.start()
+    mid_epoch = re.compile(rf"{SIGNAL_RUN} 2/3 train:.*\| *([2-9]|[1-3][0-9])/40")
+    deadline = time.monotonic() + 90
+    while not mid_epoch.search("".join(chunks)):
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(chunks)[-2000:]
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(chunks)
+    if sig == signal.SIGINT:
+        assert proc.returncode == tt.INTERRUPTED, err
+        assert "Interrupted during epoch 2 of" in err
+        assert "python -m CIFAR100_ViT_Train" in err and "--resume" in err
+        assert "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert [r["epoch"] for r in records(tmp_path / "log", SIGNAL_RUN)] == [1]
+
+    assert train(CIFAR100_ViT_Train, argv + ["--resume"]) == 0
+    assert metrics(ref / "log", SIGNAL_RUN) == metrics(tmp_path / "log", SIGNAL_RUN)
+    same_checkpoint(ref / "ckpt" / f"{SIGNAL_RUN}_last.pt",
+                    tmp_path / "ckpt" / f"{SIGNAL_RUN}_last.pt")
+    assert not [p for p in (tmp_path / "ckpt").iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- (d) CIFAR
+
+
+@pytest.mark.parametrize("script", [CIFAR100_VGG11_Train, CIFAR100_ResNet18_Train,
+                                    CIFAR100_ViT_Train], ids=lambda m: m.__name__)
+def test_cifar_smoke_and_resume(script, tmp_path, monkeypatch, one_thread, capsys):
+    data = write_cifar(tmp_path / "data", monkeypatch)
+    argv = dirs(tmp_path, data) + ["--seeds", "0", "--batch-size", "2",
+                                   "--max-train-batches", "2", "--max-val-batches", "2"]
+    assert tt.main(script.SETUP, argv + ["--epochs", "1"]) == 0
+    assert tt.main(script.SETUP, argv + ["--epochs", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    sides = ["standard", "gnn"]
+    if "the gnn side is skipped" in err:
+        assert script is CIFAR100_ViT_Train, err  # only its attention twins may be missing
+        sides = ["standard"]
+    assert {p.stem for p in (tmp_path / "log").glob("*.jsonl")} == {
+        tt.run_name(script.SETUP.script, side, 0) for side in sides}
+    for side in sides:
+        got = records(tmp_path / "log", tt.run_name(script.SETUP.script, side, 0))
+        assert [r["epoch"] for r in got] == [1, 2]
+        assert all(np.isfinite(r["train_loss"]) for r in got)
+        assert got[0]["lr"] == script.SETUP.lr
+
+
+# --------------------------------------------------------------------------- (e) DDP
+
+
+def test_ddp_gloo_two_processes(tmp_path, one_thread):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    data = write_cwru(tmp_path / "data", n=115)  # 23 val windows: one rank gets padding
+    argv = dirs(tmp_path, data) + ["--epochs", "2", "--seeds", "0", "--batch-size", "8",
+                                   "--lr", "1e-3", "--model", "both"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m",
+           "CWRU_1DCNN_Train", *argv]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Epoch 2/2") == 2  # once per side: rank 0 alone reports
+    std = records(tmp_path / "log", "CWRU_1DCNN_Train_standard_seed0")
+    gnn = records(tmp_path / "log", "CWRU_1DCNN_Train_gnn_seed0")
+    assert [r["epoch"] for r in std] == [r["epoch"] for r in gnn] == [1, 2]
+    assert all(r["world_size"] == 2 for r in std + gnn)
+    for a, b in zip(std, gnn):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+
+    # The all-reduced val metrics are those of the whole val set, counted once.
+    ckpt = torch.load(tmp_path / "ckpt" / "CWRU_1DCNN_Train_standard_seed0_last.pt",
+                      weights_only=False)
+    assert len(ckpt["rng"]) == 2
+    model = tt._build_model(CWRU_1DCNN_Train.SETUP, 0, "standard")
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    _, val = dl.get_dataloaders_CWRU(data, batch_size=64, seed=0)
+    x, y = next(iter(val))
+    with torch.no_grad():
+        logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits, y).item()
+    acc = 100.0 * (logits.argmax(1) == y).double().mean().item()
+    assert len(y) == 23
+    assert std[-1]["val_loss"] == pytest.approx(loss, abs=1e-5)
+    assert std[-1]["val_acc"] == pytest.approx(acc, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_real_cwru_short_run(tmp_path, one_thread):
+    if not (SHARED_DATA / "CWRU" / "raw").is_dir():
+        pytest.skip(f"{SHARED_DATA} absent: the real CWRU recordings live in ../shared/data "
+                    "beside the checkout")
+    argv = dirs(tmp_path, SHARED_DATA) + ["--epochs", "1", "--seeds", "0",
+                                          "--max-train-batches", "5"]
+    assert train(CWRU_1DCNN_Train, argv) == 0
+    std = records(tmp_path / "log", "CWRU_1DCNN_Train_standard_seed0")
+    gnn = records(tmp_path / "log", "CWRU_1DCNN_Train_gnn_seed0")
+    assert std[0]["train_loss"] == pytest.approx(gnn[0]["train_loss"], abs=1e-5)
+    assert std[0]["val_loss"] == pytest.approx(gnn[0]["val_loss"], abs=1e-5)
