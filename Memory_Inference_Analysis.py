@@ -381,16 +381,41 @@ def run_analysis(keys: Sequence[str], settings: Settings, progress: bool = True)
     return rows
 
 
-def profile_twin(key: str, settings: Settings, batch_size: int, top: int = 15) -> str:
-    """torch.profiler table of the twin's inference, sorted by self CPU time."""
+def profile_twin(key: str, settings: Settings, batch_size: int, train: bool = False,
+                 memory: bool = False, top: int = 15) -> str:
+    """torch.profiler table of the twin's inference (or training step) over a few calls,
+    sorted by self CPU time, or by self CPU memory when ``memory``."""
     spec = MODELS[key]
     _, twin = build_pair(spec, settings)
-    x = torch.randn(batch_size, *spec.input_shape, dtype=settings.dtype).to(settings.device)
-    with torch.no_grad():
+    gen = torch.Generator().manual_seed(settings.seed + 1)
+    x = torch.randn(batch_size, *spec.input_shape, generator=gen,
+                    dtype=settings.dtype).to(settings.device)
+    if train:
+        twin.train()
+        y = torch.randint(spec.num_classes, (batch_size,), generator=gen).to(settings.device)
+        fn = _train_step(twin, x, y, torch.optim.SGD(twin.parameters(), lr=1e-3))
+    else:
+        fn = lambda: twin(x)  # noqa: E731
+    with torch.set_grad_enabled(train):
         for _ in range(max(settings.warmup, 1)):
-            twin(x)
-        prof = _profiled(lambda: [twin(x) for _ in range(MIN_ITERS)], profile_memory=False)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+            fn()
+        prof = _profiled(lambda: [fn() for _ in range(MIN_ITERS)], profile_memory=memory)
+    sort_by = "self_cpu_memory_usage" if memory else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=top)
+
+
+def profile_missed(rows: Sequence[Row], settings: Settings) -> str:
+    """Profiles of the twin behind every missed target: the call that the figure times."""
+    parts = []
+    for r in rows:
+        if r.met is not False:
+            continue
+        train, memory = r.figure == "training step", r.figure == "peak inference memory"
+        what = "training step" if train else "inference"
+        parts.append(f"== {r.model} twin, {what} at batch {r.batch_size} "
+                     f"({r.figure}: {r.ratio:.2f}x > {r.target:g}x), {MIN_ITERS} calls ==\n"
+                     + profile_twin(r.model_key, settings, r.batch_size or 1, train, memory))
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -603,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     parser.add_argument("--profile", action="store_true",
                         help="after the table, print a torch.profiler table (self CPU "
-                        "time) of the inference of each twin that misses a target")
+                        "time) of the twin's call behind each missed target")
     parser.add_argument("--out", type=Path, default=Path("log/analysis"),
                         help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -653,10 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_outputs(rows, settings, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
     if args.profile:
-        for key in dict.fromkeys(r.model_key for r in rows if r.met is False):
-            sizes = batch_sizes_for(key, settings)
-            print(f"\n== {MODELS[key].name} twin, inference at batch {max(sizes)} ==")
-            print(profile_twin(key, settings, max(sizes)))
+        print("\n" + profile_missed(rows, settings))
     return 0
 
 

@@ -28,10 +28,9 @@ from modules.window_graph import (
     sliding_axis,
 )
 
-# Above this many gathered features per position (kernel offsets x channels per group) the
-# fused path accumulates one GEMM per kernel offset instead of one GEMM over a gathered
-# (positions x offsets*channels) matrix: same arithmetic, far less memory traffic.
-_IM2COL_MAX_FEATURES = 256
+# Above this size the gathered (positions x offsets*channels) matrix costs more memory
+# traffic than it saves: the fused path then accumulates one GEMM per kernel offset.
+_IM2COL_MAX_BYTES = 32 * 2**20
 
 
 class _ConvNdAsGNN(MessagePassingModule):
@@ -69,13 +68,26 @@ class _ConvNdAsGNN(MessagePassingModule):
         self.padding_mode = padding_mode
         self.output_padding = ntuple(0)  # read by torch's extra_repr
         factory = {"device": device, "dtype": dtype}
+        # torch's shape (out, in/groups, *kernel), stored offset-major (out, *kernel,
+        # in/groups) in memory, the layout channels-last gives 4-d weights: each kernel
+        # offset's (out x in) matrix and the (out x offsets*in) matrix are then plain
+        # strided views that GEMMs read without copying.
         self.weight = nn.Parameter(torch.empty(
-            out_channels, in_channels // groups, *self.kernel_size, **factory))
+            out_channels, *self.kernel_size, in_channels // groups, **factory).movedim(-1, 1))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.modules.conv._ConvNd.reset_parameters(self)
+        """torch's initialization, drawn in torch's order (same values under a seed)."""
+        with torch.no_grad():
+            weight = torch.empty(self.weight.shape, dtype=self.weight.dtype,
+                                 device=self.weight.device)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            self.weight.copy_(weight)
+            if self.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in != 0 else 0
+                nn.init.uniform_(self.bias, -bound, bound)
 
     @staticmethod
     def native_kwargs(module: nn.Module) -> dict[str, Any]:
@@ -162,40 +174,38 @@ class _ConvNdAsGNN(MessagePassingModule):
         return out.squeeze(0) if unbatched else out
 
     def _offset_weights(self) -> Tensor:
-        """Weights per kernel offset and group: (K, groups, in/groups, out/groups)."""
-        g = self.groups
-        k = math.prod(self.kernel_size)
-        w = self.weight.reshape(g, self.out_channels // g, self.in_channels // g, k)
-        return w.permute(3, 0, 2, 1)
+        """Weights as (groups, out/groups, K, in/groups): a view when stored offset-major."""
+        g, k = self.groups, math.prod(self.kernel_size)
+        return self.weight.movedim(1, -1).reshape(g, self.out_channels // g, k, -1)
 
     def message(self, x_j: Tensor, kernel_offset: Tensor) -> Tensor:
-        w = self._offset_weights()[kernel_offset]  # (E, G, Cg, Og): one matrix per edge
+        w = self._offset_weights()[:, :, kernel_offset]  # (G, Og, E, Cg): one matrix per edge
         x_j = x_j.unflatten(-1, (self.groups, -1))
-        return torch.einsum("...egc,egco->...ego", x_j, w).flatten(-2)
+        return torch.einsum("...egc,goec->...ego", x_j, w).flatten(-2)
 
     def message_and_aggregate(self, adj_t: Tensor, x: Tensor, padded: bool) -> Tensor:
         w = self._offset_weights()
-        g, cg = self.groups, self.in_channels // self.groups
-        b, n_dst, k = x.shape[0], adj_t.shape[0], w.shape[0]
-        if k * cg <= _IM2COL_MAX_FEATURES or k == 1:
+        g, og, k, cg = w.shape
+        b, n_dst = x.shape[0], adj_t.shape[0]
+        if k == 1 or b * n_dst * k * cg * x.element_size() <= _IM2COL_MAX_BYTES:
             # One gather of every window, then one GEMM over (offsets x channels).
             cols = gather_windows(adj_t, x, padded).reshape(b * n_dst, k, g, cg)
             if g == 1:
-                out = cols.view(b * n_dst, k * cg) @ w.reshape(k * cg, -1)
+                out = cols.view(b * n_dst, k * cg) @ w.reshape(og, k * cg).t()
             else:
-                out = torch.einsum("nkgc,kgco->ngo", cols, w)
+                out = torch.einsum("nkgc,gokc->ngo", cols, w)
             return out.reshape(b, n_dst, self.out_channels)
-        # Wide inputs: one gather and GEMM per kernel offset, accumulated.
+        # Wide inputs: one gather and GEMM per kernel offset, accumulated, instead of a
+        # gathered matrix K times the input.
         if padded:
             x = torch.cat([x, x.new_zeros(b, 1, x.shape[2])], dim=1)
-        table = ell_table(adj_t)
         out = None
-        for offset, index in enumerate(table.t()):
+        for index, w_k in zip(ell_table(adj_t).t(), w.unbind(2)):
             msg = x.index_select(1, index)
             if g == 1:
-                msg = msg @ w[offset, 0]
+                msg = msg @ w_k[0].t()
             else:
-                msg = torch.einsum("bngc,gco->bngo", msg.unflatten(-1, (g, cg)), w[offset])
+                msg = torch.einsum("bngc,goc->bngo", msg.unflatten(-1, (g, cg)), w_k)
                 msg = msg.flatten(-2)
             out = msg if out is None else out.add_(msg)
         return out

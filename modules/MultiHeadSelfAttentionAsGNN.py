@@ -266,11 +266,11 @@ class MultiHeadCrossAttentionAsGNN(MessagePassingModule):
         bias = self._dense_bias(attn_mask, key_padding_mask, causal, bsz, tgt_len, src_len,
                                 q.dtype, q.device)
         out, weights = self._propagate(q, k, v, bias, nan_rows, need_weights)
-        # (N, L, H, D) -> (L, N, E) or (N, L, E), then the output projection.
+        # (N, L, H, D) -> (L, N, E), the output projection, then batch-first as a transposed
+        # view, as torch returns it: a following dropout draws its mask in memory order.
+        out = self.out_proj(out.transpose(0, 1).reshape(tgt_len, bsz, self.embed_dim))
         if batched and self.batch_first:
-            out = self.out_proj(out.reshape(bsz, tgt_len, self.embed_dim))
-        else:
-            out = self.out_proj(out.transpose(0, 1).reshape(tgt_len, bsz, self.embed_dim))
+            out = out.transpose(0, 1)
         if not batched:
             out = out.squeeze(1)
         if weights is not None:
@@ -604,7 +604,7 @@ def _fast_path_masks(attn_mask: Tensor | None, key_padding_mask: Tensor | None, 
     if key_padding_mask is None:
         return attn_mask != 0, None
     bsz, seq_len = src.shape[:2]
-    merged = (attn_mask.view(bsz, num_heads, seq_len, seq_len) if attn_mask.dim() == 3
+    merged = (attn_mask.reshape(bsz, num_heads, seq_len, seq_len) if attn_mask.dim() == 3
               else attn_mask.view(1, 1, seq_len, seq_len))
     merged = merged + key_padding_mask.view(bsz, 1, 1, seq_len)
     return (merged != 0).expand(bsz, num_heads, -1, -1).reshape(-1, seq_len, seq_len), None
@@ -832,11 +832,18 @@ def _check_native(cls: type, module: nn.Module) -> None:
 
 
 def _layer_twin(layer: nn.Module, twin_type: type) -> nn.Module:
-    return twin_type.from_native(layer) if isinstance(layer, twin_type.native_type) else layer
+    """The twin of a sub-module: ``twin_type`` for its native type, else ``to_gnn``."""
+    if type(layer) is twin_type.native_type:
+        return twin_type.from_native(layer)
+    from modules.convert import to_gnn  # modules.convert imports this file
+
+    return to_gnn(layer)
 
 
 def _layer_native(layer: nn.Module) -> nn.Module:
-    return layer.to_native() if hasattr(layer, "to_native") else layer
+    from modules.convert import to_native  # modules.convert imports this file
+
+    return to_native(layer)
 
 
 class TransformerEncoderAsGNN(nn.Module):
@@ -1133,9 +1140,6 @@ def check_cases() -> list[Case]:
         v = _tokens(n, S, 10, False, gen, dtype, device)
         return q, k, v, _padding(n, S, gen, device)
 
-    def layer_inputs(batch_first: bool, padding: bool) -> Callable[..., tuple]:
-        return self_inputs(batch_first, padding)
-
     def seq2seq_inputs(batch_first: bool) -> Callable[..., tuple]:
         def make(n, gen, dtype, device):
             src = _tokens(n, S, e, batch_first, gen, dtype, device)
@@ -1158,24 +1162,24 @@ def check_cases() -> list[Case]:
                                                   norm_first=norm_first)
 
     cases = [
-        Case("MHA self-attn E16 h4 L7 (+weights)", mha(), make_inputs=self_inputs(True, False),
-             call=self_call(False, need_weights=True)),
+        Case("MHA self-attn E16 h4 L7, no mask (+weights)", mha(),
+             make_inputs=self_inputs(True, False), call=self_call(False, need_weights=True)),
         Case("MHA self-attn causal", mha(False), make_inputs=self_inputs(False, False),
              call=self_call(True)),
         Case("MHA self-attn key padding", mha(), make_inputs=self_inputs(True, True),
              call=self_call(False)),
-        Case("MHA self-attn causal + key padding", mha(False),
+        Case("MHA self-attn causal + key padding (+weights)", mha(False),
              make_inputs=self_inputs(False, True), call=self_call(True, need_weights=True)),
-        Case("MHA cross-attn L7 S5 kdim12 vdim10",
+        Case("MHA cross-attn L7 S5 kdim12 vdim10 (+weights)",
              lambda: nn.MultiheadAttention(e, h, kdim=12, vdim=10),
              make_inputs=cross_inputs,
              call=lambda m, xs: _with_weights(m(*xs[:3], key_padding_mask=xs[3],
                                                  average_attn_weights=False))),
         Case("EncoderLayer post-norm gelu (batch-first)", enc_layer(False, True),
-             make_inputs=layer_inputs(True, True),
+             make_inputs=self_inputs(True, True),
              call=lambda m, xs: m(xs[0], src_key_padding_mask=xs[1])),
         Case("EncoderLayer pre-norm gelu causal", enc_layer(True, False),
-             make_inputs=layer_inputs(False, False),
+             make_inputs=self_inputs(False, False),
              call=lambda m, xs: m(xs[0], src_mask=tgt_causal.to(xs[0]), is_causal=True)),
         Case("DecoderLayer post-norm", dec_layer(False), make_inputs=seq2seq_inputs(False),
              call=lambda m, xs: m(xs[1], xs[0], tgt_mask=tgt_causal.to(xs[1]),
@@ -1184,7 +1188,7 @@ def check_cases() -> list[Case]:
              call=lambda m, xs: m(xs[1], xs[0], memory_key_padding_mask=xs[2])),
         Case("Encoder x2 + norm, key padding (nested)",
              lambda: nn.TransformerEncoder(enc_layer(False, True)(), 2, nn.LayerNorm(e)),
-             make_inputs=layer_inputs(True, True),
+             make_inputs=self_inputs(True, True),
              call=lambda m, xs: m(xs[0], src_key_padding_mask=xs[1])),
         Case("Transformer 2+2 layers, causal tgt",
              lambda: nn.Transformer(e, h, 2, 2, 32, batch_first=True),

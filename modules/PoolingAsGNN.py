@@ -103,7 +103,11 @@ class _MaxPoolAsGNN(_PoolAsGNN):
 
     def message_and_aggregate(self, adj_t: Tensor, x: Tensor,
                               padded: bool) -> Tensor | tuple[Tensor, Tensor]:
-        values, arg = gather_windows(adj_t, x, padded, float("-inf")).max(dim=2)
+        windows = gather_windows(adj_t, x, padded, float("-inf"))
+        if not (self.return_indices or (torch.is_grad_enabled() and x.requires_grad)):
+            return windows.amax(dim=2)  # same values; no argmax to route gradients to
+        # max() routes the gradient to the first maximal edge of each window, as torch does.
+        values, arg = windows.max(dim=2)
         if not self.return_indices:
             return values
         return values, self._source_of(adj_t, arg)

@@ -31,6 +31,13 @@ class MessagePassingModule(MessagePassing):
         self.fused = True
         self._graph_cache: dict[Hashable, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Graphs are rebuilt on demand: copies and pickles carry no cache (torch cannot
+        # deep-copy sparse CSR tensors, and the cache may hold other devices' graphs).
+        state = super().__getstate__().copy()
+        state["_graph_cache"] = {}
+        return state
+
     def cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
         """Graph structures depend only on hyper-parameters, shape and device: build once."""
         graph = self._graph_cache.get(key)

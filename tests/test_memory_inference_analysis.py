@@ -123,3 +123,14 @@ def test_cuda_peak_sees_a_known_allocation() -> None:
     device = torch.device("cuda")
     peak, net = mia.peak_memory(lambda: torch.ones(2 * MIB, device=device), device)
     assert 8 * MIB <= peak <= 8 * MIB + 64 * 1024 and net == 0
+
+
+def test_profile_missed_profiles_the_call_behind_each_miss() -> None:
+    settings = mia.Settings(device=CPU, dtype=torch.float32, warmup=1, iters=1,
+                            time_budget=0.0)
+    missed = [mia.Row("mlp", "MNIST MLP", figure, batch_size=2, standard=mia.Stats.of([1.0]),
+                      twin=mia.Stats.of([9.0]), target=2.0)
+              for figure in ("inference latency", "training step")]
+    text = mia.profile_missed(missed, settings)
+    assert "inference at batch 2" in text and "training step at batch 2" in text
+    assert "aten::addmm" in text or "aten::mm" in text

@@ -75,16 +75,28 @@ def test_every_kernel_size_2d(k: int) -> None:
     assert err.max <= 1e-10 and err.grad_max <= 1e-10
 
 
-def test_per_offset_accumulation_path() -> None:
-    """Wide inputs take the one-GEMM-per-offset fused branch; it must be exact too."""
-    native = nn.Conv2d(64, 8, 3, padding=1, groups=2).double()
+@pytest.mark.parametrize("groups", [1, 2])
+def test_per_offset_accumulation_path(groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large inputs take the one-GEMM-per-offset fused branch; it must be exact too."""
+    import modules.ConvAsGNN as conv_module
+
+    monkeypatch.setattr(conv_module, "_IM2COL_MAX_BYTES", 0)
+    native = nn.Conv2d(8, 6, 3, padding=1, groups=groups).double()
     err = compare(native, Conv2dAsGNN.from_native(native),
-                  (torch.randn(2, 64, 5, 6, dtype=torch.float64),))
+                  (torch.randn(2, 8, 5, 6, dtype=torch.float64),))
     assert err.max <= 1e-10 and err.grad_max <= 1e-10
-    native = nn.Conv1d(96, 5, 5, padding=2).double()
+    native = nn.Conv1d(4, 6, 5, padding=2, groups=groups, padding_mode="circular").double()
     err = compare(native, Conv1dAsGNN.from_native(native),
-                  (torch.randn(2, 96, 9, dtype=torch.float64),))
+                  (torch.randn(2, 4, 9, dtype=torch.float64),))
     assert err.max <= 1e-10 and err.grad_max <= 1e-10
+
+
+def test_weights_are_stored_offset_major() -> None:
+    """Same shape as torch's weight, offset-major memory: the GEMMs read it in place."""
+    conv = Conv2dAsGNN(4, 6, 3)
+    assert conv.weight.shape == (6, 4, 3, 3) and conv.weight.stride() == (36, 1, 12, 4)
+    conv.load_state_dict(nn.Conv2d(4, 6, 3).state_dict())
+    assert conv.double().weight.stride() == (36, 1, 12, 4)
 
 
 def test_unbatched_input() -> None:
