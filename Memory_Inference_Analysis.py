@@ -55,7 +55,6 @@ import platform
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from tqdm import tqdm
 
 from models import MODELS, ModelSpec
 from modules import to_gnn
+from utils.atomic import atomic_write, write_text_atomic
 
 MIB = 1024 ** 2
 DEFAULT_BATCH_SIZES: dict[str, tuple[int, ...]] = {"mlp": (1, 128), "cwru": (1, 128)}
@@ -503,23 +503,6 @@ def format_csv(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # A name of our own in the same folder (same file system for os.replace), created
-    # with the umask's permissions, unlike mkstemp's 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 CHART_FIGURES = ("inference latency", "training step", "peak inference memory")
 
 
@@ -576,7 +559,8 @@ def plot_ratios(rows: Sequence[Row], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=120)
     finally:
         plt.close(fig)
 

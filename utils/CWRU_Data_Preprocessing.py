@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 from tqdm import tqdm
+
+from utils.atomic import atomic_write
 
 WINDOW = 2048
 STRIDE = 240
@@ -51,13 +51,6 @@ EXPECTED_FILES = (
     "48k_Drive_End_IR021_0_213.mat, 48k_Drive_End_OR007@6_0_135.mat, "
     "48k_Drive_End_OR014@6_0_201.mat, 48k_Drive_End_OR021@6_0_238.mat, normal_0_97.mat"
 )
-
-
-def default_file_mode() -> int:
-    """Permission bits a newly created file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def raw_dir_of(data_dir: str | Path) -> Path:
@@ -192,27 +185,15 @@ def preprocess_cwru(
         recs.append(np.full(s.size, label, dtype=np.int64))
         starts.append(s)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # A file object keeps np.savez from appending ".npz" to the temporary name.
-            np.savez(
-                f,
-                x=np.concatenate(xs),
-                y=np.concatenate(ys),
-                recording=np.concatenate(recs),
-                start=np.concatenate(starts),
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file private (0600); give it the usual permissions.
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # A file object keeps np.savez from appending ".npz" to the temporary name.
+    with atomic_write(out) as f:
+        np.savez(
+            f,
+            x=np.concatenate(xs),
+            y=np.concatenate(ys),
+            recording=np.concatenate(recs),
+            start=np.concatenate(starts),
+        )
     return out
 
 

@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from utils.atomic import atomic_write
 from utils.CWRU_Data_Preprocessing import (
     ARRAY_FILE_NAME,
     WINDOW,
     default_array_file,
-    default_file_mode,
     preprocess_cwru,
 )
 
@@ -118,31 +118,21 @@ def download_file(
     ``dest`` is left as it was. A checksum mismatch raises RuntimeError.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                      disable=not progress) as bar:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
+    digest = hashlib.md5()
+    with atomic_write(dest) as f, urllib.request.urlopen(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                  disable=not progress) as bar:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
         if md5 is not None and digest.hexdigest() != md5.lower():
             raise RuntimeError(
                 f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; "
                 "the download was deleted"
             )
-        # mkstemp creates the file private (0600); give it the usual permissions.
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

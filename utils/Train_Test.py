@@ -24,10 +24,8 @@ import json
 import os
 import random
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +46,7 @@ from tqdm import tqdm
 
 from models import MODELS
 from modules.convert import to_gnn
+from utils.atomic import atomic_write, write_text_atomic
 from utils.DataLoader_GNN import (
     get_dataloaders_CIFAR100,
     get_dataloaders_CWRU,
@@ -303,40 +302,10 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def _atomic_save(obj: Any, paths: Sequence[Path]) -> None:
-    """torch.save once to a temporary file beside ``paths[-1]``, then put it in place at
-    every path, in order, each by an atomic rename (hard links avoid writing it twice)."""
-    final = paths[-1]
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        for path in paths[:-1]:
-            extra = f"{tmp}.{path.name}"
-            try:
-                os.link(tmp, extra)
-            except OSError:  # no hard links on this file system
-                shutil.copyfile(tmp, extra)
-            os.replace(extra, path)
-        os.replace(tmp, final)
-    except BaseException:
-        for leftover in (tmp, *(f"{tmp}.{path.name}" for path in paths[:-1])):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """torch.save once, then put the file in place at every path, in order, each by an
+    atomic rename (hard links avoid writing it twice)."""
+    with atomic_write(paths[-1], also=paths[:-1]) as f:
+        torch.save(obj, f)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -399,12 +368,12 @@ def _truncate_logs(text_path: Path, jsonl_path: Path, epoch: int) -> None:
     if jsonl_path.is_file():
         kept = [line for line in jsonl_path.read_text(encoding="utf-8").splitlines()
                 if (e := _record_epoch(line)) is not None and e <= epoch]
-        _atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
+        write_text_atomic(jsonl_path, "".join(line + "\n" for line in kept))
     if text_path.is_file():
         lines = text_path.read_text(encoding="utf-8").splitlines()
         ends = [i for i, line in enumerate(lines) if _epoch_of(line) == epoch]
         cut = ends[-1] + 1 if ends else len(lines)
-        _atomic_write_text(text_path, "".join(line + "\n" for line in lines[:cut]))
+        write_text_atomic(text_path, "".join(line + "\n" for line in lines[:cut]))
 
 
 def _append(path: Path, line: str) -> None:
@@ -605,12 +574,12 @@ def train_run(setup: TrainConfig, args: argparse.Namespace, seed: int, side: str
         for leftover in ckpt_dir.glob(f".{name}_*.pt.*.tmp*"):
             leftover.unlink(missing_ok=True)
             params = sum(p.numel() for p in model.parameters())
-            _atomic_write_text(text_path, (
+            write_text_atomic(text_path, (
                 f"# {name}: {MODELS[setup.model].name}, {side} side, seed {seed}, "
                 f"{params:,} parameters | {_describe_optimizer(optimizer)} | epochs "
                 f"{args.epochs}, batch {args.batch_size} x {job.world_size} process(es) | "
                 f"device {device}{' amp' if args.amp else ''} | started {now}\n"))
-            _atomic_write_text(jsonl_path, "")
+            write_text_atomic(jsonl_path, "")
 
     net: nn.Module = model
     if job.enabled:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.atomic import atomic_write, write_text_atomic
+
 SIDES = ("standard", "gnn")
 
 Run = dict[int, dict[str, Any]]  # epoch -> record
@@ -149,7 +151,8 @@ def plot_curves(runs: dict[str, dict[str, dict[int, Run]]], path: str | Path) ->
             ax.legend()
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return path
 
@@ -174,10 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(runs)
     print(table, end="")
-    (out / "summary.md").write_text(
+    write_text_atomic(
+        out / "summary.md",
         f"# Training results ({args.log_dir})\n\nBest validation accuracy per seed, mean ± "
         "std over seeds; seconds per training epoch averaged over all epochs and seeds.\n\n"
-        + table, encoding="utf-8")
+        + table)
     plot_curves(runs, out / "curves.png")
     print(f"wrote {out / 'summary.md'} and {out / 'curves.png'}")
     return 0

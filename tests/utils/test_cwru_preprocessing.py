@@ -13,6 +13,7 @@ import torch
 
 from utils import CWRU_Data_Preprocessing as prep
 from utils import DataLoader_GNN as dl
+from utils.atomic import default_file_mode
 
 REPO = Path(__file__).resolve().parents[2]
 # ../shared/data from the repository root; a checkout may also carry shared/ inside it.
@@ -79,7 +80,7 @@ def test_windows_of_fixture(cwru_dir):
         signal = fixture_signal(int(y[k])).astype(np.float32)
         np.testing.assert_array_equal(x[k], signal[start[k]:start[k] + 2048])
     assert dot_files(out.parent) == []
-    assert oct(out.stat().st_mode & 0o777) == oct(prep.default_file_mode())
+    assert oct(out.stat().st_mode & 0o777) == oct(default_file_mode())
 
 
 def test_missing_file_is_named(cwru_dir):
