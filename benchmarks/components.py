@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, float32, "
           f"median of {args.iters} runs")
-    header = (f"{'component':<46} {'fwd native':>10} {'fwd twin':>9} {'ratio':>6} "
+    header = (f"{"component":<64} {'fwd native':>10} {'fwd twin':>9} {'ratio':>6} "
               f"{'f+b native':>10} {'f+b twin':>9} {'ratio':>6} {'target':>6}  met")
     print(header)
     print("-" * len(header))
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         met = "" if case.target is None else ("yes" if ratio_f <= case.target else "NO")
         missed += met == "NO"
         target = "" if case.target is None else f"{case.target:.1f}x"
-        print(f"{case.name:<46} {fwd[0] * 1e3:8.2f}ms {fwd[1] * 1e3:7.2f}ms {ratio_f:5.2f}x "
+        print(f"{case.name:<64} {fwd[0] * 1e3:8.2f}ms {fwd[1] * 1e3:7.2f}ms {ratio_f:5.2f}x "
               f"{both[0] * 1e3:8.2f}ms {both[1] * 1e3:7.2f}ms {ratio_b:5.2f}x {target:>6}  {met}",
               flush=True)
     if not args.only:

@@ -169,6 +169,7 @@ class _ConvNdAsGNN(MessagePassingModule):
         # A sparse adjacency makes PyG call message_and_aggregate; an edge list, message.
         adj, kernel_offset = (g.adj_t, None) if self.fused else self._edges(g, x.device)
         out = self.propagate(adj, x=nodes, kernel_offset=kernel_offset, padded=g.padded,
+                             tiled=g.tiled,
                              size=(g.num_src_nodes, g.num_dst_nodes))
         out = nodes_last_to_channels(out, g.output_size)
         return out.squeeze(0) if unbatched else out
@@ -183,13 +184,14 @@ class _ConvNdAsGNN(MessagePassingModule):
         x_j = x_j.unflatten(-1, (self.groups, -1))
         return torch.einsum("...egc,goec->...ego", x_j, w).flatten(-2)
 
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor, padded: bool) -> Tensor:
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor, padded: bool,
+                              tiled: bool) -> Tensor:
         w = self._offset_weights()
         g, og, k, cg = w.shape
         b, n_dst = x.shape[0], adj_t.shape[0]
         if k == 1 or b * n_dst * k * cg * x.element_size() <= _IM2COL_MAX_BYTES:
             # One gather of every window, then one GEMM over (offsets x channels).
-            cols = gather_windows(adj_t, x, padded).reshape(b * n_dst, k, g, cg)
+            cols = gather_windows(adj_t, x, padded, tiled).reshape(b * n_dst, k, g, cg)
             if g == 1:
                 out = cols.view(b * n_dst, k * cg) @ w.reshape(og, k * cg).t()
             else:

@@ -83,7 +83,7 @@ class _PoolAsGNN(MessagePassingModule):
             adj, _ = self.cached(("edges", g.input_size, x.device), g.edges)
             edge_source = adj[0]
         out = self.propagate(adj, x=nodes, divisor=self._divisor(g, x.device),
-                             edge_source=edge_source, padded=g.padded,
+                             edge_source=edge_source, padded=g.padded, tiled=g.tiled,
                              size=(g.num_src_nodes, g.num_dst_nodes))
         if isinstance(out, tuple):
             out, index = out
@@ -101,9 +101,9 @@ class _MaxPoolAsGNN(_PoolAsGNN):
     reduce = "max"
     return_indices: bool = False
 
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor,
-                              padded: bool) -> Tensor | tuple[Tensor, Tensor]:
-        windows = gather_windows(adj_t, x, padded, float("-inf"))
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor, padded: bool,
+                              tiled: bool) -> Tensor | tuple[Tensor, Tensor]:
+        windows = gather_windows(adj_t, x, padded, tiled, float("-inf"))
         if not (self.return_indices or (torch.is_grad_enabled() and x.requires_grad)):
             return windows.amax(dim=2)  # same values; no argmax to route gradients to
         # max() routes the gradient to the first maximal edge of each window, as torch does.
@@ -141,8 +141,9 @@ class _MaxPoolAsGNN(_PoolAsGNN):
 class _AvgPoolAsGNN(_PoolAsGNN):
     reduce = "sum"
 
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor, padded: bool) -> Tensor:
-        return gather_windows(adj_t, x, padded).sum(dim=2)
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor, padded: bool,
+                              tiled: bool) -> Tensor:
+        return gather_windows(adj_t, x, padded, tiled).sum(dim=2)
 
     def update(self, aggr_out: Tensor, divisor: Tensor) -> Tensor:
         return aggr_out / divisor.to(aggr_out.dtype)

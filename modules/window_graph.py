@@ -96,6 +96,7 @@ class WindowGraph:
     window_size: Tensor  # (N_dst,) long, window size inside the padded input
     adj_t: Tensor  # sparse CSR (N_dst, N_src + 1), K entries per row, values = offset
     _padded: bool
+    _tiled: bool
 
     @property
     def num_src_nodes(self) -> int:
@@ -111,9 +112,10 @@ class WindowGraph:
         return self._padded
 
     @property
-    def complete(self) -> bool:
-        """One target fed by every source in order (global pooling): no gather needed."""
-        return self.table.shape == (1, self.num_src_nodes) and not self._padded
+    def tiled(self) -> bool:
+        """Whether the windows tile the input in order (global pooling, 1-d pooling with
+        stride = kernel): the neighbour table is then the identity and needs no gather."""
+        return self._tiled
 
     def edges(self) -> tuple[Tensor, Tensor]:
         """``edge_index`` (2, E) without absent edges, and each edge's kernel offset."""
@@ -168,8 +170,10 @@ def combine_axes(axes: Sequence[WindowAxis], input_size: Sequence[int]) -> Windo
         check_invariants=False,
     )
     padded = bool((~valid).any())
+    tiled = (not padded and n_dst * k == n_src
+             and torch.equal(table.reshape(-1), torch.arange(n_src, device=device)))
     return WindowGraph(input_size, output_size, kernel_size, table.contiguous(),
-                       window.reshape(n_dst), adj_t, padded)
+                       window.reshape(n_dst), adj_t, padded, tiled)
 
 
 def ell_table(adj_t: Tensor) -> Tensor:
@@ -178,16 +182,16 @@ def ell_table(adj_t: Tensor) -> Tensor:
     return adj_t.col_indices().view(n_dst, -1)
 
 
-def gather_windows(adj_t: Tensor, x: Tensor, padded: bool, fill: float = 0.0) -> Tensor:
+def gather_windows(adj_t: Tensor, x: Tensor, padded: bool, tiled: bool = False,
+                   fill: float = 0.0) -> Tensor:
     """Source features of every (target, offset) edge: (B, N_dst, K, C) from (B, N_src, C).
 
-    Absent edges read an extra padding node holding ``fill``; a graph with one target fed
-    by all sources in order is read without copying.
+    Absent edges read an extra padding node holding ``fill``; windows that tile the input
+    in order are a view of it.
     """
-    n_dst, n_src = adj_t.shape[0], x.shape[1]
     table = ell_table(adj_t)
-    if n_dst == 1 and table.shape[1] == n_src and not padded:
-        return x.unsqueeze(1)
+    if tiled:
+        return x.reshape(x.shape[0], *table.shape, x.shape[2])
     if padded:
         x = torch.cat([x, x.new_full((x.shape[0], 1, x.shape[2]), fill)], dim=1)
     return x.index_select(1, table.reshape(-1)).view(x.shape[0], *table.shape, x.shape[2])

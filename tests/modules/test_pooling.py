@@ -159,3 +159,20 @@ def test_low_precision(dtype: torch.dtype) -> None:
     x = torch.randn(2, 3, 8, 8).to(dtype)
     for native in (nn.MaxPool2d(2), nn.AvgPool2d(3, 1, 1)):
         assert torch.allclose(native(x).float(), to_gnn(native)(x).float(), atol=1e-2)
+
+
+@pytest.mark.parametrize(("native", "shape", "tiled"), [
+    (nn.MaxPool1d(2), (3, 4, 8), True),
+    (nn.AvgPool1d(4), (3, 4, 8), True),
+    (nn.AdaptiveAvgPool2d(1), (3, 4, 5, 6), True),
+    (nn.MaxPool1d(2), (3, 4, 9), False),
+    (nn.MaxPool2d(2), (3, 4, 8, 8), False),
+])
+def test_tiled_windows_read_the_input_in_place(native, shape, tiled: bool) -> None:
+    twin = to_gnn(native)
+    x = torch.randn(shape, dtype=torch.float64)
+    assert twin._window_graph(tuple(shape[2:]), x.device).tiled is tiled
+    err = compare(native, twin, (x,))
+    assert err.max <= 1e-12 and err.grad_max <= 1e-12
+    channels_last = x.movedim(1, -1).contiguous().movedim(-1, 1)  # nodes then contiguous
+    assert torch.allclose(native(x), twin(channels_last), rtol=0, atol=1e-12)
