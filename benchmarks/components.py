@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, float32, "
           f"median of {args.iters} runs")
-    header = (f"{"component":<64} {'fwd native':>10} {'fwd twin':>9} {'ratio':>6} "
+    header = (f"{'component':<64} {'fwd native':>10} {'fwd twin':>9} {'ratio':>6} "
               f"{'f+b native':>10} {'f+b twin':>9} {'ratio':>6} {'target':>6}  met")
     print(header)
     print("-" * len(header))
