@@ -26,7 +26,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -610,7 +610,33 @@ def _fast_path_masks(attn_mask: Tensor | None, key_padding_mask: Tensor | None, 
     return (merged != 0).expand(bsz, num_heads, -1, -1).reshape(-1, seq_len, seq_len), None
 
 
-class TransformerEncoderLayerAsGNN(nn.Module):
+class _TransformerLayerTwin(nn.Module):
+    """Conversion shared by the encoder and decoder layer twins: the native layer's
+    arguments, its node-wise modules (norms, dropouts, activation) and its weights."""
+
+    native_type: ClassVar[type[nn.Module]]
+    _node_wise: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_native(cls, module: nn.Module) -> nn.Module:
+        """The twin of an existing torch.nn layer, with its weights, device and dtype."""
+        _check_native(cls, module)
+        twin = cls(**cls.native_kwargs(module))
+        _copy_node_wise(module, twin, cls._node_wise)
+        twin.activation = copy.deepcopy(_activation_of(module))
+        _copy_state(module, twin)
+        return twin
+
+    def to_native(self) -> nn.Module:
+        """The torch.nn layer this module twins, with the same weights."""
+        native = self.native_type(**self.native_kwargs(self))
+        _copy_node_wise(self, native, self._node_wise)
+        native.activation = copy.deepcopy(_activation_of(self))
+        _copy_state(self, native)
+        return native
+
+
+class TransformerEncoderLayerAsGNN(_TransformerLayerTwin):
     """Twin of :class:`torch.nn.TransformerEncoderLayer`.
 
     Self-attention is :class:`MultiHeadSelfAttentionAsGNN`, the feed-forward block two
@@ -654,24 +680,6 @@ class TransformerEncoderLayerAsGNN(nn.Module):
                 "bias": module.linear1.bias is not None}
 
     _node_wise = ("norm1", "norm2", "dropout", "dropout1", "dropout2")
-
-    @classmethod
-    def from_native(cls, module: nn.Module) -> TransformerEncoderLayerAsGNN:
-        """The twin of an existing torch.nn layer, with its weights, device and dtype."""
-        _check_native(cls, module)
-        twin = cls(**cls.native_kwargs(module))
-        _copy_node_wise(module, twin, cls._node_wise)
-        twin.activation = copy.deepcopy(_activation_of(module))
-        _copy_state(module, twin)
-        return twin
-
-    def to_native(self) -> nn.TransformerEncoderLayer:
-        """The torch.nn layer this module twins, with the same weights."""
-        native = nn.TransformerEncoderLayer(**self.native_kwargs(self))
-        _copy_node_wise(self, native, self._node_wise)
-        native.activation = copy.deepcopy(_activation_of(self))
-        _copy_state(self, native)
-        return native
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None,
                 src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
@@ -730,7 +738,7 @@ class TransformerEncoderLayerAsGNN(nn.Module):
         return not (torch.is_grad_enabled() and any(a.requires_grad for a in args))
 
 
-class TransformerDecoderLayerAsGNN(nn.Module):
+class TransformerDecoderLayerAsGNN(_TransformerLayerTwin):
     """Twin of :class:`torch.nn.TransformerDecoderLayer`.
 
     Self-attention over the target tokens (:class:`MultiHeadSelfAttentionAsGNN`), then
@@ -771,24 +779,6 @@ class TransformerDecoderLayerAsGNN(nn.Module):
     native_kwargs = staticmethod(TransformerEncoderLayerAsGNN.native_kwargs)
 
     _node_wise = ("norm1", "norm2", "norm3", "dropout", "dropout1", "dropout2", "dropout3")
-
-    @classmethod
-    def from_native(cls, module: nn.Module) -> TransformerDecoderLayerAsGNN:
-        """The twin of an existing torch.nn layer, with its weights, device and dtype."""
-        _check_native(cls, module)
-        twin = cls(**cls.native_kwargs(module))
-        _copy_node_wise(module, twin, cls._node_wise)
-        twin.activation = copy.deepcopy(_activation_of(module))
-        _copy_state(module, twin)
-        return twin
-
-    def to_native(self) -> nn.TransformerDecoderLayer:
-        """The torch.nn layer this module twins, with the same weights."""
-        native = nn.TransformerDecoderLayer(**self.native_kwargs(self))
-        _copy_node_wise(self, native, self._node_wise)
-        native.activation = copy.deepcopy(_activation_of(self))
-        _copy_state(self, native)
-        return native
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
                 memory_mask: Tensor | None = None, tgt_key_padding_mask: Tensor | None = None,

@@ -69,7 +69,9 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 def _is_twin(module: nn.Module) -> bool:
-    return isinstance(module, (MessagePassingModule, MLPAsGNN)) or hasattr(module, "to_native")
+    """A message-passing twin: one of this package's modules that converts back."""
+    return isinstance(module, (MessagePassingModule, MLPAsGNN)) or (
+        hasattr(module, "to_native") and type(module).__module__.startswith("modules."))
 
 
 def _swap(model: nn.Module, path: str) -> nn.Module:
@@ -98,11 +100,7 @@ def to_gnn(model: nn.Module, copy_model: bool = True) -> nn.Module:
 
 
 def _back(model: nn.Module) -> nn.Module:
-    if isinstance(model, MessagePassingModule) or (
-            hasattr(model, "to_native") and not isinstance(model, MLPAsGNN)
-            and type(model).__module__.startswith("modules.")):
-        return model.to_native()
-    if isinstance(model, MLPAsGNN):
+    if _is_twin(model):
         return model.to_native()
     for name, child in model.named_children():
         setattr(model, name, _back(child))
