@@ -194,4 +194,7 @@ def gather_windows(adj_t: Tensor, x: Tensor, padded: bool, tiled: bool = False,
         return x.reshape(x.shape[0], *table.shape, x.shape[2])
     if padded:
         x = torch.cat([x, x.new_full((x.shape[0], 1, x.shape[2]), fill)], dim=1)
+    if x.shape[2] == 1:  # one channel: gathering from a matrix beats 1-element rows
+        flat = x.reshape(x.shape[0], -1).index_select(1, table.reshape(-1))
+        return flat.view(x.shape[0], *table.shape, 1)
     return x.index_select(1, table.reshape(-1)).view(x.shape[0], *table.shape, x.shape[2])
