@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
-
-# PyG triggers its fused path on sparse adjacencies; torch labels sparse CSR "beta".
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 class MessagePassingModule(MessagePassing):

@@ -18,6 +18,7 @@ Two equivalent encodings of the same graph are kept:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -162,13 +163,16 @@ def combine_axes(axes: Sequence[WindowAxis], input_size: Sequence[int]) -> Windo
     source, valid = torch.broadcast_tensors(source, valid)
     table = torch.where(valid, source, torch.full_like(source, n_src)).reshape(n_dst, k)
     device = table.device
-    adj_t = torch.sparse_csr_tensor(
-        torch.arange(0, n_dst * k + 1, k, device=device),
-        table.reshape(-1),
-        torch.arange(k, device=device).repeat(n_dst),
-        size=(n_dst, n_src + 1),
-        check_invariants=False,
-    )
+    with warnings.catch_warnings():
+        # PyG runs its fused path on sparse adjacencies; torch labels sparse CSR "beta".
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        adj_t = torch.sparse_csr_tensor(
+            torch.arange(0, n_dst * k + 1, k, device=device),
+            table.reshape(-1),
+            torch.arange(k, device=device).repeat(n_dst),
+            size=(n_dst, n_src + 1),
+            check_invariants=False,
+        )
     padded = bool((~valid).any())
     tiled = (not padded and n_dst * k == n_src
              and torch.equal(table.reshape(-1), torch.arange(n_src, device=device)))
