@@ -26,6 +26,7 @@ from modules.window_graph import (
     ell_table,
     gather_windows,
     sliding_axis,
+    with_padding_node,
 )
 
 # Above this size the gathered (positions x offsets*channels) matrix costs more memory
@@ -200,7 +201,7 @@ class _ConvNdAsGNN(MessagePassingModule):
         # Wide inputs: one gather and GEMM per kernel offset, accumulated, instead of a
         # gathered matrix K times the input.
         if padded:
-            x = torch.cat([x, x.new_zeros(b, 1, x.shape[2])], dim=1)
+            x = with_padding_node(x)
         out = None
         for index, w_k in zip(ell_table(adj_t).t(), w.unbind(2)):
             msg = x.index_select(1, index)

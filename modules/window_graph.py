@@ -96,8 +96,9 @@ class WindowGraph:
     table: Tensor  # (N_dst, K) long, source node per (target, offset); N_src marks absent
     window_size: Tensor  # (N_dst,) long, window size inside the padded input
     adj_t: Tensor  # sparse CSR (N_dst, N_src + 1), K entries per row, values = offset
-    _padded: bool
-    _tiled: bool
+    padded: bool  # some edge is absent: the fused path needs the padding node
+    tiled: bool  # windows tile the input in order (global pooling, 1-d pooling with
+    # stride = kernel): the table is the identity and the gather a view
 
     @property
     def num_src_nodes(self) -> int:
@@ -106,17 +107,6 @@ class WindowGraph:
     @property
     def num_dst_nodes(self) -> int:
         return math.prod(self.output_size)
-
-    @property
-    def padded(self) -> bool:
-        """Whether some edge is absent, so the fused path needs the padding node."""
-        return self._padded
-
-    @property
-    def tiled(self) -> bool:
-        """Whether the windows tile the input in order (global pooling, 1-d pooling with
-        stride = kernel): the neighbour table is then the identity and needs no gather."""
-        return self._tiled
 
     def edges(self) -> tuple[Tensor, Tensor]:
         """``edge_index`` (2, E) without absent edges, and each edge's kernel offset."""
@@ -186,6 +176,11 @@ def ell_table(adj_t: Tensor) -> Tensor:
     return adj_t.col_indices().view(n_dst, -1)
 
 
+def with_padding_node(x: Tensor, fill: float = 0.0) -> Tensor:
+    """Node features (B, N, C) with the extra node N that absent edges point at."""
+    return torch.cat([x, x.new_full((x.shape[0], 1, x.shape[2]), fill)], dim=1)
+
+
 def gather_windows(adj_t: Tensor, x: Tensor, padded: bool, tiled: bool = False,
                    fill: float = 0.0) -> Tensor:
     """Source features of every (target, offset) edge: (B, N_dst, K, C) from (B, N_src, C).
@@ -197,7 +192,7 @@ def gather_windows(adj_t: Tensor, x: Tensor, padded: bool, tiled: bool = False,
     if tiled:
         return x.reshape(x.shape[0], *table.shape, x.shape[2])
     if padded:
-        x = torch.cat([x, x.new_full((x.shape[0], 1, x.shape[2]), fill)], dim=1)
+        x = with_padding_node(x, fill)
     if x.shape[2] == 1:  # one channel: gathering from a matrix beats 1-element rows
         flat = x.reshape(x.shape[0], -1).index_select(1, table.reshape(-1))
         return flat.view(x.shape[0], *table.shape, 1)
