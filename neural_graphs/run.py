@@ -1,0 +1,160 @@
+"""Run a network's forward pass as message passing over its neural graph.
+
+A node's state is its neuron's activation: one value per sample for a Linear neuron, a
+feature map per sample for a conv channel. Layers run in topological order; for each, the
+message along edge ``j -> i`` is the edge's weight applied to ``j``'s state (a scalar
+product, a kernel through the window gather of the conv twins in ``modules/``, or a
+whole-map kernel for a flatten edge), messages are summed, and the update adds the bias,
+applies the node's BatchNorm (``batchnorm="nodes"`` graphs), adds the residual messages
+and applies the node's activation. Every weight is read from the graph, none from a model.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch_geometric.data import Data
+
+from modules import Conv1dAsGNN, Conv2dAsGNN
+from modules.convert import TWINS
+from neural_graphs.graph import ACTIVATIONS, group_weight
+
+__all__ = ["run_neural_graph"]
+
+
+@lru_cache(maxsize=256)
+def _conv_twin(dims: int, in_channels: int, out_channels: int, params: tuple) -> nn.Module:
+    kwargs = dict(params)
+    cls = Conv1dAsGNN if dims == 1 else Conv2dAsGNN
+    with torch.random.fork_rng(devices=[]):
+        return cls(in_channels, out_channels, bias=False, device="meta", **kwargs)
+
+
+@lru_cache(maxsize=256)
+def _pool_twin(native: str, params: tuple) -> nn.Module:
+    return TWINS[getattr(nn, native)](**dict(params))
+
+
+def _frozen(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                        for k, v in params.items()))
+
+
+def _apply_pre(state: Tensor, pre: list) -> Tensor:
+    for step in pre:
+        if step[0] == "pool":
+            state = _pool_twin(step[1], _frozen(step[2]))(state)
+        elif step[0] == "flatten":
+            state = state.flatten(1)
+        else:
+            raise ValueError(f"unknown pre-processing step {step[0]!r}")
+    return state
+
+
+def _activate(z: Tensor, name: str, param: float | None) -> Tensor:
+    if name == "identity":
+        return z
+    if name == "relu":
+        return torch.relu(z)
+    if name == "leaky_relu":
+        return F.leaky_relu(z, param)
+    if name == "gelu":
+        return F.gelu(z)
+    if name == "silu":
+        return F.silu(z)
+    if name == "tanh":
+        return torch.tanh(z)
+    if name == "sigmoid":
+        return torch.sigmoid(z)
+    if name == "sine":
+        return torch.sin(param * z)
+    raise ValueError(f"unknown activation {name!r}; known: {ACTIVATIONS}")
+
+
+def _channels(v: Tensor, state: Tensor) -> Tensor:
+    """A per-neuron vector broadcast over a state's spatial dimensions."""
+    return v.view(1, -1, *[1] * (state.dim() - 2))
+
+
+def _message(graph: Data, index: int, group: dict[str, Any], h: Tensor) -> Tensor:
+    weight = group_weight(graph, index, group)
+    kind = group["kind"]
+    if kind == "linear":
+        return h @ weight.t()
+    if kind == "flatten":
+        return h.flatten(1) @ weight.reshape(weight.shape[0], -1).t()
+    if kind == "conv":
+        params = group["params"]
+        dims = len(params["kernel_size"])
+        twin = _conv_twin(dims, h.shape[1], weight.shape[0], _frozen(params))
+        return functional_call(twin, {"weight": weight}, (h,))
+    raise ValueError(f"unknown edge group kind {kind!r}")
+
+
+def run_neural_graph(graph: Data, x: Tensor) -> Tensor:
+    """The network's output for input ``x``, computed only from ``graph``.
+
+    Args:
+        graph (Data): a graph from :func:`~neural_graphs.to_neural_graph`.
+        x (Tensor): a batch of inputs shaped as the network expects them.
+
+    Shapes:
+        - input: :math:`(B, *)`, the network's input
+        - output: :math:`(B, n_L, *)`, the output layer's states (the network's output)
+    """
+    layers = graph.layers
+    if not layers or layers[0]["kind"] != "input":
+        raise ValueError("run_neural_graph: graph has no layer metadata (made by "
+                         "to_neural_graph?)")
+    if layers[0]["flatten_input"]:
+        x = x.flatten(1)
+    if x.dim() < 2 or x.shape[1] != layers[0]["size"]:
+        raise ValueError(f"run_neural_graph: the input layer has {layers[0]['size']} neurons, "
+                         f"the input has shape {tuple(x.shape)}")
+    # Free each state after its last reader.
+    last_use = {}
+    for index, layer in enumerate(layers):
+        for group in layer["groups"]:
+            last_use[group["source"]] = index
+    states: dict[int, Tensor] = {0: x}
+    bias_all = graph.x[:, 0]
+    for index, layer in enumerate(layers[1:], start=1):
+        lo, hi = layer["nodes"]
+        z = None
+        residuals = []
+        for group in layer["groups"]:
+            h = _apply_pre(states[group["source"]], group["pre"])
+            if group["kind"] == "residual":
+                residuals.append(h)
+                continue
+            if group["kind"] == "layernorm":
+                eps = group["params"]["eps"]
+                h = F.layer_norm(h.movedim(1, -1), (h.shape[1],), eps=eps).movedim(-1, 1)
+                msg = h * _channels(group_weight(graph, index, group), h)
+            else:
+                msg = _message(graph, index, group, h)
+            z = msg if z is None else z + msg
+        if z is None:
+            z = residuals.pop(0)
+            for r in residuals:
+                z = z + r
+            residuals = []
+        z = z + _channels(bias_all[lo:hi], z)
+        if layer["offset"]:
+            z = z + layer["offset"]
+        bn = layer["batchnorm"]
+        if bn is not None and not bn["folded"]:
+            w, b, mean, var = graph.x[lo:hi, 1:5].unbind(1)
+            z = (z - _channels(mean, z)) / torch.sqrt(_channels(var, z) + bn["eps"])
+            z = z * _channels(w, z) + _channels(b, z)
+        for r in residuals:
+            z = z + r
+        states[index] = _activate(z, layer["activation"], layer["activation_param"])
+        for source in [s for s, last in last_use.items() if last == index]:
+            states.pop(source, None)
+    return states[len(layers) - 1]
