@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "sine")
-EDGE_TYPES = ("linear", "conv", "flatten", "residual", "layernorm")
+EDGE_TYPES = ("linear", "conv", "flatten", "residual", "layernorm", "attention")
 NODE_TYPES = ("input", "hidden", "output")
 NORM_NEUTRAL = (1.0, 0.0, 0.0, 1.0)  # BatchNorm weight, bias, mean, var of "no BatchNorm"
 
@@ -158,6 +158,18 @@ class _Layer:
     offset: float = 0.0
     open: bool = True  # still accepts BatchNorm, residual additions, an activation
     flatten_input: bool = False
+    weight_rows: tuple[int, int] | None = None  # rows of a shared parameter (in_proj)
+    tokens: dict[str, Any] = field(default_factory=dict)  # class token, position embedding
+    num_heads: int = 0
+
+
+@dataclass
+class _Rows:
+    """Rows of a module's weight and bias, seen as a Linear layer (q/k/v of in_proj)."""
+
+    weight: Tensor
+    bias: Tensor | None
+    rows: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,7 @@ class _Value:
 
     layer: int
     pre: tuple = ()
+    tokens: bool = False  # token-major (B, T, neurons) in the traced network
 
 
 @dataclass(frozen=True)
@@ -203,6 +216,7 @@ class _Builder:
         if layer.kind == "input" and layer.size < 0:
             layer.size = size
             layer.spatial_dims = spatial_dims
+            layer.tokens["neurons_last"] = spatial_dims == 0
             if pre == (("flatten",),):
                 layer.flatten_input, layer.spatial_dims, pre = True, 0, ()
             elif pre:
@@ -228,12 +242,108 @@ class _Builder:
             if area > 1 or src_layer.spatial_dims:
                 group.kind = "flatten"
                 group.params["map_shape"] = _map_shape(area, src_layer.spatial_dims, path)
-        elif src_layer.size != m.in_features:
-            raise TypeError(f"to_neural_graph: '{path}' expects {m.in_features} inputs, "
-                            f"its source has {src_layer.size} neurons")
-        layer = self.new_layer("linear", m.out_features, path, m, 0)
+        elif _dims(src_layer, pre) and not value.tokens:
+            raise TypeError(f"to_neural_graph: '{path}' applies a Linear layer along a "
+                            "spatial axis, not the neurons (flatten or pool first)")
+        spatial = _dims(src_layer, pre) if value.tokens else 0
+        layer = self.new_layer("linear", m.out_features, path, m, spatial)
         layer.groups.append(group)
-        return _Value(layer.index)
+        return _Value(layer.index, tokens=value.tokens)
+
+    def rows_linear(self, m: nn.Module, path: str, value: _Value, rows: tuple[int, int],
+                    kind: str) -> _Value:
+        """q, k or v: rows of ``in_proj_weight``, a Linear layer of their own."""
+        weight = m.in_proj_weight[rows[0]:rows[1]]
+        bias = None if m.in_proj_bias is None else m.in_proj_bias[rows[0]:rows[1]]
+        src, pre = self.source(value, m.embed_dim, 0, path)
+        layer = self.new_layer(kind, rows[1] - rows[0], path, _Rows(weight, bias, rows),
+                               self.layers[src].spatial_dims)
+        layer.weight_rows = rows
+        layer.groups.append(_Group(src, "linear", pre, layer.module, path))
+        return _Value(layer.index, tokens=value.tokens)
+
+    def attention(self, m: nn.Module, path: str, value: _Value) -> _Value:
+        """Self-attention: q, k, v layers, the attention layer (one neuron per value
+        neuron, its state the heads' outputs) and the output projection, left open."""
+        if not getattr(m, "_qkv_same_embed_dim", True) or m.in_proj_weight is None \
+                or m.bias_k is not None or m.add_zero_attn or not m.batch_first:
+            raise TypeError(f"to_neural_graph: MultiheadAttention at '{path}' must be "
+                            "batch_first self-attention with one in_proj_weight, no "
+                            "bias_k/bias_v and no add_zero_attn")
+        if not (value.tokens or not self.layers[value.layer].spatial_dims):
+            raise TypeError(f"to_neural_graph: attention at '{path}' needs token-major "
+                            "inputs")
+        e = m.embed_dim
+        q, k, v = (self.rows_linear(m, path, value, (i * e, (i + 1) * e), kind)
+                   for i, kind in enumerate(("query", "key", "value")))
+        heads = self.new_layer("attention", e, path, None, self.layers[q.layer].spatial_dims)
+        heads.num_heads = m.num_heads
+        for role, part in zip(("query", "key", "value"), (q, k, v)):
+            self.close(part)
+            heads.groups.append(_Group(part.layer, "attention", (), None, path,
+                                       {"role": role, "num_heads": m.num_heads}))
+        self.close(_Value(heads.index))
+        return self.linear(m.out_proj, f"{path}.out_proj", _Value(heads.index, tokens=True))
+
+    def encoder_layer(self, m: nn.Module, path: str, value: _Value) -> _Value:
+        act = m.activation
+        name = (_ACTIVATION_FUNCTIONS.get(act) if not isinstance(act, nn.Module)
+                else _ACTIVATION_MODULES.get(type(act)))
+        if name not in ("relu", "gelu") or not m.self_attn.batch_first:
+            raise TypeError(f"to_neural_graph: TransformerEncoderLayer at '{path}' must be "
+                            "batch_first with a ReLU or GELU activation")
+        sub = {n: f"{path}.{n}" for n in ("self_attn", "linear1", "linear2", "norm1", "norm2")}
+
+        def feed_forward(h: _Value) -> _Value:
+            hidden = self.activation(name, None, self.linear(m.linear1, sub["linear1"], h))
+            return self.linear(m.linear2, sub["linear2"], hidden)
+
+        if m.norm_first:
+            attn = self.attention(m.self_attn, sub["self_attn"],
+                                  self.layernorm(m.norm1, sub["norm1"], value))
+            h = self.add(attn, value, path)
+            out = self.add(feed_forward(self.layernorm(m.norm2, sub["norm2"], h)), h, path)
+            return self.close(out)
+        h = self.add(self.attention(m.self_attn, sub["self_attn"], value), value, path)
+        h = self.layernorm(m.norm1, sub["norm1"], h)
+        h = self.layernorm(m.norm2, sub["norm2"], self.add(feed_forward(h), h, path))
+        return h
+
+    def encoder(self, m: nn.Module, path: str, value: _Value) -> _Value:
+        for i, layer in enumerate(m.layers):
+            value = self.encoder_layer(layer, f"{path}.layers.{i}", value)
+        if m.norm is not None:
+            value = self.layernorm(m.norm, f"{path}.norm", value)
+        return value
+
+    def token_layer(self, value: _Value, path: str) -> _Layer:
+        """The layer holding a class token and position embedding of token-major states."""
+        layer = self.layers[value.layer]
+        if layer.kind == "tokens" and self.is_open(value):
+            return layer
+        src = self.source(value, layer.size, layer.spatial_dims or 0, path)
+        tokens = self.new_layer("tokens", layer.size, path, None, 1)
+        tokens.groups.append(_Group(src[0], "residual", src[1]))
+        return tokens
+
+    def prepend(self, attr: _Attr, value: _Value, path: str) -> _Value:
+        param = self.model.get_parameter(attr.target)
+        layer = self.token_layer(value, path)
+        if param.numel() != layer.size or "prepend" in layer.tokens:
+            raise TypeError(f"to_neural_graph: concatenation at '{path}' must prepend one "
+                            f"token of {layer.size} features")
+        layer.tokens["prepend"] = attr.target
+        return _Value(layer.index, tokens=True)
+
+    def position(self, attr: _Attr, value: _Value, path: str) -> _Value:
+        param = self.model.get_parameter(attr.target)
+        layer = self.token_layer(value, path)
+        if param.dim() != 3 or param.shape[0] != 1 or param.shape[2] != layer.size or \
+                "position" in layer.tokens:
+            raise TypeError(f"to_neural_graph: addition of '{attr.target}' at '{path}' must "
+                            f"add a (1, tokens, {layer.size}) position embedding")
+        layer.tokens["position"] = attr.target
+        return _Value(layer.index, tokens=True)
 
     def conv(self, m: nn.Module, path: str, value: _Value) -> _Value:
         dims = len(m.kernel_size)
@@ -255,9 +365,15 @@ class _Builder:
                 layer.batchnorm is not None or len(layer.groups) != 1:
             raise TypeError(f"to_neural_graph: BatchNorm at '{path}' must directly follow a "
                             "Linear or Conv layer")
+        if layer.offset:
+            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' follows a constant "
+                            f"added to '{layer.path}'; only constants after it are supported")
         if m.running_mean is None or not m.affine:
             raise TypeError(f"to_neural_graph: BatchNorm at '{path}' needs running "
                             "statistics and affine parameters")
+        if m.training:
+            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' is in training mode "
+                            "(batch statistics); call model.eval() first")
         if m.num_features != layer.size:
             raise TypeError(f"to_neural_graph: BatchNorm at '{path}' has {m.num_features} "
                             f"features, '{layer.path}' has {layer.size} neurons")
@@ -270,12 +386,13 @@ class _Builder:
             raise TypeError(f"to_neural_graph: LayerNorm at '{path}' must normalize one "
                             "dimension of neurons, with affine parameters")
         src, pre = self.source(value, shape[0], 0, path)
-        if self.layers[src].spatial_dims:
+        spatial = _dims(self.layers[src], pre)
+        if spatial and not value.tokens:
             raise TypeError(f"to_neural_graph: LayerNorm at '{path}' normalizes a spatial "
                             "axis, not the neurons")
-        layer = self.new_layer("layernorm", shape[0], path, m, 0)
+        layer = self.new_layer("layernorm", shape[0], path, m, spatial)
         layer.groups.append(_Group(src, "layernorm", pre, m, path, {"eps": m.eps}))
-        return _Value(layer.index)
+        return _Value(layer.index, tokens=value.tokens)
 
     def activation(self, name: str, param: float | None, value: _Value) -> _Value:
         if not self.is_open(value) or self.layers[value.layer].activation != "identity":
@@ -301,10 +418,14 @@ class _Builder:
         if isinstance(a, _Value) and isinstance(b, (int, float)):
             a, b = b, a
         if isinstance(b, _Value) and isinstance(a, (int, float)):
-            if not self.is_open(b) or self.layers[b.layer].batchnorm is not None:
+            if not self.is_open(b):
                 b = self.identity_layer([b], path)
-            self.layers[b.layer].offset += float(a)
+            self.layers[b.layer].offset += float(a)  # added after the layer's BatchNorm
             return b
+        if isinstance(a, _Attr) and isinstance(b, _Value):
+            a, b = b, a
+        if isinstance(a, _Value) and isinstance(b, _Attr):
+            return self.position(b, a, path)
         if not (isinstance(a, _Value) and isinstance(b, _Value)):
             raise TypeError(f"to_neural_graph: unsupported addition at '{path}' of "
                             f"{type(a).__name__} and {type(b).__name__}")
@@ -319,6 +440,14 @@ class _Builder:
         self.close(other)
         self.layers[host.layer].groups.append(_Group(other.layer, "residual", other.pre))
         return host
+
+    def select_token(self, value: _Value, index: Any, path: str) -> _Value:
+        if not (value.tokens and isinstance(index, tuple) and len(index) == 2
+                and index[0] == slice(None) and isinstance(index[1], int)):
+            raise TypeError(f"to_neural_graph: unsupported indexing at '{path}' (only "
+                            "[:, i], one token of token-major states)")
+        self.close(value)
+        return _Value(value.layer, (*value.pre, ("select_token", index[1])), tokens=False)
 
     def pool(self, m: nn.Module, path: str, value: _Value) -> _Value:
         native = _POOL_TWINS.get(type(m), type(m))
@@ -371,6 +500,12 @@ class _Builder:
             return self.pool(m, path, value)
         if type(m) is nn.Flatten:
             return self.flatten(value, m.start_dim, m.end_dim, path)
+        if _is_encoder_layer(m):
+            return self.encoder_layer(m, path, value)
+        if _is_encoder(m):
+            return self.encoder(m, path, value)
+        if _is_attention(m) and args[1:3] == (value, value) and not kwargs.get("need_weights"):
+            return ("attention", self.attention(m, path, value))
         raise TypeError(f"to_neural_graph: unsupported module {type(m).__name__} at "
                         f"'{path}'")
 
@@ -394,6 +529,19 @@ class _Builder:
             return None
         if target is operator.getitem and args[0] is None:
             return None
+        if target is operator.getitem and isinstance(args[0], tuple) and \
+                args[0][0] == "attention" and args[1] == 0:
+            return args[0][1]
+        if target is operator.getitem and isinstance(args[0], _Value):
+            return self.select_token(args[0], args[1], path)
+        if target is torch.cat:
+            parts = args[0]
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if len(parts) == 2 and isinstance(parts[0], _Attr) and \
+                    isinstance(parts[1], _Value) and parts[1].tokens and dim == 1:
+                return self.prepend(parts[0], parts[1], path)
+            raise TypeError(f"to_neural_graph: unsupported concatenation at '{path}' (only "
+                            "a class token prepended to token-major states)")
         if target in (F.dropout, F.dropout1d, F.dropout2d):
             return args[0]
         raise TypeError(f"to_neural_graph: unsupported function "
@@ -404,6 +552,14 @@ class _Builder:
         value = args[0]
         if name == "size":
             return None
+        if name == "expand" and isinstance(value, _Attr):
+            return value
+        if name == "transpose" and isinstance(value, _Value) and \
+                sorted(a % 3 for a in args[1:3]) == [1, 2]:
+            return _Value(self.close(value).layer, value.pre, not value.tokens)
+        if name == "flatten" and len(args) == 2 and args[1] == 2 and not value.tokens:
+            self.close(value)
+            return _Value(value.layer, (*value.pre, ("flatten_spatial",)))
         if name in _ACTIVATION_METHODS:
             return self.activation(_ACTIVATION_METHODS[name], None, value)
         if name in ("add", "add_", "__add__"):
@@ -429,7 +585,7 @@ class _Builder:
                 if any(isinstance(v, _Value) for v in env.values()):
                     raise TypeError("to_neural_graph: networks with several inputs are not "
                                     "supported")
-                env[node] = _Value(0)
+                env[node] = _Value(0, tokens=True)
             elif node.op == "get_attr":
                 env[node] = _Attr(str(node.target))
             elif node.op == "call_module":
@@ -444,7 +600,33 @@ class _Builder:
             raise TypeError("to_neural_graph: the network must return the neurons of its last "
                             "layer (no pooling or flatten after it)")
         self.close(output)
+        if output.tokens:
+            self.layers[output.layer].tokens["neurons_last"] = True
         return output.layer
+
+
+def _dims(layer: _Layer, pre: tuple) -> int:
+    """Spatial (or token) axes left after the pending steps ``pre``."""
+    dims = layer.spatial_dims or 0
+    for step in pre:
+        if step[0] in ("flatten", "select_token"):
+            dims = 0
+        elif step[0] == "flatten_spatial":
+            dims = min(dims, 1)
+    return dims
+
+
+def _is_encoder_layer(m: nn.Module) -> bool:
+    return type(m).__name__ in ("TransformerEncoderLayer", "TransformerEncoderLayerAsGNN")
+
+
+def _is_encoder(m: nn.Module) -> bool:
+    return type(m).__name__ in ("TransformerEncoder", "TransformerEncoderAsGNN")
+
+
+def _is_attention(m: nn.Module) -> bool:
+    return type(m).__name__ in ("MultiheadAttention", "MultiHeadCrossAttentionAsGNN",
+                                "MultiHeadSelfAttentionAsGNN")
 
 
 def _map_shape(area: int, spatial_dims: int | None, path: str) -> tuple[int, ...]:
@@ -556,7 +738,16 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
     node_type[offsets[-1]:] = 2
     node_activation = torch.zeros(total, dtype=torch.long)
 
-    edge_index, edge_attr, edge_mask, edge_type, edge_layer = [], [], [], [], []
+    # Edge counts first, then every edge array allocated once and filled in place.
+    counts = [[_group_size(layer, group, layers[renumber[group.source]]) for group in
+               layer.groups] for layer in layers]
+    n_total = sum(map(sum, counts))
+    device = factory["device"]
+    edge_index = torch.empty(2, n_total, dtype=torch.long, device=device)
+    edge_attr = torch.zeros(n_total, width, **factory)
+    edge_mask = torch.zeros(n_total, width, dtype=torch.bool, device=device)
+    edge_type = torch.empty(n_total, dtype=torch.long, device=device)
+    edge_layer = torch.empty(n_total, dtype=torch.long, device=device)
     meta, n_edges = [], 0
     for index, layer in enumerate(layers):
         lo, hi = offsets[index], offsets[index] + layer.size
@@ -569,48 +760,45 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
             x[lo:hi, 1:] = torch.stack([bn.weight.detach(), bn.bias.detach(),
                                         bn.running_mean, bn.running_var], 1).to(**factory)
         groups_meta = []
-        for group in layer.groups:
+        for group, count in zip(layer.groups, counts[index]):
             src = renumber[group.source]
-            s_lo = offsets[src]
-            dst, srcs, attr, mask = _group_edges(layer, group, layers[src], fold, grid)
-            start = n_edges
-            n_edges += dst.numel()
-            edge_index.append(torch.stack([srcs + s_lo, dst + lo]))
-            edge_attr.append(attr.to(**factory))
-            edge_mask.append(mask)
-            edge_type.append(torch.full((dst.numel(),), EDGE_TYPES.index(group.kind)))
-            edge_layer.append(torch.full((dst.numel(),), index))
+            start, n_edges = n_edges, n_edges + count
+            _fill_group(layer, group, layers[src], fold, grid, edge_index[:, start:n_edges],
+                        edge_attr[start:n_edges], edge_mask[start:n_edges])
+            edge_index[0, start:n_edges] += offsets[src]
+            edge_index[1, start:n_edges] += lo
+            edge_type[start:n_edges] = EDGE_TYPES.index(group.kind)
+            edge_layer[start:n_edges] = index
+            rows = isinstance(group.module, _Rows)
             groups_meta.append({
                 "source": src, "kind": group.kind, "pre": list(group.pre),
                 "params": dict(group.params), "edges": (start, n_edges),
-                "weight": _param_path(group.path, "weight") if group.module is not None
-                and group.kind != "layernorm" else None,
+                "weight": _param_path(group.path, "in_proj_weight" if rows else "weight")
+                if group.module is not None and group.kind != "layernorm" else None,
+                "rows": group.module.rows if rows else None,
             })
         meta.append({
             "path": layer.path, "kind": layer.kind, "size": layer.size,
             "spatial_dims": layer.spatial_dims or 0, "activation": layer.activation,
             "activation_param": layer.activation_param, "offset": layer.offset,
             "flatten_input": layer.flatten_input, "nodes": (lo, hi),
-            "bias": _param_path(layer.path, "bias")
+            "bias": _param_path(layer.path, "in_proj_bias" if isinstance(
+                layer.module, _Rows) else "bias")
             if layer.module is not None and getattr(layer.module, "bias", None) is not None
             else None,
+            "rows": layer.weight_rows, "num_heads": layer.num_heads,
+            "neurons_last": bool(layer.tokens.get("neurons_last")),
+            "tokens": {role: (key, model.get_parameter(key).detach().clone())
+                       for role, key in layer.tokens.items() if role != "neurons_last"},
             "batchnorm": None if layer.batchnorm is None else {
                 "path": layer.batchnorm_path, "eps": layer.batchnorm.eps, "folded": fold},
             "groups": groups_meta,
         })
-    empty = torch.zeros(0, dtype=torch.long)
     return Data(
-        x=x, edge_index=torch.cat(edge_index, 1).to(factory["device"]) if edge_index
-        else empty.view(2, 0),
-        edge_attr=torch.cat(edge_attr) if edge_attr else torch.zeros(0, width, **factory),
-        edge_mask=torch.cat(edge_mask).to(factory["device"]) if edge_mask
-        else torch.zeros(0, width, dtype=torch.bool),
-        edge_type=torch.cat(edge_type).to(factory["device"]),
-        edge_layer=torch.cat(edge_layer).to(factory["device"]),
-        node_layer=node_layer.to(factory["device"]),
-        node_index=node_index.to(factory["device"]),
-        node_type=node_type.to(factory["device"]),
-        node_activation=node_activation.to(factory["device"]),
+        x=x, edge_index=edge_index, edge_attr=edge_attr, edge_mask=edge_mask,
+        edge_type=edge_type, edge_layer=edge_layer, node_layer=node_layer.to(device),
+        node_index=node_index.to(device), node_type=node_type.to(device),
+        node_activation=node_activation.to(device),
         layer_layout=[lay.size for lay in layers], kernel_shape=grid, layers=meta,
         num_nodes=total,
     )
@@ -633,16 +821,23 @@ def _reachable(layers: list[_Layer], output: int) -> list[_Layer]:
     return [layer for layer in layers if layer.index in needed]
 
 
-def _group_edges(layer: _Layer, group: _Group, src: _Layer, fold: bool,
-                 grid: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Local (target, source) neuron indices of a group's edges and their kernels."""
-    width = math.prod(grid)
+def _group_size(layer: _Layer, group: _Group, src: _Layer) -> int:
+    if group.kind in ("residual", "layernorm", "attention"):
+        return layer.size
+    return layer.size * (group.module.weight.shape[1] if group.kind == "conv" else src.size)
+
+
+def _fill_group(layer: _Layer, group: _Group, src: _Layer, fold: bool, grid: tuple[int, ...],
+                edge_index: Tensor, edge_attr: Tensor, edge_mask: Tensor) -> None:
+    """Write a group's edges (local target and source neuron indices) and kernels."""
     n_out, n_in = layer.size, src.size
-    if group.kind in ("residual", "layernorm"):
-        dst = srcs = torch.arange(n_out)
-        kernel = (torch.ones(n_out) if group.kind == "residual"
-                  else group.module.weight.detach()).view(n_out, 1)
+    device = edge_index.device
+    if group.kind in ("residual", "layernorm", "attention"):
+        edge_index[:] = torch.arange(n_out, device=device)
+        kernel = (group.module.weight.detach().view(n_out, 1) if group.kind == "layernorm"
+                  else torch.ones(n_out, 1))
         shape: tuple[int, ...] = (1,)
+        per_group = 1
     else:
         weight = _layer_weight(layer, group, fold)
         if group.kind == "flatten":
@@ -650,22 +845,23 @@ def _group_edges(layer: _Layer, group: _Group, src: _Layer, fold: bool,
             weight = weight.reshape(n_out, n_in, *shape)
         elif group.kind == "linear":
             shape = (1,)
-            weight = weight.unsqueeze(-1)
         else:
             shape = group.params["kernel_size"]
         per_group = weight.shape[1]
-        groups = n_in // per_group
-        out_per_group = n_out // groups
-        dst = torch.arange(n_out).repeat_interleave(per_group)
-        srcs = (torch.arange(n_out) // out_per_group * per_group).repeat_interleave(
-            per_group) + torch.arange(per_group).repeat(n_out)
+        out_per_group = n_out // (n_in // per_group)
+        targets = torch.arange(n_out, device=device)
+        edge_index[1].view(n_out, per_group)[:] = targets[:, None]
+        edge_index[0].view(n_out, per_group)[:] = (
+            (targets // out_per_group * per_group)[:, None]
+            + torch.arange(per_group, device=device))
         kernel = weight.reshape(n_out * per_group, -1)
     place = _placement(shape, grid)
-    attr = kernel.new_zeros(dst.numel(), width)
-    attr[:, place] = kernel
-    mask = torch.zeros(dst.numel(), width, dtype=torch.bool)
-    mask[:, place] = True
-    return dst, srcs, attr, mask
+    if place.numel() == 1:
+        edge_attr[:, int(place)] = kernel[:, 0]
+        edge_mask[:, int(place)] = True
+    else:
+        edge_attr[:, place] = kernel.to(edge_attr.dtype)
+        edge_mask[:, place] = True
 
 
 # --------------------------------------------------------------------------- reading back
@@ -775,7 +971,9 @@ def from_neural_graph(graph: Data, template: nn.Module) -> nn.Module:
             lo, hi = layer["nodes"]
             if layer["bias"] is not None or (fold and layer["batchnorm"] is not None):
                 key = layer["bias"] or _param_path(layer["path"], "bias")
-                params[key].copy_(graph.x[lo:hi, 0])
+                _rows(params[key], layer["rows"]).copy_(graph.x[lo:hi, 0])
+            for key, value in layer["tokens"].values():
+                params[key].copy_(value)
             if layer["batchnorm"] is not None and not fold:
                 path = layer["batchnorm"]["path"]
                 for col, name in enumerate(("weight", "bias")):
@@ -784,12 +982,16 @@ def from_neural_graph(graph: Data, template: nn.Module) -> nn.Module:
                     buffers[_param_path(path, name)].copy_(graph.x[lo:hi, 3 + col])
             for group in layer["groups"]:
                 if group["weight"] is not None:
-                    p = params[group["weight"]]
+                    p = _rows(params[group["weight"]], group["rows"])
                     p.copy_(group_weight(graph, index, group).reshape(p.shape))
                 elif group["kind"] == "layernorm":
                     params[_param_path(layer["path"], "weight")].copy_(
                         group_weight(graph, index, group))
     return model
+
+
+def _rows(param: Tensor, rows: tuple[int, int] | None) -> Tensor:
+    return param if rows is None else param[rows[0]:rows[1]]
 
 
 def layer_snapshots(graph: Data) -> Iterable[Data]:

@@ -9,6 +9,7 @@ group; input and output neurons stay put.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -36,8 +37,13 @@ def hidden_permutation(graph: Data, generator: torch.Generator | None = None) ->
     for index, layer in enumerate(layers):
         for group in layer["groups"]:
             src = group["source"]
-            if group["kind"] in ("residual", "layernorm"):
+            if group["kind"] in ("residual", "layernorm", "attention"):
+                # Attention: q, k, v and the heads share one permutation inside each head.
                 parent[_find(parent, index)] = _find(parent, src)
+                if group["kind"] == "attention":
+                    heads = group["params"]["num_heads"]
+                    blocks[index] = math.lcm(blocks[index], heads)
+                    blocks[src] = math.lcm(blocks[src], heads)
             elif group["kind"] == "conv" and group["params"]["groups"] > 1:
                 g = group["params"]["groups"]
                 blocks[index] = math.lcm(blocks[index], g)
@@ -74,6 +80,15 @@ def permute_graph(graph: Data, generator: torch.Generator | None = None) -> Data
     x[new_id] = graph.x
     out.x = x
     out.edge_index = new_id[graph.edge_index]
+    # Parameters kept per layer (class token, position embedding) move with the neurons.
+    out.layers = copy.deepcopy(graph.layers)
+    for layer in out.layers:
+        lo, hi = layer["nodes"]
+        local = (new_id[lo:hi] - lo).cpu()
+        for role, (key, value) in layer["tokens"].items():
+            moved = torch.empty_like(value)
+            moved[..., local] = value
+            layer["tokens"][role] = (key, moved)
     return out
 
 

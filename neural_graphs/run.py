@@ -51,6 +51,10 @@ def _apply_pre(state: Tensor, pre: list) -> Tensor:
             state = _pool_twin(step[1], _frozen(step[2]))(state)
         elif step[0] == "flatten":
             state = state.flatten(1)
+        elif step[0] == "flatten_spatial":
+            state = state.flatten(2)
+        elif step[0] == "select_token":
+            state = state[:, :, step[1]]
         else:
             raise ValueError(f"unknown pre-processing step {step[0]!r}")
     return state
@@ -85,7 +89,9 @@ def _message(graph: Data, index: int, group: dict[str, Any], h: Tensor) -> Tenso
     weight = group_weight(graph, index, group)
     kind = group["kind"]
     if kind == "linear":
-        return h @ weight.t()
+        if h.dim() == 2:
+            return h @ weight.t()
+        return (h.movedim(1, -1) @ weight.t()).movedim(-1, 1)
     if kind == "flatten":
         return h.flatten(1) @ weight.reshape(weight.shape[0], -1).t()
     if kind == "conv":
@@ -113,6 +119,8 @@ def run_neural_graph(graph: Data, x: Tensor) -> Tensor:
                          "to_neural_graph?)")
     if layers[0]["flatten_input"]:
         x = x.flatten(1)
+    if layers[0]["neurons_last"]:
+        x = x.movedim(-1, 1)
     if x.dim() < 2 or x.shape[1] != layers[0]["size"]:
         raise ValueError(f"run_neural_graph: the input layer has {layers[0]['size']} neurons, "
                          f"the input has shape {tuple(x.shape)}")
@@ -122,39 +130,72 @@ def run_neural_graph(graph: Data, x: Tensor) -> Tensor:
         for group in layer["groups"]:
             last_use[group["source"]] = index
     states: dict[int, Tensor] = {0: x}
-    bias_all = graph.x[:, 0]
     for index, layer in enumerate(layers[1:], start=1):
-        lo, hi = layer["nodes"]
-        z = None
-        residuals = []
-        for group in layer["groups"]:
-            h = _apply_pre(states[group["source"]], group["pre"])
-            if group["kind"] == "residual":
-                residuals.append(h)
-                continue
-            if group["kind"] == "layernorm":
-                eps = group["params"]["eps"]
-                h = F.layer_norm(h.movedim(1, -1), (h.shape[1],), eps=eps).movedim(-1, 1)
-                msg = h * _channels(group_weight(graph, index, group), h)
-            else:
-                msg = _message(graph, index, group, h)
-            z = msg if z is None else z + msg
-        if z is None:
-            z = residuals.pop(0)
-            for r in residuals:
-                z = z + r
-            residuals = []
-        z = z + _channels(bias_all[lo:hi], z)
-        if layer["offset"]:
-            z = z + layer["offset"]
-        bn = layer["batchnorm"]
-        if bn is not None and not bn["folded"]:
-            w, b, mean, var = graph.x[lo:hi, 1:5].unbind(1)
-            z = (z - _channels(mean, z)) / torch.sqrt(_channels(var, z) + bn["eps"])
-            z = z * _channels(w, z) + _channels(b, z)
-        for r in residuals:
-            z = z + r
-        states[index] = _activate(z, layer["activation"], layer["activation_param"])
+        if layer["kind"] == "attention":
+            states[index] = _attention(layer, states)
+        else:
+            states[index] = _update(graph, index, layer, states)
         for source in [s for s, last in last_use.items() if last == index]:
             states.pop(source, None)
-    return states[len(layers) - 1]
+    out = states[len(layers) - 1]
+    return out.movedim(1, -1) if layers[-1]["neurons_last"] else out
+
+
+def _update(graph: Data, index: int, layer: dict[str, Any],
+            states: dict[int, Tensor]) -> Tensor:
+    """One layer: sum the weighted messages, add the bias, normalise, add the residual
+    messages, activate."""
+    lo, hi = layer["nodes"]
+    z = None
+    residuals = []
+    for group in layer["groups"]:
+        h = _apply_pre(states[group["source"]], group["pre"])
+        if group["kind"] == "residual":
+            residuals.append(h)
+            continue
+        if group["kind"] == "layernorm":
+            eps = group["params"]["eps"]
+            h = F.layer_norm(h.movedim(1, -1), (h.shape[1],), eps=eps).movedim(-1, 1)
+            msg = h * _channels(group_weight(graph, index, group), h)
+        else:
+            msg = _message(graph, index, group, h)
+        z = msg if z is None else z + msg
+    if z is None:
+        z = residuals.pop(0)
+    if layer["kind"] == "tokens":
+        z = _tokens(layer, z)
+    z = z + _channels(graph.x[lo:hi, 0], z)
+    bn = layer["batchnorm"]
+    if bn is not None and not bn["folded"]:
+        w, b, mean, var = graph.x[lo:hi, 1:5].unbind(1)
+        z = (z - _channels(mean, z)) / torch.sqrt(_channels(var, z) + bn["eps"])
+        z = z * _channels(w, z) + _channels(b, z)
+    if layer["offset"]:  # a constant added after the BatchNorm (see _Builder.add)
+        z = z + layer["offset"]
+    for r in residuals:
+        z = z + r
+    return _activate(z, layer["activation"], layer["activation_param"])
+
+
+def _attention(layer: dict[str, Any], states: dict[int, Tensor]) -> Tensor:
+    """Scaled dot-product attention of the query, key and value neurons, per head; the
+    layer's neurons are the value neurons (their edges from q, k, v carry no weight)."""
+    parts = {g["params"]["role"]: states[g["source"]] for g in layer["groups"]}
+    q, k, v = parts["query"], parts["key"], parts["value"]  # (B, E, T)
+    b, e, t = q.shape
+    h = layer["num_heads"]
+    q, k, v = (p.reshape(b, h, e // h, -1) for p in (q, k, v))
+    scores = torch.einsum("bhdt,bhds->bhts", q, k) / (e // h) ** 0.5
+    out = torch.einsum("bhts,bhds->bhdt", scores.softmax(-1), v)
+    return out.reshape(b, e, t)
+
+
+def _tokens(layer: dict[str, Any], z: Tensor) -> Tensor:
+    """Prepend the class token and add the position embedding (token-major states)."""
+    tokens = layer["tokens"]
+    if "prepend" in tokens:
+        cls = tokens["prepend"][1].reshape(1, -1, 1).to(z.dtype).expand(z.shape[0], -1, 1)
+        z = torch.cat([cls, z], 2)
+    if "position" in tokens:
+        z = z + tokens["position"][1][0].t().to(z.dtype)
+    return z
