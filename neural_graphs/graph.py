@@ -99,7 +99,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, Conv1dAsGNN, Conv2dAsGNN)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 _PASS_THROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
 _POOL_NATIVE = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # those with a twin in modules/
 _POOL_TWINS = {twin: native for native, twin in TWINS.items() if native in _POOL_NATIVE}
 _ADD = (operator.add, operator.iadd, torch.add)
 _FLATTEN_METHODS = ("flatten", "view", "reshape")
@@ -514,7 +514,12 @@ class _Builder:
         if getattr(target, "__name__", "") == "check_input":
             return None
         if target in _ADD:
+            if kwargs.get("alpha", 1) != 1:
+                raise TypeError(f"to_neural_graph: torch.add with alpha at '{path}' is not "
+                                "supported")
             return self.add(args[0], args[1], path)
+        if target in (operator.sub, operator.isub) and isinstance(args[1], (int, float)):
+            return self.add(args[0], -float(args[1]), path)
         if target in _ACTIVATION_FUNCTIONS:
             name = _ACTIVATION_FUNCTIONS[target]
             param = None
@@ -888,23 +893,35 @@ def group_weight(graph: Data, layer: int, group: dict[str, Any]) -> Tensor:
         shape = tuple(group["params"]["map_shape"])
     else:
         shape = (1,)
-    place = _placement(shape, grid).to(graph.edge_attr.device)
-    values = graph.edge_attr[start:stop][:, place]
-    if kind in ("residual", "layernorm"):
-        out = values.new_zeros(n_out)
-        return out.index_put((dst,), values[:, 0])
+    values = _kernel_columns(graph.edge_attr[start:stop], shape, grid)
+    if kind in ("residual", "layernorm", "attention"):
+        return values.new_zeros(n_out).index_copy(0, dst, values[:, 0])
+    k = math.prod(shape)
     if kind == "conv":
         per_group = src_layer["size"] // group["params"]["groups"]
         out_per_group = n_out // group["params"]["groups"]
         srcs = srcs - dst // out_per_group * per_group
-        out = values.new_zeros(n_out, per_group, math.prod(shape))
-        out = out.index_put((dst, srcs), values)
+    else:
+        per_group = src_layer["size"]
+    flat = dst * per_group + srcs
+    out = values.new_empty(n_out * per_group, k)
+    if flat.numel() != out.shape[0]:
+        out.zero_()
+    out = out.index_copy(0, flat, values)
+    if kind == "conv":
         return out.view(n_out, per_group, *shape)
-    out = values.new_zeros(n_out, src_layer["size"], math.prod(shape))
-    out = out.index_put((dst, srcs), values)
     if kind == "linear":
-        return out.view(n_out, src_layer["size"])
+        return out.view(n_out, per_group)
     return out.view(n_out, -1)
+
+
+def _kernel_columns(attr: Tensor, shape: tuple[int, ...], grid: tuple[int, ...]) -> Tensor:
+    """The columns of ``edge_attr`` that hold a centred kernel of ``shape``."""
+    place = _placement(shape, grid)
+    first = int(place[0])
+    if torch.equal(place, torch.arange(first, first + place.numel())):
+        return attr[:, first:first + place.numel()]
+    return attr[:, place.to(attr.device)]
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
