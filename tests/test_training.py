@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import re
 import signal
 import socket
-import subprocess
 import sys
 import tarfile
-import threading
 import time
+import traceback
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -34,9 +34,6 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SCRIPTS = [MNIST_MLP_Train, CWRU_1DCNN_Train, CIFAR100_VGG11_Train, CIFAR100_ResNet18_Train,
            CIFAR100_ViT_Train]
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "lr")
-# Single-threaded subprocesses, so that they compute bit for bit what this process does.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "PYTHONPATH": str(REPO)}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -137,7 +134,7 @@ def metrics(log_dir: Path, run: str) -> list[tuple]:
 
 def same_checkpoint(a: Path, b: Path) -> None:
     ca, cb = (torch.load(p, weights_only=False) for p in (a, b))
-    assert ca["epoch"] == cb["epoch"] and ca["best_acc"] == cb["best_acc"]
+    assert ca["epoch"] == cb["epoch"] and ca["best_value"] == cb["best_value"]
     for key in ca["model"]:
         assert torch.equal(ca["model"][key], cb["model"][key]), key
     sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
@@ -284,7 +281,147 @@ def test_resume_with_other_batch_size_is_refused(tmp_path, one_thread):
         train(CWRU_1DCNN_Train, argv[:-1] + ["16", "--epochs", "2", "--resume"])
 
 
+# --------------------------------------------------------------------------- issue 9
+
+
+def test_a_fresh_run_starts_its_logs_anew(tmp_path, one_thread):
+    data = write_cwru(tmp_path / "data", n=40)
+    argv = dirs(tmp_path, data) + ["--epochs", "2", "--seeds", "0", "--model", "standard",
+                                   "--batch-size", "8"]
+    run = tt.run_name("CWRU_1DCNN_Train", "standard", 0)
+    assert train(CWRU_1DCNN_Train, argv) == 0
+    first = metrics(tmp_path / "log", run)
+    assert train(CWRU_1DCNN_Train, argv) == 0  # no --resume: the same run from scratch
+    assert metrics(tmp_path / "log", run) == first
+    text = (tmp_path / "log" / f"{run}.txt").read_text()
+    assert text.startswith(f"# {run}: ") and text.count(f"# {run}: ") == 1
+    assert text.count("Epoch 1/2 |") == 1
+
+
+def test_resume_keeps_finished_epochs_despite_leftover_temporary_files(tmp_path, one_thread):
+    data = write_cwru(tmp_path / "data", n=40)
+    argv = dirs(tmp_path, data) + ["--seeds", "0", "--model", "standard", "--batch-size", "8"]
+    run = tt.run_name("CWRU_1DCNN_Train", "standard", 0)
+    assert train(CWRU_1DCNN_Train, argv + ["--epochs", "3"]) == 0
+    reference = metrics(tmp_path / "log", run)
+    assert train(CWRU_1DCNN_Train, argv + ["--epochs", "2"]) == 0
+    # What a SIGKILL during a checkpoint save leaves behind.
+    leftover = tmp_path / "ckpt" / f".{run}_last.pt.k2j4x.tmp"
+    leftover.write_bytes(b"partial")
+    assert train(CWRU_1DCNN_Train, argv + ["--epochs", "3", "--resume"]) == 0
+    assert metrics(tmp_path / "log", run) == reference
+    text = (tmp_path / "log" / f"{run}.txt").read_text()
+    assert text.startswith(f"# {run}: ") and "# resumed from" in text
+    assert [line[:9] for line in text.splitlines() if line.startswith("Epoch")] == [
+        "Epoch 1/2", "Epoch 2/2", "Epoch 3/3"]
+    assert not leftover.exists()
+
+
+@pytest.mark.parametrize("lr", ["nan", "inf", "-inf", "0"])
+def test_lr_must_be_positive_and_finite(lr, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tt.main(CWRU_1DCNN_Train.SETUP, [f"--lr={lr}", "--device", "cpu"])
+    assert stop.value.code == 2
+    assert "--lr must be a positive finite number" in capsys.readouterr().err
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+        tmp_path, monkeypatch, one_thread, capsys):
+    data = write_cwru(tmp_path / "data", n=40)  # 32 train windows: 4 steps of 8
+    argv = dirs(tmp_path, data) + ["--epochs", "3", "--seeds", "0", "--model", "standard",
+                                   "--batch-size", "8"]
+    run = tt.run_name("CWRU_1DCNN_Train", "standard", 0)
+    calls = {"n": 0}
+    original = dl.SignalDataset.__getitem__
+
+    def nan_in_epoch_2_step_3(self, index):
+        calls["n"] += 1
+        x, y = original(self, index)
+        if 40 + 16 < calls["n"] <= 40 + 24:  # epoch 1 (32 + 8), then steps 1-2 of epoch 2
+            x = torch.full_like(x, float("nan"))
+        return x, y
+
+    monkeypatch.setattr(dl.SignalDataset, "__getitem__", nan_in_epoch_2_step_3)
+    assert tt.main(CWRU_1DCNN_Train.SETUP, argv) == tt.NON_FINITE
+    err = capsys.readouterr().err
+    assert "stopped" in err and "CWRU_1DCNN_Train_standard_seed0 2/3 train" in err
+    assert "non-finite loss at step 3" in err and "keeps epoch 1" in err
+    assert [r["epoch"] for r in records(tmp_path / "log", run)] == [1]
+    for kind in ("last", "best"):
+        ckpt = torch.load(tmp_path / "ckpt" / f"{run}_{kind}.pt", weights_only=False)
+        assert ckpt["epoch"] == 1 and math.isfinite(ckpt["best_value"])
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    assert "stopped" in (tmp_path / "log" / f"{run}.txt").read_text()
+
+
+def test_progress_is_one_line_per_epoch_when_redirected(tmp_path, one_thread, capsys):
+    data = write_cwru(tmp_path / "data", n=40)
+    argv = dirs(tmp_path, data) + ["--epochs", "2", "--seeds", "0", "--batch-size", "8"]
+    assert tt.main(CWRU_1DCNN_Train.SETUP, argv) == 0
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err and "it/s" not in err
+    lines = [line for line in out.splitlines() if "| train loss" in line]
+    assert [line.split(" |")[0] for line in lines] == [
+        "CWRU_1DCNN_Train_standard_seed0 Epoch 1/2", "CWRU_1DCNN_Train_standard_seed0 Epoch 2/2",
+        "CWRU_1DCNN_Train_gnn_seed0 Epoch 1/2", "CWRU_1DCNN_Train_gnn_seed0 Epoch 2/2"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__)
+def test_help_texts_are_complete(script):
+    parser = tt.build_parser(script.SETUP)
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        text = action.help or ""
+        assert text.strip(), action.dest
+        # ArgumentDefaultsHelpFormatter adds "(default: X)"; the text must not say it too.
+        assert "default" not in text.lower(), (action.dest, text)
+        assert not re.search(r"\b(and|or|the|a|an|of|to|with|for|,)$", text.strip()), text
+    rendered = " ".join(parser.format_help().split())
+    assert rendered.count(f"(default: {script.SETUP.epochs})") == 1
+    for noise in (") (default:", "(default: None)", "(default: False)"):
+        assert noise not in rendered
+    assert parser.description.rstrip().endswith(".")
+
+
 # --------------------------------------------------------------------------- (c) signals
+
+
+# ViT: dropout and AdamW make the RNG and optimizer states matter. 8 batches per epoch.
+SIGNAL_ARGS = ["--epochs", "3", "--seeds", "0", "--batch-size", "4", "--model", "standard"]
+SIGNAL_RUN = tt.run_name("CIFAR100_ViT_Train", "standard", 0)
+SIGNAL_TRAIN, SIGNAL_VAL = 32, 8
+
+
+def fork_pausing_run(argv: list[str], marker: Path, pause_after: int, err: Path) -> int:
+    """Fork a child that trains like ``python -m CIFAR100_ViT_Train ARGV`` (forked, it
+    needs no second start-up) but, after ``pause_after`` samples, touches ``marker`` and
+    waits inside the data loader, so that a signal sent then lands mid-epoch. Its stderr
+    goes to ``err``; returns its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        sys.stderr = open(err, "w", buffering=1)  # the child ends with os._exit below
+        sys.stdout = open(os.devnull, "w")
+        original, calls = dl.ImageDataset.__getitem__, [0]
+
+        def pausing(self, index):
+            calls[0] += 1
+            if calls[0] > pause_after:
+                marker.touch()
+                while True:
+                    time.sleep(0.01)
+            return original(self, index)
+
+        dl.ImageDataset.__getitem__ = pausing
+        code = tt.main(CIFAR100_ViT_Train.SETUP, argv)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +429,7 @@ def cifar_reference(tmp_path_factory):
     """An uninterrupted 3-epoch ViT run on the tiny CIFAR fixture."""
     root = tmp_path_factory.mktemp("reference")
     with pytest.MonkeyPatch.context() as mp:
-        data = write_cifar(root / "data", mp, n_train=160, n_test=16)
+        data = write_cifar(root / "data", mp, n_train=SIGNAL_TRAIN, n_test=SIGNAL_VAL)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -302,39 +439,29 @@ def cifar_reference(tmp_path_factory):
     return root, data
 
 
-# ViT: dropout and AdamW make the RNG and optimizer states matter.
-SIGNAL_ARGS = ["--epochs", "3", "--seeds", "0", "--batch-size", "4", "--model", "standard"]
-SIGNAL_RUN = tt.run_name("CIFAR100_ViT_Train", "standard", 0)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_signal_mid_epoch_then_resume(sig, cifar_reference, tmp_path, one_thread):
     ref, data = cifar_reference
     argv = dirs(tmp_path, data) + SIGNAL_ARGS
-    proc = subprocess.Popen([sys.executable, "-m", "CIFAR100_ViT_Train", *argv],
-                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    # The progress bar tells when epoch 2 has begun: its "k/40" counter, k >= 2.
-    chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(
-        lambda: proc.stderr.read(64), "")), daemon=True)
-    reader.start()
-    mid_epoch = re.compile(rf"{SIGNAL_RUN} 2/3 train:.*\| *([2-9]|[1-3][0-9])/40")
-    deadline = time.monotonic() + 90
-    while not mid_epoch.search("".join(chunks)):
-        assert proc.poll() is None and time.monotonic() < deadline, "".join(chunks)[-2000:]
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
-    reader.join(timeout=10)
-    err = "".join(chunks)
+    marker, err_path = tmp_path / "in-epoch-2", tmp_path / "stderr.txt"
+    pause_after = SIGNAL_TRAIN + SIGNAL_VAL + 10  # epoch 1, then 10 samples of epoch 2
+    pid = fork_pausing_run(argv, marker, pause_after, err_path)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        assert not done, err_path.read_text()[-2000:]
+        assert time.monotonic() < deadline, "the child never reached epoch 2"
+        time.sleep(0.01)
+    os.kill(pid, sig)
+    _, status = os.waitpid(pid, 0)
+    err = err_path.read_text()
     if sig == signal.SIGINT:
-        assert proc.returncode == tt.INTERRUPTED, err
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == tt.INTERRUPTED, err
         assert "Interrupted during epoch 2 of" in err
         assert "python -m CIFAR100_ViT_Train" in err and "--resume" in err
         assert "Traceback" not in err
     else:
-        assert proc.returncode == -signal.SIGKILL
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert [r["epoch"] for r in records(tmp_path / "log", SIGNAL_RUN)] == [1]
 
     assert train(CIFAR100_ViT_Train, argv + ["--resume"]) == 0
@@ -352,7 +479,7 @@ def test_signal_mid_epoch_then_resume(sig, cifar_reference, tmp_path, one_thread
 def test_cifar_smoke_and_resume(script, tmp_path, monkeypatch, one_thread, capsys):
     data = write_cifar(tmp_path / "data", monkeypatch)
     argv = dirs(tmp_path, data) + ["--seeds", "0", "--batch-size", "2",
-                                   "--max-train-batches", "2", "--max-val-batches", "2"]
+                                   "--max-train-batches", "1", "--max-val-batches", "1"]
     assert tt.main(script.SETUP, argv + ["--epochs", "1"]) == 0
     assert tt.main(script.SETUP, argv + ["--epochs", "2", "--resume"]) == 0
     err = capsys.readouterr().err
@@ -372,18 +499,61 @@ def test_cifar_smoke_and_resume(script, tmp_path, monkeypatch, one_thread, capsy
 # --------------------------------------------------------------------------- (e) DDP
 
 
+def fork_ranks(script, argv: list[str], world_size: int,
+               out: Path) -> list[tuple[int, str, str]]:
+    """Run ``script`` as a ``world_size``-process job, one forked process per rank with the
+    environment torchrun would give it (forked: no start-up per process). Returns each
+    rank's (exit status, stdout, stderr)."""
+    out.mkdir(parents=True)
+    port, pids = free_port(), []
+    for rank in range(world_size):
+        pid = os.fork()
+        if pid:
+            pids.append(pid)
+            continue
+        code = 1
+        try:
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                              LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(port))
+            sys.stdout = open(out / f"{rank}.out", "w", buffering=1)  # ends with os._exit
+            sys.stderr = open(out / f"{rank}.err", "w", buffering=1)
+            code = tt.main(script.SETUP, argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline, codes = time.monotonic() + 120, {}
+    while len(codes) < len(pids):
+        for rank, pid in enumerate(pids):
+            if rank not in codes:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes[rank] = os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            for rank, pid in enumerate(pids):
+                if rank not in codes:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+            pytest.fail("the ranks did not finish within 120 s")
+        time.sleep(0.01)
+    return [(codes[r], (out / f"{r}.out").read_text(), (out / f"{r}.err").read_text())
+            for r in range(world_size)]
+
+
 def test_ddp_gloo_two_processes(tmp_path, one_thread):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this build")
     data = write_cwru(tmp_path / "data", n=115)  # 23 val windows: one rank gets padding
     argv = dirs(tmp_path, data) + ["--epochs", "2", "--seeds", "0", "--batch-size", "8",
                                    "--lr", "1e-3", "--model", "both"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m",
-           "CWRU_1DCNN_Train", *argv]
-    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("Epoch 2/2") == 2  # once per side: rank 0 alone reports
+    outputs = fork_ranks(CWRU_1DCNN_Train, argv, 2, tmp_path / "ranks")
+    for code, _, err in outputs:
+        assert code == 0, err[-3000:]
+    assert outputs[0][1].count("Epoch 2/2") == 2  # once per side: rank 0 alone reports
+    assert "Epoch" not in outputs[1][1]
     std = records(tmp_path / "log", "CWRU_1DCNN_Train_standard_seed0")
     gnn = records(tmp_path / "log", "CWRU_1DCNN_Train_gnn_seed0")
     assert [r["epoch"] for r in std] == [r["epoch"] for r in gnn] == [1, 2]
@@ -395,7 +565,7 @@ def test_ddp_gloo_two_processes(tmp_path, one_thread):
     ckpt = torch.load(tmp_path / "ckpt" / "CWRU_1DCNN_Train_standard_seed0_last.pt",
                       weights_only=False)
     assert len(ckpt["rng"]) == 2
-    model = tt._build_model(CWRU_1DCNN_Train.SETUP, 0, "standard")
+    model = tt._build_twin("cwru", None, 0, "standard")
     model.load_state_dict(ckpt["model"])
     model.eval()
     _, val = dl.get_dataloaders_CWRU(data, batch_size=64, seed=0)

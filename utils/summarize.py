@@ -1,15 +1,22 @@
-"""Summarize training logs: the results table and the training curves.
+"""Summarize training logs: the results tables and the training curves.
 
 Usage::
 
     python -m utils.summarize [--log-dir log] [--out log/summary]
 
-Reads every ``LOG_DIR/*.jsonl`` written by the training scripts and prints, per script and
-side (standard, twin), the best validation accuracy (mean +/- std over seeds), the mean
-training time per epoch and the twin/standard time ratio, plus the largest per-epoch train
-loss gap between the twins and the standard networks of the same seed. Writes the table as
-``OUT/summary.md`` and the curves (train loss, val accuracy; mean over seeds) as
-``OUT/curves.png``.
+Reads every ``LOG_DIR/*.jsonl`` written by the training loop (:mod:`utils.Train_Test`).
+
+* Twin scripts (sides ``standard`` and ``gnn``): one row per script with the best
+  validation accuracy per side (mean +/- std over seeds), the mean training time per epoch,
+  the twin/standard time ratio and the largest per-epoch train loss gap between the twins
+  and the standard networks of the same seed.
+* Any other script (sides such as encoders): one table per script, one row per side, with
+  the best validation value of the metric that picked its checkpoints and the final test
+  metrics (``test_acc``, ``test_mse``, ``kendall_tau``, ``r2``, ...), mean +/- std over seeds.
+
+Writes the tables as ``OUT/summary.md`` and the curves (train loss and the validation
+metric; mean over seeds; whole-number epoch ticks, no offset notation, legends outside the
+data) as ``OUT/curves.png``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +36,16 @@ import numpy as np
 from utils.atomic import atomic_write, write_text_atomic
 
 SIDES = ("standard", "gnn")
+DEFAULT_METRIC = "val_acc"
 
 Run = dict[int, dict[str, Any]]  # epoch -> record
+Logs = dict[str, dict[str, dict[int, Run]]]  # script -> side -> seed -> run
+Finals = dict[str, dict[str, dict[int, dict[str, Any]]]]  # script -> side -> seed -> record
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 @dataclass
@@ -40,43 +55,82 @@ class SideStats:
     seeds: list[int]
     best_acc: list[float]
     epoch_time: float
+    metric: str = DEFAULT_METRIC
 
     @property
     def acc_mean(self) -> float:
-        return float(np.mean(self.best_acc))
+        return _mean_std(self.best_acc)[0]
 
     @property
     def acc_std(self) -> float:
-        return float(np.std(self.best_acc, ddof=1)) if len(self.best_acc) > 1 else 0.0
+        return _mean_std(self.best_acc)[1]
 
 
-def read_logs(log_dir: str | Path) -> dict[str, dict[str, dict[int, Run]]]:
-    """``{script: {side: {seed: {epoch: record}}}}`` from ``log_dir/*.jsonl``.
-
-    A later record of the same epoch replaces an earlier one; malformed lines raise
-    ValueError naming the file and line.
-    """
-    runs: dict[str, dict[str, dict[int, Run]]] = defaultdict(lambda: defaultdict(dict))
+def _records(log_dir: str | Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     for path in sorted(Path(log_dir).glob("*.jsonl")):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                r = json.loads(line)
-                script, side, seed, epoch = r["script"], r["model"], int(r["seed"]), int(
-                    r["epoch"])
+                record = json.loads(line)
+                record["seed"], record["epoch"] = int(record["seed"]), int(record["epoch"])
+                if not isinstance(record["script"], str) or not isinstance(
+                        record["model"], str):
+                    raise TypeError("'script' and 'model' must be strings")
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"{path}:{number}: not a training record ({err})") from err
-            runs[script][side].setdefault(seed, {})[epoch] = r
+            yield path, number, record
+
+
+def read_logs(log_dir: str | Path) -> Logs:
+    """``{script: {side: {seed: {epoch: record}}}}`` of the per-epoch records of
+    ``log_dir/*.jsonl`` (final test records are left to :func:`read_finals`).
+
+    A later record of the same epoch replaces an earlier one; malformed lines raise
+    ValueError naming the file and line.
+    """
+    runs: Logs = defaultdict(lambda: defaultdict(dict))  # type: ignore[assignment]
+    for _, _, r in _records(log_dir):
+        if not r.get("final"):
+            runs[r["script"]][r["model"]].setdefault(r["seed"], {})[r["epoch"]] = r
     return {script: dict(sides) for script, sides in runs.items()}
 
 
+def read_finals(log_dir: str | Path) -> Finals:
+    """``{script: {side: {seed: final record}}}``: the test results of finished runs."""
+    finals: Finals = defaultdict(lambda: defaultdict(dict))  # type: ignore[assignment]
+    for _, _, r in _records(log_dir):
+        if r.get("final"):
+            finals[r["script"]][r["model"]][r["seed"]] = r
+    return {script: dict(sides) for script, sides in finals.items()}
+
+
+def selection_metric(seed_runs: dict[int, Run]) -> str:
+    """The record key whose validation value picked the checkpoints (``val_acc`` for logs
+    written before records named it)."""
+    for run in seed_runs.values():
+        for record in run.values():
+            return str(record.get("best_metric", DEFAULT_METRIC))
+    return DEFAULT_METRIC
+
+
+def _lower_is_better(metric: str) -> bool:
+    return any(word in metric for word in ("loss", "mse", "error"))
+
+
 def side_stats(seed_runs: dict[int, Run]) -> SideStats:
-    """Best val accuracy per seed and mean training seconds per epoch."""
+    """Best validation value per seed (of the metric that picked the checkpoints: highest,
+    or lowest for losses and errors) and mean training seconds per epoch."""
     seeds = sorted(seed_runs)
-    best = [max(r["val_acc"] for r in seed_runs[s].values()) for s in seeds]
+    metric = selection_metric(seed_runs)
+    pick = min if _lower_is_better(metric) else max
+    best = []
+    for s in seeds:
+        values = [r[metric] for r in seed_runs[s].values()
+                  if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
+        best.append(pick(values) if values else math.nan)
     times = [r["epoch_time"] for s in seeds for r in seed_runs[s].values()]
-    return SideStats(seeds, best, float(np.mean(times)))
+    return SideStats(seeds, best, float(np.mean(times)), metric)
 
 
 def loss_gap(standard: dict[int, Run], twin: dict[int, Run]) -> float:
@@ -97,8 +151,13 @@ def _seconds(stats: SideStats | None) -> str:
     return "-" if stats is None else f"{stats.epoch_time:.2f}"
 
 
-def summary_table(runs: dict[str, dict[str, dict[int, Run]]]) -> str:
-    """The results table in Markdown."""
+def is_twin_script(sides: dict[str, Any]) -> bool:
+    """Whether a script's sides are the twins' (``standard`` and/or ``gnn``)."""
+    return set(sides) <= set(SIDES)
+
+
+def summary_table(runs: Logs) -> str:
+    """The twin table in Markdown (scripts with sides standard / gnn only)."""
     lines = [
         "| script | standard best val acc (%) | twin best val acc (%) | standard s/epoch "
         "| twin s/epoch | twin/standard time | max train loss gap |",
@@ -106,6 +165,8 @@ def summary_table(runs: dict[str, dict[str, dict[int, Run]]]) -> str:
     ]
     for script in sorted(runs):
         sides = runs[script]
+        if not is_twin_script(sides):
+            continue
         std = side_stats(sides["standard"]) if "standard" in sides else None
         gnn = side_stats(sides["gnn"]) if "gnn" in sides else None
         ratio = f"{gnn.epoch_time / std.epoch_time:.2f}x" if std and gnn and std.epoch_time \
@@ -116,56 +177,120 @@ def summary_table(runs: dict[str, dict[str, dict[int, Run]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _format(values: Sequence[float]) -> str:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return "-"
+    mean, std = _mean_std(finite)
+    digits = 2 if max(abs(mean), std) >= 1 else 4
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(finite)})"
+
+
+def side_tables(runs: Logs, finals: Finals) -> str:
+    """One Markdown table per script whose sides are not the twins': a row per side with
+    the best validation metric and each final test metric, mean ± std over seeds."""
+    out = []
+    for script in sorted(set(runs) | set(finals)):
+        sides = runs.get(script, {})
+        if sides and is_twin_script(sides) and script not in finals:
+            continue
+        script_finals = finals.get(script, {})
+        metric_keys: list[str] = []
+        for records in script_finals.values():
+            for record in records.values():
+                for key in record.get("final_metrics", []):
+                    if key not in metric_keys:
+                        metric_keys.append(key)
+        metric = next((selection_metric(s) for s in sides.values()), DEFAULT_METRIC)
+        head = ["side", f"best {metric}", *metric_keys, "s/epoch"]
+        lines = [f"**{script}**", "", "| " + " | ".join(head) + " |",
+                 "|" + "---|" * len(head)]
+        for side in sorted(set(sides) | set(script_finals)):
+            stats = side_stats(sides[side]) if side in sides else None
+            seeds = script_finals.get(side, {})
+            cells = [side, _format(stats.best_acc) if stats else "-"]
+            cells += [_format([r.get(key, math.nan) for r in seeds.values()])
+                      for key in metric_keys]
+            cells.append(_seconds(stats))
+            lines.append("| " + " | ".join(cells) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 def _mean_curve(seed_runs: dict[int, Run], key: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``key`` over the seeds that reached each epoch."""
     values: dict[int, list[float]] = defaultdict(list)
     for run in seed_runs.values():
         for epoch, r in run.items():
-            values[epoch].append(r[key])
+            if key in r:
+                values[epoch].append(r[key])
     epochs = np.array(sorted(values))
     return epochs, np.array([np.mean(values[e]) for e in epochs])
 
 
-def plot_curves(runs: dict[str, dict[str, dict[int, Run]]], path: str | Path) -> Path:
-    """Train loss and val accuracy against epoch, one row per script."""
+_TWIN_STYLES = {"standard": ("tab:blue", "-", "standard"), "gnn": ("tab:orange", "--", "twin")}
+
+
+def draw_curves(runs: Logs) -> Any:
+    """The figure of :func:`plot_curves`: per script, train loss and the validation metric
+    that picked the checkpoints against epoch, one line per side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     scripts = sorted(runs)
-    fig, axes = plt.subplots(len(scripts), 2, figsize=(11, 3.2 * len(scripts)), squeeze=False)
-    styles = {"standard": ("tab:blue", "-", "standard"), "gnn": ("tab:orange", "--", "twin")}
+    fig, axes = plt.subplots(len(scripts), 2, figsize=(12, 3.2 * len(scripts)), squeeze=False)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, script in zip(axes, scripts):
-        for side in SIDES:
-            if side not in runs[script]:
-                continue
-            color, style, label = styles[side]
-            for ax, key in zip(row, ("train_loss", "val_acc")):
-                epochs, values = _mean_curve(runs[script][side], key)
+        sides = runs[script]
+        ordered = [s for s in SIDES if s in sides] + sorted(set(sides) - set(SIDES))
+        metric = selection_metric(next(iter(sides.values())))
+        for index, side in enumerate(ordered):
+            color, style, label = _TWIN_STYLES.get(
+                side, (palette[index % len(palette)], "-", side))
+            for ax, key in zip(row, ("train_loss", metric)):
+                epochs, values = _mean_curve(sides[side], key)
                 ax.plot(epochs, values, style, color=color, label=label, marker=".")
         row[0].set(title=f"{script}: train loss", xlabel="epoch", ylabel="loss")
-        row[1].set(title=f"{script}: val accuracy", xlabel="epoch", ylabel="accuracy (%)")
+        unit = " (%)" if metric.endswith("_acc") else ""
+        row[1].set(title=f"{script}: {metric.replace('_', ' ')}", xlabel="epoch",
+                   ylabel=f"{metric.removeprefix('val_').replace('_', ' ')}{unit}")
         for ax in row:
             ax.grid(alpha=0.3)
-            ax.legend()
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            formatter = ScalarFormatter(useOffset=False)
+            formatter.set_scientific(False)
+            ax.yaxis.set_major_formatter(formatter)
+        # Outside the plotting area, so it never covers a curve.
+        row[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(runs: Logs, path: str | Path) -> Path:
+    """Write :func:`draw_curves` as a PNG at ``path`` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_curves(runs)
     path = Path(path)
     with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the table, write summary.md and curves.png; exit 1 when there are no logs."""
+    """Print the tables, write summary.md and curves.png; exit 1 when there are no logs."""
     parser = argparse.ArgumentParser(
         prog="python -m utils.summarize",
-        description="Results table (best val accuracy mean +/- std over seeds, seconds per "
-        "training epoch, twin/standard time ratio) and training curves from the .jsonl "
-        "logs of the training scripts.")
-    parser.add_argument("--log-dir", default="log", help="folder holding the *.jsonl logs "
-                        "(default: log)")
+        description="Results tables (twin scripts: best val accuracy mean +/- std over "
+        "seeds, seconds per training epoch, twin/standard time ratio; other scripts: one "
+        "row per side with the best validation metric and the final test metrics) and "
+        "training curves from the .jsonl logs of the training scripts.")
+    parser.add_argument("--log-dir", default="log",
+                        help="folder holding the *.jsonl logs (default: log)")
     parser.add_argument("--out", default=None, help="output folder for summary.md and "
                         "curves.png (default: LOG_DIR/summary)")
     args = parser.parse_args(argv)
@@ -173,15 +298,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         print(f"no training logs (*.jsonl) in {args.log_dir}", file=sys.stderr)
         return 1
+    finals = read_finals(args.log_dir)
     out = Path(args.out) if args.out else Path(args.log_dir) / "summary"
     out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(runs)
-    print(table, end="")
+    tables = []
+    if any(is_twin_script(sides) for sides in runs.values()):
+        tables.append(summary_table(runs))
+    others = side_tables(runs, finals)
+    if others:
+        tables.append(others)
+    text = "\n".join(tables)
+    print(text, end="")
     write_text_atomic(
         out / "summary.md",
-        f"# Training results ({args.log_dir})\n\nBest validation accuracy per seed, mean ± "
-        "std over seeds; seconds per training epoch averaged over all epochs and seeds.\n\n"
-        + table)
+        f"# Training results ({args.log_dir})\n\nBest validation value per seed, mean ± "
+        "std over seeds; final test metrics of the best checkpoint, mean ± std over seeds; "
+        "seconds per training epoch averaged over all epochs and seeds.\n\n" + text)
     plot_curves(runs, out / "curves.png")
     print(f"wrote {out / 'summary.md'} and {out / 'curves.png'}")
     return 0

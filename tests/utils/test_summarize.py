@@ -75,3 +75,74 @@ def test_bad_line_is_named(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"script": "s"}\n')
     with pytest.raises(ValueError, match=r"x\.jsonl:1"):
         summarize.read_logs(tmp_path)
+
+
+def write_encoder_run(log_dir: Path, script: str, side: str, seed: int, val_accs: list[float],
+                      final: dict[str, float]) -> None:
+    """Per-epoch records then the final record, as utils.Train_Test writes a job's runs."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    base = {"script": script, "run": f"{script}_{side}_seed{seed}", "model": side,
+            "seed": seed, "epochs": len(val_accs), "best_metric": "val_acc"}
+    lines = [json.dumps({**base, "epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5,
+                         "val_acc": acc, "best_val_acc": max(val_accs[:e]), "lr": 1e-3,
+                         "epoch_time": 3.0, "val_time": 0.5})
+             for e, acc in enumerate(val_accs, 1)]
+    lines.append(json.dumps({**base, "epoch": len(val_accs), "final": True,
+                             "best_epoch": 1, "final_metrics": list(final), **final}))
+    (log_dir / f"{script}_{side}_seed{seed}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_encoder_table_has_a_row_per_side_with_final_test_metrics(logs, tmp_path, capsys):
+    script = "MNIST_INR_Classification_Train"
+    write_encoder_run(logs, script, "ngnn", 0, [80.0, 90.0], {"test_acc": 91.0})
+    write_encoder_run(logs, script, "ngnn", 1, [85.0, 88.0], {"test_acc": 93.0})
+    write_encoder_run(logs, script, "ngt", 0, [70.0, 75.0], {"test_acc": 76.5})
+    write_encoder_run(logs, "CNN_Generalization_Train", "dng", 0, [0.0], {
+        "kendall_tau": 0.912345, "r2": 0.5, "test_mse": 0.0123})
+    runs, finals = summarize.read_logs(logs), summarize.read_finals(logs)
+    assert sorted(runs[script]["ngnn"][0]) == [1, 2]  # the final record is no epoch
+    assert runs[script]["ngnn"][0][2]["val_acc"] == 90.0
+    assert finals[script]["ngt"][0]["test_acc"] == 76.5
+    twins = summarize.summary_table(runs)
+    assert script not in twins and "| CWRU_1DCNN_Train |" in twins
+    tables = summarize.side_tables(runs, finals)
+    rows = {line.split(" | ")[0]: line for line in tables.splitlines()
+            if line.startswith("| ng")}
+    assert "92.00 ± 1.41 (n=2)" in rows["| ngnn"]  # test_acc of 91 and 93
+    assert "89.00 ± 1.41 (n=2)" in rows["| ngnn"]  # best val acc of 90 and 88
+    assert "76.50 ± 0.00 (n=1)" in rows["| ngt"]
+    assert "| side | best val_acc | test_acc | s/epoch |" in tables
+    assert "| side | best val_acc | kendall_tau | r2 | test_mse | s/epoch |" in tables
+    assert "0.9123 ± 0.0000 (n=1)" in tables
+    assert summarize.main(["--log-dir", str(logs), "--out", str(tmp_path / "s")]) == 0
+    assert "**MNIST_INR_Classification_Train**" in (tmp_path / "s" / "summary.md").read_text()
+
+
+def test_curves_have_whole_epoch_ticks_no_offset_and_legends_off_the_data(tmp_path):
+    import matplotlib.pyplot as plt
+
+    log_dir = tmp_path / "log"
+    # Losses 1e-9 apart: an offset axis would draw them as far apart as 1 and 2.
+    write_run(log_dir, "CWRU_1DCNN_Train", "standard", 0, [50.0, 90.0, 80.0], 2.0)
+    write_run(log_dir, "CWRU_1DCNN_Train", "gnn", 0, [50.0, 90.0, 80.0], 2.0, 1e-9)
+    write_encoder_run(log_dir, "MNIST_INR_Classification_Train", "ngnn", 0, [80.0, 90.0],
+                      {"test_acc": 91.0})
+    flat = [{"script": "Flat_Train", "model": "standard", "seed": 0, "epoch": e,
+             "train_loss": 0.25 + e * 1e-9, "val_acc": 50.0, "epoch_time": 1.0}
+            for e in (1, 2, 3)]
+    (log_dir / "flat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in flat))
+    fig = summarize.draw_curves(summarize.read_logs(log_dir))
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            low, high = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if low <= t <= high]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+            assert ax.yaxis.get_major_formatter().get_offset() == ""
+            assert ax.xaxis.get_major_formatter().get_offset() == ""
+            box = ax.get_window_extent()
+            for legend in [a.get_legend() for a in fig.axes if a.get_legend()]:
+                assert not legend.get_window_extent().overlaps(box)
+        assert sum(a.get_legend() is not None for a in fig.axes) == 3  # one per script
+    finally:
+        plt.close(fig)

@@ -1,0 +1,275 @@
+"""What a training job learns and how it is measured: the :class:`Task` of the training loop.
+
+A task turns a model output and its batch into per-sample losses (what is minimised) and
+per-sample values (what is measured), and turns the values of a whole split into metrics.
+The loop (:mod:`utils.Train_Test`) collects the values of every sample of a split, over all
+DDP ranks, before it calls :attr:`Task.metrics`, so a metric may be any function of the
+whole split (accuracy, mean squared error, Kendall's tau, R^2).
+
+Batches are either tuples ``(x, y)`` (the model gets ``x``, the target is ``y``) or PyG
+``Data``/``Batch`` objects (the model gets the batch, the target is ``batch.y``, the
+number of samples is ``batch.num_graphs``); :func:`to_device`, :func:`model_input`,
+:func:`target` and :func:`batch_size` handle both.
+
+Stock tasks: :func:`classification` (cross-entropy, accuracy in percent) and
+:func:`scalar_regression` (a scalar per sample; MSE or BCE on a sigmoid output; MSE,
+Kendall's tau and R^2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Task",
+    "batch_size",
+    "classification",
+    "kendall_tau",
+    "model_input",
+    "r2_score",
+    "scalar_regression",
+    "target",
+    "to_device",
+]
+
+Values = dict[str, Tensor]
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _is_graph_batch(batch: Any) -> bool:
+    # torch_geometric.data.Data / Batch, without importing PyG for tuple-only jobs.
+    return hasattr(batch, "num_graphs") or hasattr(batch, "edge_index")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` on ``device``: tensors, PyG ``Data``/``Batch``, and tuples, lists and dicts
+    of them (recursively); anything else is returned as it is."""
+    if isinstance(batch, Tensor) or _is_graph_batch(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(item, device) for item in batch)
+    if isinstance(batch, Mapping):
+        return {key: to_device(item, device) for key, item in batch.items()}
+    return batch
+
+
+def model_input(batch: Any) -> Any:
+    """What the model is called with: ``x`` of an ``(x, y)`` tuple, else the batch itself."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    return batch
+
+
+def target(batch: Any) -> Tensor:
+    """The target: ``y`` of an ``(x, y)`` tuple, ``batch.y`` of a PyG batch."""
+    if isinstance(batch, (tuple, list)):
+        if len(batch) < 2:
+            raise ValueError(f"a tuple batch must be (x, y, ...), got {len(batch)} item(s)")
+        return batch[1]
+    y = getattr(batch, "y", None)
+    if y is None:
+        raise ValueError(f"{type(batch).__name__} batch has no target: expected (x, y) or a "
+                         "PyG batch with a 'y' attribute")
+    return y
+
+
+def batch_size(batch: Any) -> int:
+    """Number of samples: ``batch.num_graphs`` of a PyG batch, else the length of the
+    target (tuples) or of the batch (tensors)."""
+    if hasattr(batch, "num_graphs"):
+        return int(batch.num_graphs)
+    if _is_graph_batch(batch):  # a single Data object
+        return 1
+    if isinstance(batch, (tuple, list)):
+        return len(target(batch))
+    if isinstance(batch, Tensor):
+        return len(batch)
+    raise TypeError(f"cannot count the samples of a {type(batch).__name__} batch: expected "
+                    "(x, y), a tensor or a PyG batch")
+
+
+# --------------------------------------------------------------------------- task
+
+
+def _call_model(model: nn.Module, batch: Any) -> Any:
+    return model(model_input(batch))
+
+
+def _no_values(output: Any, batch: Any) -> Values:
+    return {}
+
+
+@dataclass(frozen=True)
+class Task:
+    r"""How a job's model is trained and measured.
+
+    Per batch the loop computes ``output = forward(model, batch)``, the per-sample losses
+    ``loss(output, batch)`` (shape ``[B]``; their mean is minimised) and the per-sample
+    values ``collect(output, batch)`` (each of shape ``[B, ...]``). Over a whole split it
+    concatenates the values of every sample of every rank, adds the losses under
+    ``"loss"``, and reports ``{"loss": mean loss, **metrics(values)}``.
+
+    Args:
+        loss: ``(output, batch) -> Tensor[B]``, the per-sample losses.
+        metrics: ``(values) -> {name: float}``, metrics of a whole split; ``values`` holds
+            ``"loss"`` (float64) and what ``collect`` returned, for all samples of the split
+            (of every rank, each once), on the CPU.
+        collect: ``(output, batch) -> {name: Tensor[B, ...]}``, the per-sample values the
+            metrics need (default none).
+        best_metric: the metric (a key of ``metrics``' result, or ``"loss"``) whose
+            validation value picks the best checkpoint.
+        higher_is_better: whether a larger ``best_metric`` is better.
+        test_metrics: ``{record key: metric}``: what the final record of a run with a test
+            split carries, e.g. ``{"test_acc": "acc"}``.
+        percent: metrics printed as percentages in the text logs.
+        forward: ``(model, batch) -> output`` (default: ``model(x)`` for ``(x, y)``
+            batches, ``model(batch)`` for PyG batches).
+    """
+
+    loss: Callable[[Any, Any], Tensor]
+    metrics: Callable[[Values], dict[str, float]]
+    collect: Callable[[Any, Any], Values] = _no_values
+    best_metric: str = "loss"
+    higher_is_better: bool = False
+    test_metrics: Mapping[str, str] = field(default_factory=dict)
+    percent: tuple[str, ...] = ()
+    forward: Callable[[nn.Module, Any], Any] = _call_model
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best``: anything beats ``None`` (no epoch yet), NaN
+        beats nothing else, and anything but NaN beats NaN."""
+        if best is None:
+            return True
+        if math.isnan(value):
+            return False
+        if math.isnan(best):
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _cross_entropy(output: Tensor, batch: Any) -> Tensor:
+    return F.cross_entropy(output, target(batch), reduction="none")
+
+
+def _correct(output: Tensor, batch: Any) -> Values:
+    return {"correct": output.detach().argmax(1) == target(batch)}
+
+
+def _accuracy(values: Values) -> dict[str, float]:
+    correct = values["correct"]
+    return {"acc": 100.0 * float(correct.sum()) / max(len(correct), 1)}
+
+
+def classification(test_metric: str = "test_acc") -> Task:
+    r"""Cross-entropy on class logits; accuracy :math:`100 \cdot \#\{\arg\max = y\} / N`
+    (percent) picks the best checkpoint; the final record carries it as ``test_metric``.
+
+    Shapes:
+        output ``[B, C]`` logits, target ``[B]`` class indices.
+    """
+    return Task(loss=_cross_entropy, metrics=_accuracy, collect=_correct, best_metric="acc",
+                higher_is_better=True, test_metrics={test_metric: "acc"}, percent=("acc",))
+
+
+# --------------------------------------------------------------------------- regression
+
+
+def kendall_tau(prediction: Tensor | np.ndarray, truth: Tensor | np.ndarray) -> float:
+    r"""Kendall's :math:`\tau_b` rank correlation (:func:`scipy.stats.kendalltau`).
+
+    NaN when either side is constant."""
+    from scipy.stats import kendalltau
+
+    a = np.asarray(prediction, dtype=np.float64).ravel()
+    b = np.asarray(truth, dtype=np.float64).ravel()
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(kendalltau(a, b).statistic)
+
+
+def r2_score(prediction: Tensor | np.ndarray, truth: Tensor | np.ndarray) -> float:
+    r""":math:`R^2 = 1 - \sum (\hat y - y)^2 / \sum (y - \bar y)^2`; NaN for a constant
+    truth."""
+    a = np.asarray(prediction, dtype=np.float64).ravel()
+    b = np.asarray(truth, dtype=np.float64).ravel()
+    spread = float(((b - b.mean()) ** 2).sum()) if len(b) else 0.0
+    if spread == 0.0:
+        return float("nan")
+    return 1.0 - float(((a - b) ** 2).sum()) / spread
+
+
+def _scalar(output: Tensor) -> Tensor:
+    if output.dim() == 2 and output.shape[1] == 1:
+        return output[:, 0]
+    if output.dim() != 1:
+        raise ValueError(f"a scalar regression expects output [B] or [B, 1], got "
+                         f"{tuple(output.shape)}")
+    return output
+
+
+def _mse_loss(output: Tensor, batch: Any) -> Tensor:
+    y = target(batch).to(output.dtype).reshape(-1)
+    return (_scalar(output) - y) ** 2
+
+
+def _bce_loss(output: Tensor, batch: Any) -> Tensor:
+    y = target(batch).to(output.dtype).reshape(-1)
+    return F.binary_cross_entropy_with_logits(_scalar(output).float(), y.float(),
+                                              reduction="none")
+
+
+def _identity_prediction(output: Tensor, batch: Any) -> Values:
+    return {"prediction": _scalar(output.detach()).double(),
+            "truth": target(batch).detach().double().reshape(-1)}
+
+
+def _sigmoid_prediction(output: Tensor, batch: Any) -> Values:
+    return {"prediction": torch.sigmoid(_scalar(output.detach()).double()),
+            "truth": target(batch).detach().double().reshape(-1)}
+
+
+def _regression_metrics(values: Values) -> dict[str, float]:
+    prediction, truth = values["prediction"].cpu(), values["truth"].cpu()
+    return {"mse": float(((prediction - truth) ** 2).mean()) if len(truth) else float("nan"),
+            "kendall_tau": kendall_tau(prediction, truth), "r2": r2_score(prediction, truth)}
+
+
+def scalar_regression(loss: str = "mse", best_metric: str = "kendall_tau") -> Task:
+    r"""Regression of one scalar per sample.
+
+    ``loss="mse"``: :math:`(\hat y - y)^2` on the raw output; ``loss="bce"``: binary
+    cross-entropy on :math:`\sigma(\text{output})` against a target in :math:`[0, 1]`
+    (predictions are then :math:`\sigma(\text{output})`). Metrics over the whole split:
+    ``mse`` of the predictions, ``kendall_tau`` and ``r2``; the best checkpoint has the
+    highest ``kendall_tau`` (or the lowest ``mse`` / ``loss`` when ``best_metric`` says so);
+    the final record carries ``kendall_tau``, ``r2`` and ``test_mse``.
+
+    Shapes:
+        output ``[B]`` or ``[B, 1]``, target ``[B]``.
+    """
+    if loss not in ("mse", "bce"):
+        raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
+    if best_metric not in ("kendall_tau", "r2", "mse", "loss"):
+        raise ValueError(f"best_metric must be kendall_tau, r2, mse or loss, got "
+                         f"{best_metric!r}")
+    return Task(
+        loss=_mse_loss if loss == "mse" else _bce_loss,
+        metrics=_regression_metrics,
+        collect=_identity_prediction if loss == "mse" else _sigmoid_prediction,
+        best_metric=best_metric,
+        higher_is_better=best_metric in ("kendall_tau", "r2"),
+        test_metrics={"kendall_tau": "kendall_tau", "r2": "r2", "test_mse": "mse"},
+    )
