@@ -8,7 +8,6 @@ channels) that transforms the message, like a relation type in R-GCN. Aggregatio
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +17,6 @@ from torch.nn.modules.utils import _ntuple
 from torch_geometric.data import Data
 
 from modules.base import MessagePassingModule, channels_to_nodes, nodes_last_to_channels
-from modules.equivalence import Case, run_check
 from modules.window_graph import (
     PADDING_MODES,
     WindowGraph,
@@ -35,6 +33,8 @@ _IM2COL_MAX_BYTES = 32 * 2**20
 
 
 class _ConvNdAsGNN(MessagePassingModule):
+    """Convolution over ``n`` spatial axes as message passing (see the subclasses)."""
+
     n: int = 2
 
     def __init__(self, in_channels: int, out_channels: int,
@@ -69,6 +69,8 @@ class _ConvNdAsGNN(MessagePassingModule):
         self.padding_mode = padding_mode
         self.output_padding = ntuple(0)  # read by torch's extra_repr
         factory = {"device": device, "dtype": dtype}
+        # torch's error for a negative size, naming torch's weight shape
+        torch.empty((out_channels, in_channels // groups, *self.kernel_size), device="meta")
         # torch's shape (out, in/groups, *kernel), stored offset-major (out, *kernel,
         # in/groups) in memory, the layout channels-last gives 4-d weights: each kernel
         # offset's (out x in) matrix and the (out x offsets*in) matrix are then plain
@@ -99,55 +101,89 @@ class _ConvNdAsGNN(MessagePassingModule):
     def extra_repr(self) -> str:
         return nn.modules.conv._ConvNd.extra_repr(self)
 
-    # -- graph -------------------------------------------------------------------------
+    # -- checks and graph ---------------------------------------------------------------
     def _pads(self) -> list[tuple[int, int]]:
         if self.padding == "valid":
             return [(0, 0)] * self.n
         if self.padding == "same":
             totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
-            return [(t // 2, t - t // 2) for t in totals]
+            # torch halves in C++ (toward zero) for zero padding, in Python (floor) else;
+            # the halves differ only for the negative totals of invalid kernels
+            half = (lambda t: int(t / 2)) if self.padding_mode == "zeros" else (lambda t: t // 2)
+            return [(half(t), t - half(t)) for t in totals]
         return [(p, p) for p in self.padding]
 
-    def _validate_input(self, input: Tensor) -> tuple[Tensor, bool]:
+    def _as_2d(self, values: tuple[int, ...]) -> list[int]:
+        """torch runs conv1d as conv2d over a height of 1: its messages show both axes."""
+        return [1, *values] if self.n == 1 else list(values)
+
+    def _check_forward(self, input: Tensor) -> tuple[Tensor, bool, tuple[int, ...]]:
+        """torch's checks, in torch's order and words (its reference CPU kernels'); the
+        batched input, whether it was unbatched, and the output's spatial size."""
         n = self.n
         if input.dim() not in (n + 1, n + 2):
             raise RuntimeError(f"Expected {n + 1}D (unbatched) or {n + 2}D (batched) input to "
                                f"conv{n}d, but got input of size: {list(input.shape)}")
         unbatched = input.dim() == n + 1
         x = input.unsqueeze(0) if unbatched else input
+        spatial = tuple(x.shape[2:])
+        pads = self._pads()
+        if self.padding_mode in ("reflect", "circular"):  # torch pads before convolving
+            for axis, (s, (lo, hi)) in enumerate(zip(spatial, pads)):
+                if max(lo, hi) > s or (self.padding_mode == "reflect" and max(lo, hi) >= s):
+                    raise RuntimeError(
+                        f"{self.padding_mode} padding of ({lo}, {hi}) is too large for "
+                        f"spatial dimension {axis} of size {s}: padding must be "
+                        f"{'less than' if self.padding_mode == 'reflect' else 'at most'} "
+                        "the input size")
+        if self.padding_mode == "zeros" and any(lo < 0 for lo, _ in pads):
+            raise RuntimeError("negative padding is not supported")
+        if any(s <= 0 for s in self.stride):
+            raise RuntimeError("non-positive stride is not supported")
+        if any(d < 0 for d in self.dilation):
+            raise RuntimeError("dilation should be greater than zero")
+        if self.out_channels < self.groups:
+            raise RuntimeError(f"Given groups={self.groups}, expected weight to be at least "
+                               f"{self.groups} at dimension 0, but got weight of size "
+                               f"{list(self.weight.shape)} instead")
         if x.shape[1] != self.in_channels:
             raise RuntimeError(
                 f"Given groups={self.groups}, weight of size {list(self.weight.shape)}, "
                 f"expected input{list(x.shape)} to have {self.in_channels} channels, "
                 f"but got {x.shape[1]} channels instead")
-        return x, unbatched
+        padded = [s + lo + hi for s, (lo, hi) in zip(spatial, pads)]
+        effective = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
+        if any(p < e for p, e in zip(padded, effective)):
+            fmt = " x ".join
+            raise RuntimeError(
+                f"Calculated padded input size per channel: ({fmt(map(str, padded))}). "
+                f"Kernel size: ({fmt(map(str, effective))}). "
+                "Kernel size can't be greater than actual input size")
+        out = tuple((p - e) // st + 1 for p, e, st in zip(padded, effective, self.stride))
+        if x.numel() == 0:
+            if x.shape[0] and x.shape[1]:
+                raise RuntimeError("Only zero batch or zero channel inputs are supported, but "
+                                   f"got input shape: {list(x.shape[:2]) + self._as_2d(spatial)}")
+            return x, unbatched, out  # torch returns before its kernels check the rest
+        if any(k <= 0 for k in self.kernel_size):
+            kernel = self._as_2d(self.kernel_size)
+            got = (f"kernel_height: {kernel[0]} kernel_width: {kernel[1]}"
+                   if all(d == 1 for d in self.dilation) else str(kernel))
+            raise RuntimeError(f"kernel size should be greater than zero, but got {got}")
+        if any(d == 0 for d in self.dilation):
+            raise RuntimeError("dilation should be greater than zero, but got "
+                               f"{self._as_2d(self.dilation)}")
+        return x, unbatched, out
 
-    def _window_graph(self, spatial: tuple[int, ...], device: torch.device) -> WindowGraph:
+    def _window_graph(self, spatial: tuple[int, ...], out: tuple[int, ...],
+                      device: torch.device) -> WindowGraph:
         def build() -> WindowGraph:
-            pads = self._pads()
-            padded = [s + lo + hi for s, (lo, hi) in zip(spatial, pads)]
-            effective = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
-            if any(p < e for p, e in zip(padded, effective)):
-                fmt = " x ".join
-                raise RuntimeError(
-                    f"Calculated padded input size per channel: ({fmt(map(str, padded))}). "
-                    f"Kernel size: ({fmt(map(str, effective))}). "
-                    "Kernel size can't be greater than actual input size")
-            if self.padding_mode in ("reflect", "circular"):
-                for axis, (s, (lo, hi)) in enumerate(zip(spatial, pads)):
-                    if max(lo, hi) > s or (self.padding_mode == "reflect" and max(lo, hi) >= s):
-                        raise RuntimeError(
-                            f"{self.padding_mode} padding of ({lo}, {hi}) is too large for "
-                            f"spatial dimension {axis} of size {s}: padding must be "
-                            f"{'less than' if self.padding_mode == 'reflect' else 'at most'} "
-                            "the input size")
-            axes = [sliding_axis(s, k, st, lo, hi, d, (p - e) // st + 1, self.padding_mode,
-                                 device)
-                    for s, k, st, (lo, hi), d, p, e in zip(
-                        spatial, self.kernel_size, self.stride, pads, self.dilation, padded,
-                        effective)]
+            axes = [sliding_axis(s, k, st, lo, hi, d, o, self.padding_mode, device)
+                    for s, k, st, (lo, hi), d, o in zip(
+                        spatial, self.kernel_size, self.stride, self._pads(), self.dilation,
+                        out)]
             return combine_axes(axes, spatial)
-        return self.cached((tuple(spatial), device), build)
+        return self.cached((spatial, device), build)
 
     def _edges(self, graph: WindowGraph, device: torch.device) -> tuple[Tensor, Tensor]:
         return self.cached(("edges", graph.input_size, device), graph.edges)
@@ -158,22 +194,34 @@ class _ConvNdAsGNN(MessagePassingModule):
         ``kernel_offset[e]`` is the flat index into the kernel whose weight
         ``weight[:, :, *kernel_position[e]]`` (one block per channel group) edge e carries.
         """
-        x, _ = self._validate_input(torch.empty(tuple(input_shape), device="meta"))
-        g = self._window_graph(tuple(x.shape[2:]), self.weight.device)
+        x, _, out = self._check_forward(torch.empty(tuple(input_shape), device="meta"))
+        g = self._window_graph(tuple(x.shape[2:]), out, self.weight.device)
         return g.to_data(groups=torch.tensor(self.groups))
 
     # -- message passing ---------------------------------------------------------------
     def forward(self, input: Tensor) -> Tensor:
-        x, unbatched = self._validate_input(input)
-        g = self._window_graph(tuple(x.shape[2:]), x.device)
-        nodes = channels_to_nodes(x)
-        # A sparse adjacency makes PyG call message_and_aggregate; an edge list, message.
-        adj, kernel_offset = (g.adj_t, None) if self.fused else self._edges(g, x.device)
-        out = self.propagate(adj, x=nodes, kernel_offset=kernel_offset, padded=g.padded,
-                             tiled=g.tiled,
-                             size=(g.num_src_nodes, g.num_dst_nodes))
-        out = nodes_last_to_channels(out, g.output_size)
+        x, unbatched, out_size = self._check_forward(input)
+        if x.numel() == 0:
+            out = self._empty_output(x, out_size)
+        else:
+            g = self._window_graph(tuple(x.shape[2:]), out_size, x.device)
+            nodes = channels_to_nodes(x)
+            # A sparse adjacency makes PyG call message_and_aggregate; an edge list, message.
+            adj, kernel_offset = (g.adj_t, None) if self.fused else self._edges(g, x.device)
+            out = self.propagate(adj, x=nodes, kernel_offset=kernel_offset, padded=g.padded,
+                                 tiled=g.tiled, size=(g.num_src_nodes, g.num_dst_nodes))
+            out = nodes_last_to_channels(out, g.output_size)
         return out.squeeze(0) if unbatched else out
+
+    def _empty_output(self, x: Tensor, out_size: tuple[int, ...]) -> Tensor:
+        """torch's result for a batch of 0 samples or 0 channels (then 0 output channels):
+        an empty tensor whose gradients are zero for the input, weight and bias."""
+        channels = self.out_channels if x.shape[1] else 0
+        out = x.new_zeros((x.shape[0], channels, *out_size))
+        for tensor in (x, self.weight, self.bias):
+            if tensor is not None and tensor.requires_grad:
+                out = out + tensor.sum() * 0
+        return out
 
     def _offset_weights(self) -> Tensor:
         """Weights as (groups, out/groups, K, in/groups): a view when stored offset-major."""
@@ -218,45 +266,96 @@ class _ConvNdAsGNN(MessagePassingModule):
 
 
 class Conv1dAsGNN(_ConvNdAsGNN):
-    """Twin of :class:`torch.nn.Conv1d`: nodes are positions along the sequence."""
+    r"""Twin of :class:`torch.nn.Conv1d`, message passing over the graph of positions.
+
+    Nodes are the positions of the sequence, each carrying its :math:`C_{in}` channels.
+    Output position :math:`i` (target node) receives one edge per kernel offset
+    :math:`k` from the input position :math:`j = i s - p + k d` under it (stride
+    :math:`s`, padding :math:`p`, dilation :math:`d`); an edge from the zero padding is
+    absent, reflect / replicate / circular padding make it come from the mirrored,
+    clamped or wrapped position. The message is the source's channels transformed by the
+    weight matrix of the edge's kernel offset (one matrix per offset, like a relation
+    type in R-GCN), the aggregation a sum:
+
+    .. math::
+        \mathbf{y}_i = \mathbf{b} + \sum_{(j, k) \to i} W_k \, \mathbf{x}_j
+
+    The reference path (``fused = False``) sends one message per edge; the fused path
+    gathers every window from the cached adjacency and runs one GEMM. Same arguments,
+    parameters and initialization as ``nn.Conv1d``.
+
+    Args:
+        in_channels (int): Channels :math:`C_{in}` of each input node.
+        out_channels (int): Channels :math:`C_{out}` of each output node.
+        kernel_size (int or tuple): Window size; one edge per kernel offset.
+        stride (int or tuple, optional): Step between windows. (default: ``1``)
+        padding (int, tuple or str, optional): Padding on both sides, ``'valid'`` or
+            ``'same'``; zero padding means absent edges. (default: ``0``)
+        dilation (int or tuple, optional): Spacing between kernel offsets. (default: ``1``)
+        groups (int, optional): Blocked channel connections: each edge's weight matrix
+            is block-diagonal with ``groups`` blocks. (default: ``1``)
+        bias (bool, optional): Bias on every target node. (default: ``True``)
+        padding_mode (str, optional): ``'zeros'``, ``'reflect'``, ``'replicate'`` or
+            ``'circular'``: absent, mirrored, clamped or wrapped source. (default: ``'zeros'``)
+        device (torch.device, optional): Device of the parameters.
+        dtype (torch.dtype, optional): Data type of the parameters.
+
+    Shapes:
+        - **input:** :math:`(N, C_{in}, L_{in})` or :math:`(C_{in}, L_{in})`
+        - **output:** :math:`(N, C_{out}, L_{out})` or :math:`(C_{out}, L_{out})`, with
+          :math:`L_{out} = \lfloor (L_{in} + 2p - d (K - 1) - 1) / s \rfloor + 1`
+    """
 
     n = 1
     native_type = nn.Conv1d
 
 
 class Conv2dAsGNN(_ConvNdAsGNN):
-    """Twin of :class:`torch.nn.Conv2d`: nodes are pixels, one edge per kernel offset."""
+    r"""Twin of :class:`torch.nn.Conv2d`, message passing over the graph of pixels.
+
+    Nodes are the pixels, each carrying its :math:`C_{in}` channels. Output pixel
+    :math:`i` (target node) receives one edge per kernel offset :math:`k = (k_h, k_w)`
+    from the input pixel under it; an edge from the zero padding is absent, reflect /
+    replicate / circular padding make it come from the mirrored, clamped or wrapped
+    pixel. The message is the source's channels transformed by the weight matrix of the
+    edge's kernel offset (one matrix per offset, like a relation type in R-GCN), the
+    aggregation a sum:
+
+    .. math::
+        \mathbf{y}_i = \mathbf{b} + \sum_{(j, k) \to i} W_k \, \mathbf{x}_j
+
+    The reference path (``fused = False``) sends one message per edge; the fused path
+    gathers every window from the cached adjacency and runs one GEMM (or one per kernel
+    offset for large inputs). Same arguments, parameters and initialization as
+    ``nn.Conv2d``.
+
+    Args:
+        in_channels (int): Channels :math:`C_{in}` of each input node.
+        out_channels (int): Channels :math:`C_{out}` of each output node.
+        kernel_size (int or tuple): Window size; one edge per kernel offset.
+        stride (int or tuple, optional): Step between windows. (default: ``1``)
+        padding (int, tuple or str, optional): Padding on both sides, ``'valid'`` or
+            ``'same'``; zero padding means absent edges. (default: ``0``)
+        dilation (int or tuple, optional): Spacing between kernel offsets. (default: ``1``)
+        groups (int, optional): Blocked channel connections: each edge's weight matrix
+            is block-diagonal with ``groups`` blocks. (default: ``1``)
+        bias (bool, optional): Bias on every target node. (default: ``True``)
+        padding_mode (str, optional): ``'zeros'``, ``'reflect'``, ``'replicate'`` or
+            ``'circular'``: absent, mirrored, clamped or wrapped source. (default: ``'zeros'``)
+        device (torch.device, optional): Device of the parameters.
+        dtype (torch.dtype, optional): Data type of the parameters.
+
+    Shapes:
+        - **input:** :math:`(N, C_{in}, H_{in}, W_{in})` or :math:`(C_{in}, H_{in}, W_{in})`
+        - **output:** :math:`(N, C_{out}, H_{out}, W_{out})` or
+          :math:`(C_{out}, H_{out}, W_{out})`, each axis as in :class:`Conv1dAsGNN`
+    """
 
     n = 2
     native_type = nn.Conv2d
 
 
-def check_cases() -> list[Case]:
-    """Representative convolutions (CWRU, VGG, ResNet layers and every padding form)."""
-    return [
-        Case("Conv1d 1->16 k64 s16 p24 (CWRU)",
-             lambda: nn.Conv1d(1, 16, 64, stride=16, padding=24), (1, 2048), chunk=250),
-        Case("Conv1d 16->32 k3 p1 (CWRU)", lambda: nn.Conv1d(16, 32, 3, padding=1), (16, 64)),
-        Case("Conv1d 4->6 k4 same reflect dil2",
-             lambda: nn.Conv1d(4, 6, 4, padding="same", dilation=2, padding_mode="reflect"),
-             (4, 19)),
-        Case("Conv2d 3->64 k3 p1 (VGG)", lambda: nn.Conv2d(3, 64, 3, padding=1), (3, 32, 32),
-             chunk=100),
-        Case("Conv2d 3->64 k7 s2 p3 (ResNet stem)",
-             lambda: nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), (3, 32, 32),
-             chunk=100),
-        Case("Conv2d 16->32 k1 s2 (downsample)",
-             lambda: nn.Conv2d(16, 32, 1, stride=2, bias=False), (16, 8, 8)),
-        Case("Conv2d 8->8 k(2,3) groups 4 circular",
-             lambda: nn.Conv2d(8, 8, (2, 3), padding=(1, 1), groups=4,
-                               padding_mode="circular"), (8, 7, 6)),
-        Case("Conv2d 6->4 k3 s(2,1) replicate dil(1,2)",
-             lambda: nn.Conv2d(6, 4, 3, stride=(2, 1), padding=2, dilation=(1, 2),
-                               padding_mode="replicate"), (6, 9, 11)),
-        Case("Conv2d 64->64 k3 p1 on 8x8", lambda: nn.Conv2d(64, 64, 3, padding=1),
-             (64, 8, 8), chunk=250),
-    ]
+if __name__ == "__main__":  # this file's equivalence checks
+    from modules.checks import main
 
-
-if __name__ == "__main__":
-    sys.exit(run_check(check_cases, "python -m modules.ConvAsGNN"))
+    raise SystemExit(main("ConvAsGNN"))

@@ -7,7 +7,6 @@ view of a layer). The batch rides along the leading dimensions; neurons are the 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,17 +14,38 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from modules.base import MessagePassingModule
-from modules.equivalence import Case, run_check
+from modules.base import MessagePassingModule, NativeTwin
 
 
 class LinearAsGNN(MessagePassingModule):
-    r"""Twin of :class:`torch.nn.Linear`: :math:`y_o = b_o + \sum_{i \to o} w_{oi} x_i`.
+    r"""Twin of :class:`torch.nn.Linear`, message passing over the graph of neurons.
 
-    Same arguments, parameters (``weight`` (out, in), ``bias`` (out,)) and initialization
-    as ``nn.Linear``. The reference path sends one message per edge and sums them; the
-    fused path uses that the weighted adjacency of a complete bipartite graph is the
-    dense matrix ``weight``, stored as a single dense block, so aggregation is one GEMM.
+    The graph is complete bipartite: every input neuron :math:`i` (source node) sends a
+    message to every output neuron :math:`o` (target node) along an edge carrying the
+    weight :math:`w_{oi}`; target nodes carry the biases. The message is the weighted
+    source value, the aggregation a sum:
+
+    .. math::
+        y_o = b_o + \sum_{i=1}^{F_{in}} w_{oi} \, x_i
+
+    The reference path (``fused = False``) sends one message per edge and sums them; the
+    fused path uses that the weighted adjacency of a complete bipartite graph is the dense
+    matrix ``weight``, stored as a single dense block, so aggregation is one GEMM. Same
+    arguments, parameters (``weight`` (out, in), ``bias`` (out,)) and initialization as
+    ``nn.Linear``.
+
+    Args:
+        in_features (int): Number of input neurons :math:`F_{in}` (source nodes).
+        out_features (int): Number of output neurons :math:`F_{out}` (target nodes).
+        bias (bool, optional): If ``False``, the target nodes carry no bias.
+            (default: ``True``)
+        device (torch.device, optional): Device of the parameters.
+        dtype (torch.dtype, optional): Data type of the parameters.
+
+    Shapes:
+        - **input:** :math:`(*, F_{in})`, any leading dimensions (batch, tokens) ride
+          along as features
+        - **output:** :math:`(*, F_{out})`
     """
 
     native_type = nn.Linear
@@ -113,12 +133,31 @@ class LinearAsGNN(MessagePassingModule):
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
-class MLPAsGNN(nn.Sequential):
-    """Multi-layer perceptron of :class:`LinearAsGNN` layers.
+class MLPAsGNN(NativeTwin, nn.Sequential):
+    r"""Multi-layer perceptron of :class:`LinearAsGNN` layers.
 
-    ``hidden_channels`` is an int or a list of ints; each hidden layer is followed by the
-    activation ('relu' or 'gelu', node-wise) and dropout. The layout (and state_dict keys)
-    is that of the plain ``nn.Sequential`` returned by :meth:`to_native`.
+    The graph is the chain of the layers' complete bipartite neuron graphs; each hidden
+    layer's output neurons apply the activation ('relu' or 'gelu', node-wise) and dropout:
+
+    .. math::
+        \mathbf{h}^{(l+1)} = \mathrm{dropout}\big(\sigma(W^{(l)} \mathbf{h}^{(l)}
+        + \mathbf{b}^{(l)})\big)
+
+    The layout (and state_dict keys) is that of the plain ``nn.Sequential`` returned by
+    :meth:`to_native`.
+
+    Args:
+        in_channels (int): Number of input neurons.
+        hidden_channels (int or list of int): Size of each hidden layer.
+        out_channels (int): Number of output neurons.
+        activation (str, optional): ``'relu'`` or ``'gelu'``. (default: ``'relu'``)
+        bias (bool, optional): Biases on every layer. (default: ``True``)
+        dropout (float, optional): Dropout after each hidden activation; none at 0.
+            (default: ``0.0``)
+
+    Shapes:
+        - **input:** :math:`(*, F_{in})`
+        - **output:** :math:`(*, F_{out})`
     """
 
     def __init__(self, in_channels: int, hidden_channels: int | Sequence[int],
@@ -138,24 +177,18 @@ class MLPAsGNN(nn.Sequential):
                     layers.append(nn.Dropout(dropout))
         super().__init__(*layers)
 
+    @classmethod
+    def from_native(cls, module: nn.Module) -> nn.Module:
+        raise TypeError("MLPAsGNN has no single native type: to_gnn(nn.Sequential(...)) "
+                        f"converts the layers of a {type(module).__name__}")
+
     def to_native(self) -> nn.Sequential:
         """The same MLP built from torch.nn layers, with the same weights."""
         return nn.Sequential(*(m.to_native() if isinstance(m, LinearAsGNN) else m
                                for m in self))
 
 
-def check_cases() -> list[Case]:
-    """Representative Linear/MLP setups for the original equivalence protocol."""
-    return [
-        Case("Linear 784->250", lambda: nn.Linear(784, 250), (784,)),
-        Case("Linear 32->10, no bias", lambda: nn.Linear(32, 10, bias=False), (32,)),
-        Case("Linear 128->512 on 17 tokens", lambda: nn.Linear(128, 512), (17, 128)),
-        Case("MLP 784-250-100-10 relu",
-             lambda: MLPAsGNN(784, [250, 100], 10).to_native(), (784,)),
-        Case("MLP 64-128-8 gelu",
-             lambda: MLPAsGNN(64, 128, 8, activation="gelu").to_native(), (64,)),
-    ]
+if __name__ == "__main__":  # this file's equivalence checks
+    from modules.checks import main
 
-
-if __name__ == "__main__":
-    sys.exit(run_check(check_cases, "python -m modules.MLPAsGNN"))
+    raise SystemExit(main("MLPAsGNN"))

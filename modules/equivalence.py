@@ -8,14 +8,15 @@ gradients, for the tests.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from modules.convert import to_gnn
 
 MAE_LIMIT = 1e-6
 
@@ -37,7 +38,6 @@ class Case:
     make_inputs: InputMaker | None = None
     call: Callable[[nn.Module, tuple], Tensor] | None = None
     chunk: int = 500
-    kwargs: dict = field(default_factory=dict)
 
     def inputs(self, n: int, gen: torch.Generator, dtype: torch.dtype,
                device: torch.device) -> tuple:
@@ -54,9 +54,7 @@ class Case:
 
 def twin_of(native: nn.Module) -> nn.Module:
     """The message-passing twin of a native module, with copied weights."""
-    from modules.convert import to_gnn
-
-    return to_gnn(copy.deepcopy(native))
+    return to_gnn(native)
 
 
 @dataclass
@@ -158,13 +156,11 @@ def add_check_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run_cases(cases: Sequence[Case], args: argparse.Namespace, title: str = "") -> int:
+def run_cases(cases: Sequence[Case], args: argparse.Namespace) -> int:
     """Check every case, print one table, return 1 if any MAE >= 1e-6 else 0."""
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     width = max([len(c.name) for c in cases] + [len("configuration")])
-    if title:
-        print(title)
     header = f"{'configuration':<{width}}  {'MAE':>10}  {'max abs err':>11}  {'time':>7}  ok"
     print(header)
     print("-" * len(header))
@@ -178,13 +174,3 @@ def run_cases(cases: Sequence[Case], args: argparse.Namespace, title: str = "") 
     print(f"{len(cases) - failed} of {len(cases)} configurations within MAE < {MAE_LIMIT:g} "
           f"({args.samples} samples each, {args.dtype}, {args.device})")
     return 1 if failed else 0
-
-
-def run_check(cases: Callable[[], Sequence[Case]], prog: str,
-              argv: Sequence[str] | None = None) -> int:
-    """Command-line entry of a module file's self-check."""
-    parser = add_check_args(argparse.ArgumentParser(
-        prog=prog, description="Check each message-passing twin against torch.nn with the "
-        "original protocol (random N(0,1) inputs, identical parameters); exit 1 if any "
-        "MAE >= 1e-6."))
-    return run_cases(cases(), parser.parse_args(argv))

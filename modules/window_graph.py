@@ -43,7 +43,7 @@ def pooling_out_len(length: int, kernel: int, stride: int, pad: int, dilation: i
                     ceil_mode: bool) -> int:
     """Output length of torch's pooling operators (``pooling_output_shape`` in ATen)."""
     span = length + 2 * pad - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor, as div_rtn
     # The last window must start inside the input or its left padding.
     if ceil_mode and (out - 1) * stride >= length + pad:
         out -= 1
@@ -67,7 +67,9 @@ def sliding_axis(length: int, kernel: int, stride: int, pad_lo: int, pad_hi: int
     elif padding_mode == "replicate":
         source, valid = pos.clamp(0, length - 1), torch.ones_like(inside)
     elif padding_mode == "circular":
-        source, valid = pos.remainder(length), torch.ones_like(inside)
+        # torch crops a negative padding first, then wraps around what is left
+        lo, hi = max(-pad_lo, 0), length - max(-pad_hi, 0)
+        source, valid = lo + (pos - lo).remainder(max(hi - lo, 1)), torch.ones_like(inside)
     else:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     # Window length inside the padded input (torch's count_include_pad divisor).
