@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _ntuple
 from torch_geometric.data import Data
 
-from modules.base import MessagePassingModule, channels_to_nodes, nodes_last_to_channels
+from modules.base import (
+    MessagePassingModule,
+    channels_to_nodes,
+    layer_neural_graph,
+    nodes_last_to_channels,
+)
 from modules.window_graph import (
     PADDING_MODES,
     WindowGraph,
@@ -199,6 +204,13 @@ class _ConvNdAsGNN(MessagePassingModule):
         return g.to_data(groups=torch.tensor(self.groups))
 
     # -- message passing ---------------------------------------------------------------
+    def neural_graph(self) -> Data:
+        """The layer's neural graph over channels: one edge per (input channel, output
+        channel) pair of a group, carrying its kernel flattened, the bias on the output
+        channels (see :func:`modules.base.layer_neural_graph`); the view
+        :func:`neural_graphs.to_neural_graph` composes for whole networks."""
+        return layer_neural_graph(self.weight, self.bias, self.groups)
+
     def forward(self, input: Tensor) -> Tensor:
         x, unbatched, out_size = self._check_forward(input)
         if x.numel() == 0:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from modules.base import MessagePassingModule, NativeTwin
+from modules.base import MessagePassingModule, NativeTwin, layer_neural_graph
 
 
 class LinearAsGNN(MessagePassingModule):
@@ -105,6 +105,12 @@ class LinearAsGNN(MessagePassingModule):
         if len(shape) == 0 or shape[-1] != self.in_features:
             raise RuntimeError(f"{type(self).__name__}: expected input of shape "
                                f"(*, {self.in_features}), got {shape}")
+
+    def neural_graph(self) -> Data:
+        """The layer's neural graph: input and output neurons, one edge per weight, the
+        bias on the output neurons (see :func:`modules.base.layer_neural_graph`); the view
+        :func:`neural_graphs.to_neural_graph` composes for whole networks."""
+        return layer_neural_graph(self.weight, self.bias)
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_features(tuple(input.shape))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
 #: native type -> twin type, filled by :meth:`NativeTwin.__init_subclass__`.
@@ -190,3 +191,41 @@ def channels_to_nodes(x: Tensor) -> Tensor:
     for size in x.shape[2:]:
         n *= size
     return x.movedim(1, -1).reshape(b, n, c)
+
+
+def parameter_edges(weight: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
+    """The neural-graph edges of a Linear or convolution weight.
+
+    One edge per (input neuron, output neuron) pair that a weight connects (inside a
+    channel group for grouped convolutions), target-major. Returns the local
+    ``(source, target)`` neuron indices ``[2, E]`` and each edge's kernel ``[E, *kernel]``
+    (``[E, 1]`` for a Linear weight).
+    """
+    n_out, per_group = weight.shape[:2]
+    out_per_group = n_out // groups
+    targets = torch.arange(n_out, device=weight.device)
+    sources = (targets // out_per_group * per_group)[:, None] + torch.arange(
+        per_group, device=weight.device)
+    kernel = weight.shape[2:] or (1,)
+    return (torch.stack([sources.reshape(-1), targets.repeat_interleave(per_group)]),
+            weight.reshape(n_out * per_group, *kernel))
+
+
+def layer_neural_graph(weight: Tensor, bias: Tensor | None, groups: int = 1) -> Data:
+    """The bipartite neural graph of one Linear or convolution layer.
+
+    Nodes: the layer's input neurons (channels), then its output neurons; ``x`` ``[N, 1]``
+    holds each output neuron's bias (0 for inputs), ``node_layer`` 0 or 1. Edges
+    (:func:`parameter_edges`) carry the flattened kernel in ``edge_attr`` ``[E, k]``;
+    ``kernel_shape`` is the kernel's shape (``(1,)`` for Linear).
+    """
+    n_out, n_in = weight.shape[0], weight.shape[1] * groups
+    edge_index, kernels = parameter_edges(weight.detach(), groups)
+    edge_index[1] += n_in
+    x = weight.new_zeros(n_in + n_out, 1)
+    if bias is not None:
+        x[n_in:, 0] = bias.detach()
+    node_layer = torch.cat([torch.zeros(n_in, dtype=torch.long),
+                            torch.ones(n_out, dtype=torch.long)]).to(weight.device)
+    return Data(x=x, edge_index=edge_index, edge_attr=kernels.flatten(1), node_layer=node_layer,
+                kernel_shape=tuple(weight.shape[2:]) or (1,), num_nodes=n_in + n_out)

@@ -66,6 +66,7 @@ from torch import Tensor, fx, nn
 from torch_geometric.data import Data
 
 from modules import Conv1dAsGNN, Conv2dAsGNN, LinearAsGNN
+from modules.base import parameter_edges
 from modules.convert import TWINS
 from neural_graphs.inr import Sine
 
@@ -852,14 +853,10 @@ def _fill_group(layer: _Layer, group: _Group, src: _Layer, fold: bool, grid: tup
             shape = (1,)
         else:
             shape = group.params["kernel_size"]
-        per_group = weight.shape[1]
-        out_per_group = n_out // (n_in // per_group)
-        targets = torch.arange(n_out, device=device)
-        edge_index[1].view(n_out, per_group)[:] = targets[:, None]
-        edge_index[0].view(n_out, per_group)[:] = (
-            (targets // out_per_group * per_group)[:, None]
-            + torch.arange(per_group, device=device))
-        kernel = weight.reshape(n_out * per_group, -1)
+        groups = group.params.get("groups", 1)
+        local, kernel = parameter_edges(weight, groups)
+        edge_index[:] = local
+        kernel = kernel.reshape(local.shape[1], -1)
     place = _placement(shape, grid)
     if place.numel() == 1:
         edge_attr[:, int(place)] = kernel[:, 0]
