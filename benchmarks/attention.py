@@ -2,18 +2,29 @@
 
 ``cases()`` feeds benchmarks/components.py; ``python -m benchmarks.attention`` times the
 same cases on its own (forward, forward+backward, peak memory) and prints the ratios.
+Timing and memory: :mod:`benchmarks.common` (median of the timed runs; peak tensor
+memory above the level at entry).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import statistics
+import sys
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
+from tqdm import tqdm
 
-from benchmarks.common import BenchCase, time_call
+from benchmarks.common import (
+    BenchCase,
+    HelpFormatter,
+    format_ratio,
+    format_table,
+    peak_memory,
+    time_samples,
+)
 
 
 def _mha(batch: int, tokens: int, dim: int, heads: int, need_weights: bool) -> BenchCase:
@@ -44,19 +55,6 @@ def cases() -> list[BenchCase]:
     ]
 
 
-def peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak of the bytes allocated by ``fn`` and still alive, from the profiler's events."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
-
-
 def _forward(case: BenchCase, module: nn.Module, inputs: tuple) -> Callable[[], object]:
     def run() -> object:
         with torch.no_grad():
@@ -77,47 +75,82 @@ def _forward_backward(case: BenchCase, module: nn.Module,
     return run
 
 
-def main(argv: list[str] | None = None) -> int:
-    from modules.convert import to_gnn
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attention",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=10, help="timed runs (median)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--rounds", type=int, default=3,
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of ``python -m benchmarks.attention``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.attention", description=__doc__.splitlines()[0],
+        epilog="Exit status 1 when a forward time ratio exceeds its target or a memory "
+        "ratio exceeds 3, else 0.",
+        formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--iters", type=_positive_int, default=10,
+                        help="timed runs, of which the median is kept")
+    parser.add_argument("--warmup", type=_non_negative_int, default=3,
+                        help="untimed runs first")
+    parser.add_argument("--rounds", type=_positive_int, default=3,
                         help="alternate torch.nn and twin this many times, keep each one's "
                         "best median (robust to a shared, loaded CPU)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Time and measure every case, print the table; 1 if a target is missed."""
+    from modules.convert import to_gnn
+
+    parser = build_parser()
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          "ratio = twin / torch.nn (median of {} runs)".format(args.iters))
-    header = (f"{'configuration':<62} {'pass':<8} {'torch.nn':>9} {'twin':>9} {'ratio':>6} "
-              f"{'mem nn':>8} {'mem twin':>8} {'ratio':>6}  target")
-    print(header)
-    print("-" * len(header))
-    failed = 0
-    for case in cases():
-        native = case.build_native()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; "
+          f"ratio = twin / torch.nn (best of {args.rounds} medians of {args.iters} runs)")
+    rows, failed = [], 0
+    for case in tqdm(cases(), desc="attention", unit="case", disable=args.no_progress,
+                     file=sys.stderr):
+        native = case.build_native().to(device)
         twin = to_gnn(native)
-        inputs = case.make_inputs()
+        inputs = tuple(x.to(device) for x in case.make_inputs())
         for label, make in (("forward", _forward), ("fwd+bwd", _forward_backward)):
             fns = [make(case, m, inputs) for m in (native, twin)]
             seconds = [float("inf")] * len(fns)
             for _ in range(args.rounds):
                 for i, fn in enumerate(fns):
-                    seconds[i] = min(seconds[i], time_call(fn, device, args.warmup, args.iters))
-            peaks = [peak_bytes(fn) for fn in fns]
+                    median = statistics.median(time_samples(fn, args.warmup, args.iters,
+                                                            device))
+                    seconds[i] = min(seconds[i], median)
+            peaks = [peak_memory(fn, device) for fn in fns]
             ratio, mem_ratio = seconds[1] / seconds[0], peaks[1] / max(peaks[0], 1)
             ok = ratio <= case.target and mem_ratio <= 3.0
             failed += label == "forward" and not ok
-            print(f"{case.name:<62} {label:<8} {seconds[0] * 1e3:7.2f}ms {seconds[1] * 1e3:7.2f}ms "
-                  f"{ratio:5.2f}x {peaks[0] / 2**20:6.1f}MB {peaks[1] / 2**20:6.1f}MB "
-                  f"{mem_ratio:5.2f}x  <= {case.target:g}x {'ok' if ok else 'MISSED'}",
-                  flush=True)
+            rows.append((case.name, label, f"{seconds[0] * 1e3:.2f} ms",
+                         f"{seconds[1] * 1e3:.2f} ms", format_ratio(ratio),
+                         f"{peaks[0] / 2**20:.1f} MiB", f"{peaks[1] / 2**20:.1f} MiB",
+                         format_ratio(mem_ratio), f"<= {case.target:g}x",
+                         "ok" if ok else "MISSED"))
+    print(format_table(("configuration", "pass", "torch.nn", "twin", "ratio", "mem nn",
+                        "mem twin", "ratio", "target", ""), rows,
+                       right=(False, False, True, True, True, True, True, True, False,
+                              False)))
     return 1 if failed else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -71,6 +72,11 @@ def ResNet18AsGNNCIFAR100(num_classes: int = 100) -> nn.Module:  # noqa: N802
     return to_gnn(ResNet18CIFAR100(num_classes), copy_model=False)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.CIFAR100_ResNet18``: parameter counts and the equivalence check."""
+    return model_main("CIFAR100_ResNet18", ResNet18CIFAR100, ResNet18AsGNNCIFAR100,
+                      INPUT_SHAPE, 2000, 250, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(model_main("CIFAR100_ResNet18", ResNet18CIFAR100, ResNet18AsGNNCIFAR100,
-                        INPUT_SHAPE, 2000, 250))
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -47,6 +48,11 @@ def VGG11AsGNNCIFAR100(num_classes: int = 100,  # noqa: N802 (named like the ori
     return to_gnn(VGG11CIFAR100(num_classes, dropout), copy_model=False)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.CIFAR100_VGG``: parameter counts and the equivalence check."""
+    return model_main("CIFAR100_VGG", VGG11CIFAR100, VGG11AsGNNCIFAR100, INPUT_SHAPE, 1000, 100,
+                      argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(model_main("CIFAR100_VGG", VGG11CIFAR100, VGG11AsGNNCIFAR100, INPUT_SHAPE,
-                        1000, 100))
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,11 @@ def ViTAsGNNCIFAR100(**kwargs: int | float) -> nn.Module:  # noqa: N802
     return to_gnn(ViTCIFAR100(**kwargs), copy_model=False)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.CIFAR100_ViT``: parameter counts and the equivalence check."""
+    return model_main("CIFAR100_ViT", ViTCIFAR100, ViTAsGNNCIFAR100, INPUT_SHAPE, 2000, 250,
+                      argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(model_main("CIFAR100_ViT", ViTCIFAR100, ViTAsGNNCIFAR100, INPUT_SHAPE,
-                        2000, 250))
+    sys.exit(main())

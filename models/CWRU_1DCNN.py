@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -41,5 +42,10 @@ def CNN1DCWRUAsGNN(num_classes: int = 10) -> nn.Module:  # noqa: N802 (named lik
     return to_gnn(CNN1DCWRU(num_classes), copy_model=False)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.CWRU_1DCNN``: parameter counts and the equivalence check."""
+    return model_main("CWRU_1DCNN", CNN1DCWRU, CNN1DCWRUAsGNN, INPUT_SHAPE, 10_000, 1000, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(model_main("CWRU_1DCNN", CNN1DCWRU, CNN1DCWRUAsGNN, INPUT_SHAPE, 10_000, 1000))
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -36,5 +37,10 @@ def MLPAsGNNMNIST(num_classes: int = 10) -> nn.Module:  # noqa: N802 (named like
     return to_gnn(MLPMNIST(num_classes), copy_model=False)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.MNIST_MLP``: parameter counts and the equivalence check."""
+    return model_main("MNIST_MLP", MLPMNIST, MLPAsGNNMNIST, INPUT_SHAPE, 10_000, 2000, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(model_main("MNIST_MLP", MLPMNIST, MLPAsGNNMNIST, INPUT_SHAPE, 10_000, 2000))
+    sys.exit(main())

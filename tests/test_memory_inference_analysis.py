@@ -1,81 +1,112 @@
-"""Tests of Memory_Inference_Analysis: the CPU memory measurement and an end-to-end run."""
+"""Tests of ``python -m Memory_Inference_Analysis`` (benchmarks.model_pairs): targets,
+unavailable twins, the chart, and an end-to-end run. The measurement helpers themselves
+are tested in tests/benchmarks."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import matplotlib
 import pytest
 import torch
 
 import Memory_Inference_Analysis as mia
+from benchmarks import model_pairs as pairs
+from benchmarks.common import Stats
 
-MIB = 1024 ** 2
+matplotlib.use("Agg")
+
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[1]
 
 
-def test_cpu_peak_sees_a_known_allocation() -> None:
-    def allocate_8mib() -> torch.Tensor:
-        return torch.ones(2 * MIB, dtype=torch.float32)  # 8 MiB, freed on return
-
-    peak, net = mia.peak_memory(allocate_8mib, CPU)
-    assert 8 * MIB <= peak <= 8 * MIB + 64 * 1024
-    assert abs(net) <= 64 * 1024
-
-
-def test_cpu_peak_counts_the_peak_not_the_sum() -> None:
-    def two_in_turn() -> None:
-        a = torch.ones(MIB, dtype=torch.float32)  # 4 MiB
-        del a
-        b = torch.ones(2 * MIB, dtype=torch.float32)  # 8 MiB
-        del b
-
-    peak, _ = mia.peak_memory(two_in_turn, CPU)
-    assert 8 * MIB <= peak <= 8 * MIB + 64 * 1024
-
-
-def test_cpu_peak_of_nothing_is_zero() -> None:
-    peak, net = mia.peak_memory(lambda: None, CPU)
-    assert peak <= 1024 and net == 0
-
-
-def test_cpu_net_counts_what_stays_allocated() -> None:
-    kept = []
-    peak, net = mia.peak_memory(lambda: kept.append(torch.zeros(MIB // 4)), CPU)
-    assert net == peak == MIB
-
-
-def test_time_interleaved_alternates_and_respects_budget() -> None:
-    calls: list[str] = []
-    t_a, t_b = mia.time_interleaved(lambda: calls.append("a"), lambda: calls.append("b"),
-                                    CPU, warmup=1, iters=4)
-    assert len(t_a) == len(t_b) == 4
-    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
-    t_a, _ = mia.time_interleaved(lambda: None, lambda: None, CPU, warmup=0, iters=1000,
-                                  time_budget=0.0)
-    assert len(t_a) == mia.MIN_ITERS
+def test_command_is_the_model_pairs_benchmark() -> None:
+    assert mia.main is pairs.main and mia.build_parser is pairs.build_parser
 
 
 def test_targets() -> None:
-    assert mia.latency_target("mlp", 128, (1, 128)) == 1.3
-    assert mia.latency_target("vgg11", 32, (1, 32)) == 3.0
-    assert mia.latency_target("vit", 1, (1, 32)) == 3.0
-    assert mia.latency_target("cwru", 8, (1, 8, 128)) is None
-    row = mia.Row("k", "m", "f", standard=mia.Stats.of([2.0]), twin=mia.Stats.of([5.0]),
-                  target=2.0)
+    assert pairs.latency_target("mlp", 128, (1, 128)) == 1.3
+    assert pairs.latency_target("vgg11", 32, (1, 32)) == 3.0
+    assert pairs.latency_target("vit", 1, (1, 32)) == 3.0
+    assert pairs.latency_target("cwru", 8, (1, 8, 128)) is None
+    row = pairs.Row("k", "m", "f", standard=Stats.of([2.0]), twin=Stats.of([5.0]),
+                    target=2.0)
     assert row.ratio == 2.5 and row.met is False
 
 
-def test_unbuildable_twin_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(model: torch.nn.Module) -> torch.nn.Module:
-        raise TypeError("no twin for this layer")
+def _broken_to_gnn(model: torch.nn.Module) -> torch.nn.Module:
+    raise TypeError("no twin for this layer")
 
-    monkeypatch.setattr(mia, "to_gnn", broken)
-    settings = mia.Settings(device=CPU, dtype=torch.float32, warmup=0, iters=1,
-                            time_budget=0.0)
-    rows = mia.analyse_model("mlp", mia.MODELS["mlp"], settings)
+
+def test_unbuildable_twin_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pairs, "to_gnn", _broken_to_gnn)
+    settings = pairs.Settings(device=CPU, dtype=torch.float32, warmup=0, iters=1,
+                              time_budget=0.0)
+    rows = pairs.analyse_model("mlp", pairs.MODELS["mlp"], settings)
     assert [r.figure for r in rows] == ["unavailable"]
     assert "no twin for this layer" in rows[0].note
+
+
+def test_unavailable_twin_makes_the_command_fail(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(pairs, "to_gnn", _broken_to_gnn)
+    out = tmp_path / "analysis"
+    assert mia.main(["--models", "mlp", "--out", str(out), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "unavailable: MNIST MLP" in captured.err
+    assert "twin cannot be built: TypeError: no twin for this layer" in captured.out
+    assert (out / "ratios.png").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--warmup=-1", "--iters=0", "--time-budget=-1",
+                                  "--batch-size=0", "--threads=0"])
+def test_bad_flag_values_are_refused(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        mia.main([flag])
+    assert info.value.code == 2
+    assert "must be >=" in capsys.readouterr().err
+
+
+def _chart_rows() -> list[pairs.Row]:
+    rows = []
+    for key, name, scale in (("mlp", "MNIST MLP", 1.0), ("vgg11", "CIFAR-100 VGG11", 2.6)):
+        for figure, batch, ratio, target in (("inference latency", 1, 1.4, 3.0),
+                                             ("inference latency", 32, 1.2, 1.3),
+                                             ("training step", 32, 1.05, 3.0),
+                                             ("peak inference memory", 32, 0.9, 2.0)):
+            rows.append(pairs.Row(key, name, figure, batch_size=batch,
+                                  standard=Stats.of([1.0]), twin=Stats.of([ratio * scale]),
+                                  target=target))
+    rows.append(pairs.Row("vit", "CIFAR-100 ViT", "unavailable", note="no twin"))
+    return rows
+
+
+def test_chart_legend_covers_no_data_and_ticks_are_plain() -> None:
+    import matplotlib.pyplot as plt
+
+    fig = pairs.ratio_figure(_chart_rows())
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == [
+            "latency, batch 1", "latency, batch >1", "training step",
+            "peak inference memory", "target"]
+        renderer = fig.canvas.get_renderer()
+        legend_box = legend.get_window_extent(renderer)
+        assert not legend_box.overlaps(ax.get_window_extent(renderer)), \
+            "the legend lies over the plotted data"
+        assert ax.yaxis.get_offset_text().get_text() == ""
+        lo, hi = ax.get_ylim()
+        labels = {t.get_text() for t in ax.get_yticklabels()
+                  if t.get_text() and lo <= t.get_position()[1] <= hi}
+        assert labels and labels <= {"0.5", "1", "2", "5", "10"}, labels
+        assert all(t.get_text() == "" for t in ax.yaxis.get_minorticklabels())
+        assert lo < 0.9 and hi > 2.6 * 1.4  # every bar and target inside the axes
+    finally:
+        plt.close(fig)
 
 
 def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,7 +122,7 @@ def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     with (out / "analysis.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == mia.CSV_FIELDS
+    assert tuple(rows[0]) == pairs.CSV_FIELDS
     assert {r["model_key"] for r in rows} == {"mlp", "cwru"}
     for key in ("mlp", "cwru"):
         mine = {(r["figure"], r["batch_size"]): r for r in rows if r["model_key"] == key}
@@ -118,19 +149,29 @@ def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Targets met:" in markdown
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_peak_sees_a_known_allocation() -> None:
-    device = torch.device("cuda")
-    peak, net = mia.peak_memory(lambda: torch.ones(2 * MIB, device=device), device)
-    assert 8 * MIB <= peak <= 8 * MIB + 64 * 1024 and net == 0
-
-
 def test_profile_missed_profiles_the_call_behind_each_miss() -> None:
-    settings = mia.Settings(device=CPU, dtype=torch.float32, warmup=1, iters=1,
-                            time_budget=0.0)
-    missed = [mia.Row("mlp", "MNIST MLP", figure, batch_size=2, standard=mia.Stats.of([1.0]),
-                      twin=mia.Stats.of([9.0]), target=2.0)
+    settings = pairs.Settings(device=CPU, dtype=torch.float32, warmup=1, iters=1,
+                              time_budget=0.0)
+    missed = [pairs.Row("mlp", "MNIST MLP", figure, batch_size=2, standard=Stats.of([1.0]),
+                        twin=Stats.of([9.0]), target=2.0)
               for figure in ("inference latency", "training step")]
-    text = mia.profile_missed(missed, settings)
+    text = pairs.profile_missed(missed, settings)
     assert "inference at batch 2" in text and "training step at batch 2" in text
     assert "aten::addmm" in text or "aten::mm" in text
+
+
+def _option_strings(parser) -> list[str]:
+    return [s for action in parser._actions for s in action.option_strings
+            if s.startswith("--") and s != "--help"]
+
+
+def test_readme_lists_every_flag_of_the_measurement_commands() -> None:
+    from benchmarks import attention, components
+
+    readme = (REPO / "README.md").read_text()
+    for command, parser in (("Memory_Inference_Analysis", mia.build_parser()),
+                            ("benchmarks.components", components.build_parser()),
+                            ("benchmarks.attention", attention.build_parser())):
+        assert f"python -m {command}" in readme
+        missing = [flag for flag in _option_strings(parser) if f"`{flag}" not in readme]
+        assert not missing, f"README lacks {command}'s flags {missing}"

@@ -11,6 +11,10 @@ Layout under a data directory (default ``data``)::
     DIR/CWRU/raw/*.mat                  the ten CWRU recordings
     DIR/CWRU/CWRU_48k_DE_windows.npz    windows (see utils.CWRU_Data_Preprocessing)
 
+A read-only data directory (e.g. ``../shared/data``) keeps its CWRU windows elsewhere: in
+the folder named by the environment variable ``CWRU_WINDOWS_CACHE`` when it is set (the
+test suite points it into its temporary folder), else in this repository's ``data/CWRU/``.
+
 Reproducibility: the order of a training epoch is a pure function of ``(seed, epoch)`` and
 the CIFAR-100 augmentation of a sample a pure function of ``(seed, epoch, sample index)``,
 whatever ``num_workers`` is. Call :func:`set_epoch` before every epoch; a run resumed from
@@ -48,6 +52,7 @@ from utils.CWRU_Data_Preprocessing import (
 __all__ = [
     "CIFAR100_MD5",
     "CIFAR100_URL",
+    "CWRU_WINDOWS_CACHE_ENV",
     "MNIST_MD5",
     "MNIST_MIRRORS",
     "EpochSampler",
@@ -104,6 +109,13 @@ def md5sum(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _writable(folder: Path) -> bool:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    # Mode bits too: root passes os.access even on folders meant to be read-only.
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+
+
 def download_file(
     url: str,
     dest: str | Path,
@@ -153,6 +165,13 @@ def _fetch(dest: Path, md5: str, urls: Sequence[str], download: bool, hint: str)
             raise RuntimeError(f"{corrupt} Replace it with a good copy. {place} {hint}".strip())
     elif not download:
         raise FileNotFoundError(f"{dest} is missing and download=False. {place} {hint}".strip())
+    if not _writable(dest.parent):
+        # Root passes os.access on read-only folders: without this a download would create
+        # (and on failure delete) a temporary file in, e.g., the shared data folder.
+        state = corrupt or f"{dest} is missing."
+        raise (RuntimeError if corrupt else FileNotFoundError)(
+            f"{state} {dest.parent} is read-only, so nothing is downloaded into it. "
+            f"{place} Or pass a writable data directory. {hint}".strip())
 
     errors, mismatch = [], False
     for url in urls:
@@ -282,6 +301,10 @@ def load_cifar100(
             f"{CIFAR100_FOLDER}/test in {data_dir}/."
         )
         tarball = _fetch(data_dir / CIFAR100_TARBALL, CIFAR100_MD5, urls, download, hint)
+        if not _writable(data_dir):
+            raise FileNotFoundError(f"{folder}/train and test are absent and {data_dir} is "
+                                    f"read-only, so {tarball.name} is not extracted there. "
+                                    f"{hint}")
         _extract_cifar100(tarball, data_dir)
     train_x, train_y = _read_cifar_pickle(folder / "train")
     test_x, test_y = _read_cifar_pickle(folder / "test")
@@ -624,17 +647,16 @@ def cwru_split_indices(
     raise ValueError(f"split must be 'random' or 'time', got {split!r}")
 
 
-def _writable(folder: Path) -> bool:
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    # Mode bits too: root passes os.access even on folders meant to be read-only.
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+CWRU_WINDOWS_CACHE_ENV = "CWRU_WINDOWS_CACHE"
 
 
 def _fallback_array_file(data_dir: Path) -> Path:
+    """Where the windows of a read-only ``data_dir`` go: ``$CWRU_WINDOWS_CACHE`` if set,
+    else this repository's ``data/CWRU``; one file per data directory."""
     tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]
-    repo_data = Path(__file__).resolve().parents[1] / "data" / "CWRU"
-    return repo_data / f"{Path(ARRAY_FILE_NAME).stem}-{tag}.npz"
+    cache = os.environ.get(CWRU_WINDOWS_CACHE_ENV)
+    folder = Path(cache) if cache else Path(__file__).resolve().parents[1] / "data" / "CWRU"
+    return folder / f"{Path(ARRAY_FILE_NAME).stem}-{tag}.npz"
 
 
 def _resolve_array_file(data_dir: Path, array_file: str | Path | None) -> Path:
@@ -660,7 +682,8 @@ def load_cwru_arrays(
     """Load the CWRU window file, running the preprocessing first when it is missing.
 
     ``array_file`` defaults to ``data_dir/CWRU/CWRU_48k_DE_windows.npz``; when that folder is
-    read-only the file goes to this repository's ``data/CWRU/`` instead.
+    read-only the file goes to ``$CWRU_WINDOWS_CACHE`` if set, else to this repository's
+    ``data/CWRU/``.
     """
     path = _resolve_array_file(Path(data_dir), array_file)
     with np.load(path) as f:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,6 @@ from utils import DataLoader_GNN as dl
 from utils.atomic import default_file_mode
 
 REPO = Path(__file__).resolve().parents[2]
-# ../shared/data from the repository root; a checkout may also carry shared/ inside it.
-SHARED_DATA = next(
-    (p for p in (REPO.parent / "shared" / "data", REPO / "shared" / "data") if p.is_dir()),
-    REPO.parent / "shared" / "data",
-)
-REAL_RAW = SHARED_DATA / "CWRU" / "raw"
 
 # (file name, key number) in label order; IR014_0_174 holds X173 as in the real data.
 FIXTURE_FILES = [
@@ -203,21 +196,33 @@ def test_loader_read_only_data_dir(cwru_dir, tmp_path, monkeypatch):
     assert explicit.is_file()
 
 
+def test_read_only_data_dir_uses_the_windows_cache_variable(cwru_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "windows cache"
+    monkeypatch.setenv(dl.CWRU_WINDOWS_CACHE_ENV, str(cache))
+    folder = cwru_dir / "CWRU"
+    folder.chmod(0o555)
+    try:
+        arrays = dl.load_cwru_arrays(cwru_dir)
+    finally:
+        folder.chmod(0o755)
+    written = list(cache.iterdir())
+    assert [p.suffix for p in written] == [".npz"], written
+    assert written[0].name.startswith("CWRU_48k_DE_windows-")
+    assert not (folder / "CWRU_48k_DE_windows.npz").exists()
+    assert len(arrays["y"]) == 600
+    monkeypatch.delenv(dl.CWRU_WINDOWS_CACHE_ENV)
+    assert dl._fallback_array_file(cwru_dir).parent == REPO / "data" / "CWRU"
+
+
 # --------------------------------------------------------------------------- real data
 
 
 @pytest.fixture(scope="module")
-def real_cwru(tmp_path_factory) -> Path:
-    """A data_dir linking to the real recordings, so nothing is written beside them."""
-    if not REAL_RAW.is_dir():
-        pytest.skip(f"{SHARED_DATA} absent: the real CWRU recordings are not available")
-    data = tmp_path_factory.mktemp("cwru_real")
-    raw = data / "CWRU" / "raw"
-    raw.mkdir(parents=True)
-    for src in REAL_RAW.iterdir():
-        os.symlink(src, raw / src.name)
-    prep.preprocess_cwru(data, progress=False)
-    return data
+def real_cwru(shared_cwru) -> Path:
+    """A data_dir linking to the real recordings (conftest's ``shared_cwru``), windows built:
+    nothing is written beside the recordings."""
+    dl.load_cwru_arrays(shared_cwru)
+    return shared_cwru
 
 
 def test_real_windows(real_cwru):
@@ -226,7 +231,8 @@ def test_real_windows(real_cwru):
     assert arrays["x"].shape == (9372, 2048) and arrays["x"].dtype == np.float32
     assert set(arrays["y"].tolist()) == set(range(10))
     assert np.bincount(arrays["y"])[4] == 258  # IR014_0_174, which holds X173_DE_time
-    signal = scipy.io.loadmat(REAL_RAW / "48k_Drive_End_IR014_0_174.mat")["X173_DE_time"].ravel()
+    recording = real_cwru / "CWRU" / "raw" / "48k_Drive_End_IR014_0_174.mat"
+    signal = scipy.io.loadmat(recording)["X173_DE_time"].ravel()
     k = int(np.flatnonzero(arrays["y"] == 4)[5])
     start = int(arrays["start"][k])
     np.testing.assert_array_equal(arrays["x"][k], signal[start:start + 2048].astype(np.float32))

@@ -19,14 +19,6 @@ import torch
 
 from utils import DataLoader_GNN as dl
 
-REPO = Path(__file__).resolve().parents[2]
-# ../shared/data from the repository root; a checkout may also carry shared/ inside it.
-SHARED_DATA = next(
-    (p for p in (REPO.parent / "shared" / "data", REPO / "shared" / "data") if p.is_dir()),
-    REPO.parent / "shared" / "data",
-)
-REAL_MNIST = SHARED_DATA / "MNIST" / "raw"
-
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
              np.float32: 0x0D, np.float64: 0x0E}
 
@@ -259,6 +251,45 @@ def test_mnist_download_from_local_http_mirror(http_root, tmp_path, monkeypatch)
     assert sorted(p.name for p in (data / "MNIST" / "raw").iterdir()) == sorted(sums)
 
 
+def test_nothing_is_downloaded_into_a_read_only_folder(tmp_path, monkeypatch):
+    """A read-only data folder (like ../shared/data) is left untouched, even by root: no
+    temporary download file appears in it, and the error says why."""
+    mirror = tmp_path / "mirror"
+    sums = make_mnist(mirror)
+    monkeypatch.setattr(dl, "MNIST_MD5", sums)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (raw / name).write_bytes((mirror / name).read_bytes())
+    raw.chmod(0o555)
+    before = raw.stat().st_mtime_ns
+    try:
+        with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte.gz is missing\. "
+                           r".*raw is read-only, so nothing is downloaded into it"):
+            dl.load_mnist(tmp_path / "data", "train", mirrors=[mirror.as_uri() + "/"])
+        images, _ = dl.load_mnist(tmp_path / "data", "t10k", download=False)
+    finally:
+        raw.chmod(0o755)
+    assert raw.stat().st_mtime_ns == before
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte.gz",
+                                                     "t10k-labels-idx1-ubyte.gz"]
+    assert images.shape[1:] == (28, 28)
+
+
+def test_cifar_tarball_is_not_extracted_into_a_read_only_folder(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    make_cifar_tarball(data / "cifar-100-python.tar.gz")
+    monkeypatch.setattr(dl, "CIFAR100_MD5", md5(data / "cifar-100-python.tar.gz"))
+    data.chmod(0o555)
+    try:
+        with pytest.raises(FileNotFoundError, match="read-only, so cifar-100-python.tar.gz "
+                                                    "is not extracted there"):
+            dl.load_cifar100(data, download=False)
+    finally:
+        data.chmod(0o755)
+    assert sorted(p.name for p in data.iterdir()) == ["cifar-100-python.tar.gz"]
+
+
 # --------------------------------------------------------------------------- CIFAR-100
 
 
@@ -406,15 +437,16 @@ def test_distributed_samplers(mnist_dir, tmp_path):
 
 
 @pytest.fixture
-def real_mnist():
-    if not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"{SHARED_DATA} absent: the real MNIST test set is not available")
-    return SHARED_DATA
+def real_mnist(shared_data) -> Path:
+    """The real data folder, when it holds the MNIST test set (read only)."""
+    if not (shared_data / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"{shared_data}/MNIST/raw lacks the real MNIST test set")
+    return shared_data
 
 
 def test_real_mnist_test_set(real_mnist):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        assert dl.md5sum(REAL_MNIST / name) == dl.MNIST_MD5[name]
+        assert dl.md5sum(real_mnist / "MNIST" / "raw" / name) == dl.MNIST_MD5[name]
     images, labels = dl.load_mnist(real_mnist, "t10k", download=False)
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (10000,) and set(labels.tolist()) == set(range(10))
