@@ -843,7 +843,6 @@ def _fill_group(layer: _Layer, group: _Group, src: _Layer, fold: bool, grid: tup
         kernel = (group.module.weight.detach().view(n_out, 1) if group.kind == "layernorm"
                   else torch.ones(n_out, 1))
         shape: tuple[int, ...] = (1,)
-        per_group = 1
     else:
         weight = _layer_weight(layer, group, fold)
         if group.kind == "flatten":

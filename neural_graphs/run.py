@@ -11,6 +11,7 @@ and applies the node's activation. Every weight is read from the graph, none fro
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -85,8 +86,31 @@ def _channels(v: Tensor, state: Tensor) -> Tensor:
     return v.view(1, -1, *[1] * (state.dim() - 2))
 
 
+# Dense weights read from a graph, per edge_attr tensor, reused while neither the weights
+# nor the edges change (tensor versions) and no gradient flows to them.
+_WEIGHTS: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _weight(graph: Data, index: int, group: dict[str, Any]) -> Tensor:
+    attr, edges = graph.edge_attr, graph.edge_index
+    if torch.is_grad_enabled() and attr.requires_grad:
+        return group_weight(graph, index, group)
+    key = (index, group["edges"], id(edges), edges._version, attr._version)
+    entry = _WEIGHTS.get(id(attr))
+    if entry is None or entry[0]() is not attr:
+        entry = _WEIGHTS[id(attr)] = (weakref.ref(attr), {})
+        weakref.finalize(attr, _WEIGHTS.pop, id(attr), None)
+    cache = entry[1]
+    weight = cache.get(key)
+    if weight is None:
+        if len(cache) > 4 * len(graph.layers):
+            cache.clear()
+        weight = cache[key] = group_weight(graph, index, group)
+    return weight
+
+
 def _message(graph: Data, index: int, group: dict[str, Any], h: Tensor) -> Tensor:
-    weight = group_weight(graph, index, group)
+    weight = _weight(graph, index, group)
     kind = group["kind"]
     if kind == "linear":
         if h.dim() == 2:
@@ -156,7 +180,7 @@ def _update(graph: Data, index: int, layer: dict[str, Any],
         if group["kind"] == "layernorm":
             eps = group["params"]["eps"]
             h = F.layer_norm(h.movedim(1, -1), (h.shape[1],), eps=eps).movedim(-1, 1)
-            msg = h * _channels(group_weight(graph, index, group), h)
+            msg = h * _channels(_weight(graph, index, group), h)
         else:
             msg = _message(graph, index, group, h)
         z = msg if z is None else z + msg

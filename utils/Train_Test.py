@@ -1110,7 +1110,8 @@ def main(setup: TrainConfig | JobConfig, argv: Sequence[str] | None = None) -> i
                 try:
                     train_run(job, args, seed, side, loaders, device, world)
                 except SideUnavailable as err:
-                    if asked_alone:
+                    # Every network of models/ has a twin: a missing one is a regression.
+                    if asked_alone or isinstance(err, TwinUnavailable):
                         print(f"error: the {side} side cannot be built: {err}",
                               file=sys.stderr)
                         return 2
