@@ -10,7 +10,7 @@ Nodes (``N`` = every neuron of every layer, layers in topological order, input f
   ``running_mean`` and ``running_var`` of the neuron's channel (1, 0, 0, 1 where there is
   no BatchNorm).
 * ``node_layer`` ``[N]``: the layer index (0 = input layer).
-* ``node_index`` ``[N]``: the neuron's index inside its layer (channel, feature).
+* ``node_position`` ``[N]``: the neuron's index inside its layer (channel, feature).
 * ``node_type`` ``[N]``: 0 input, 1 hidden, 2 output (``NODE_TYPES``).
 * ``node_activation`` ``[N]``: index into ``ACTIVATIONS`` of the activation applied to
   the neuron (``identity`` for input neurons and linear outputs).
@@ -738,7 +738,7 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
         x[:, 1:] = torch.tensor(NORM_NEUTRAL, **factory)
     node_layer = torch.repeat_interleave(torch.arange(len(layers)),
                                          torch.tensor([lay.size for lay in layers]))
-    node_index = torch.cat([torch.arange(lay.size) for lay in layers])
+    node_position = torch.cat([torch.arange(lay.size) for lay in layers])
     node_type = torch.ones(total, dtype=torch.long)
     node_type[: layers[0].size] = 0
     node_type[offsets[-1]:] = 2
@@ -803,7 +803,7 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
     return Data(
         x=x, edge_index=edge_index, edge_attr=edge_attr, edge_mask=edge_mask,
         edge_type=edge_type, edge_layer=edge_layer, node_layer=node_layer.to(device),
-        node_index=node_index.to(device), node_type=node_type.to(device),
+        node_position=node_position.to(device), node_type=node_type.to(device),
         node_activation=node_activation.to(device),
         layer_layout=[lay.size for lay in layers], kernel_shape=grid, layers=meta,
         num_nodes=total,

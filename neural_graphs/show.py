@@ -115,7 +115,7 @@ def draw_neural_graph(graph: Data, title: str = "", max_edges: int = 20_000,
     layout = list(graph.layer_layout)
     node_layer = graph.node_layer.cpu()
     size = torch.tensor(layout, dtype=torch.float64)[node_layer]
-    node_y = (graph.node_index.cpu().double() + 0.5) / size
+    node_y = (graph.node_position.cpu().double() + 0.5) / size
     node_x = node_layer.double()
 
     generator = torch.Generator().manual_seed(seed)

@@ -112,13 +112,13 @@ def check_fields(graph: Data) -> None:
     for name in ("edge_type", "edge_layer"):
         t = getattr(graph, name)
         assert t.shape == (e,) and t.dtype == torch.long, name
-    for name in ("node_layer", "node_index", "node_type", "node_activation"):
+    for name in ("node_layer", "node_position", "node_type", "node_activation"):
         t = getattr(graph, name)
         assert t.shape == (n,) and t.dtype == torch.long, name
     # Layers are contiguous node ranges in order, with indices 0..size-1.
     expected_layer = torch.repeat_interleave(torch.arange(len(layout)), torch.tensor(layout))
     assert torch.equal(graph.node_layer, expected_layer)
-    assert torch.equal(graph.node_index, torch.cat([torch.arange(s) for s in layout]))
+    assert torch.equal(graph.node_position, torch.cat([torch.arange(s) for s in layout]))
     last = len(layout) - 1
     expected_type = torch.where(graph.node_layer == 0, 0,
                                 torch.where(graph.node_layer == last, 2, 1))
@@ -889,7 +889,7 @@ def test_residual_edges_are_identity_kernels() -> None:
     residual = graph.edge_type == EDGE_TYPES.index("residual")
     assert residual.any()
     src, dst = graph.edge_index[:, residual]
-    assert torch.equal(graph.node_index[src], graph.node_index[dst])
+    assert torch.equal(graph.node_position[src], graph.node_position[dst])
     centre = math.prod(graph.kernel_shape) // 2
     expected = torch.zeros(int(residual.sum()), 9)
     expected[:, centre] = 1
@@ -1019,3 +1019,11 @@ def test_run_rejects_a_wrong_input() -> None:
     graph = to_neural_graph(SIREN())
     with pytest.raises(ValueError, match="input layer has 2 neurons"):
         run_neural_graph(graph, torch.rand(5, 3))
+
+
+def test_batch_keeps_node_position_local() -> None:
+    """``Batch`` offsets attributes named ``*index*``; a neuron's position inside its layer
+    must stay local in a batch."""
+    graphs = [to_neural_graph(SIREN()), to_neural_graph(nn.Sequential(nn.Linear(3, 2)))]
+    batch = Batch.from_data_list(graphs)
+    assert torch.equal(batch.node_position, torch.cat([g.node_position for g in graphs]))

@@ -1,0 +1,45 @@
+"""Weight-space encoders: networks that read neural graphs (``to_neural_graph`` output).
+
+Each is built as ``Encoder(out_dim=...)`` with every other argument defaulted (input widths
+are read from the first batch: run one forward pass before building the optimizer) and
+maps a :class:`~torch_geometric.data.Batch` of neural graphs to ``[num_graphs, out_dim]``:
+
+* :class:`NGGNN`: PNA message passing with edge-modulated messages and edge updates.
+* :class:`NGTransformer`: the relational transformer, padding masked.
+* :class:`DNGEncoder`: the network read layer by layer, a GRU as node memory.
+* Baselines: :class:`FlatMLP` (flattened weights, one architecture), :class:`StatNN`
+  (per-layer weight statistics), :class:`NFN` (NP / HNP layers of the ``nfn`` package).
+
+All but ``FlatMLP`` are invariant to permutations of hidden neurons.
+``python -m neural_graphs.encoders`` prints each encoder's size and speed.
+"""
+
+from neural_graphs.encoders.baselines import NFN, FlatMLP, StatNN
+from neural_graphs.encoders.common import (
+    FourierFeatures,
+    GraphEmbedding,
+    ProbeFeatures,
+    Readout,
+    probe_activations,
+)
+from neural_graphs.encoders.dng import DNGEncoder
+from neural_graphs.encoders.gnn import NGGNN
+from neural_graphs.encoders.transformer import NGTransformer
+
+ENCODERS = {"NGGNN": NGGNN, "NGTransformer": NGTransformer, "DNGEncoder": DNGEncoder,
+            "FlatMLP": FlatMLP, "StatNN": StatNN, "NFN": NFN}
+
+__all__ = [
+    "ENCODERS",
+    "NFN",
+    "NGGNN",
+    "DNGEncoder",
+    "FlatMLP",
+    "FourierFeatures",
+    "GraphEmbedding",
+    "NGTransformer",
+    "ProbeFeatures",
+    "Readout",
+    "StatNN",
+    "probe_activations",
+]

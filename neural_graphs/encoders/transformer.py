@@ -1,0 +1,217 @@
+"""NG-T: the relational transformer over a neural graph (Kofinas et al., ICLR 2024;
+../shared/SPEC.md 4.1), with padding masked everywhere."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import to_dense_batch
+
+from neural_graphs.encoders.common import (
+    GRAPH_FIELDS,
+    GraphEmbedding,
+    Readout,
+    as_batch,
+    graph_ids,
+    head_mlp,
+    node_ptr,
+    require_fields,
+)
+
+__all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer"]
+
+
+def _xavier_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features, bias)
+    nn.init.xavier_uniform_(layer.weight)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class RelationalAttention(nn.Module):
+    r"""Multi-head attention of every node over all nodes of its graph, conditioned on
+    the pair's edge features :math:`e_{ij}`.
+
+    .. math::
+        q_{ij} = W^q_n h_i + W^q_e e_{ij}, \quad k_{ij} = W^k_n h_j + W^k_e e_{ij}, \quad
+        v_{ij} = (W^v_n h_j) \odot (W^m_e e_{ij}) + W^v_e e_{ij} \\
+        \text{out}_i = W_o \big\Vert_{\text{heads}} \sum_j
+        \operatorname{softmax}_j\big(q_{ij}^\top k_{ij} / \sqrt{d}\big)\, v_{ij}
+
+    the softmax taken over the real nodes :math:`j` of the graph only (``mask``).
+
+    Shapes:
+        - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)`, mask
+          :math:`(B, n)` bool
+        - output: :math:`(B, n, D_n)`
+    """
+
+    def __init__(self, node_dim: int, edge_dim: int, attn_dim: int, heads: int,
+                 modulate_v: bool = True) -> None:
+        super().__init__()
+        if attn_dim % heads:
+            raise ValueError(f"attn_dim {attn_dim} must be a multiple of heads {heads}")
+        self.heads, self.head_dim = heads, attn_dim // heads
+        self.modulate_v = modulate_v
+        self.node_qkv = _xavier_linear(node_dim, 3 * attn_dim, bias=False)
+        # q, k and (with modulate_v) the multiplicative value term, per pair of nodes
+        self.edge_qk = _xavier_linear(edge_dim, (3 if modulate_v else 2) * attn_dim,
+                                      bias=False)
+        self.edge_v = _xavier_linear(edge_dim, attn_dim, bias=False)
+        self.out = _xavier_linear(attn_dim, node_dim)
+
+    def forward(self, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
+        b, n = h.shape[:2]
+        hd = (self.heads, self.head_dim)
+        q_n, k_n, v_n = self.node_qkv(h).view(b, n, 3, *hd).unbind(2)
+        parts = self.edge_qk(e).view(b, n, n, -1, *hd).unbind(3)
+        q = q_n.unsqueeze(2) + parts[0]  # [b, i, j, heads, d]
+        k = k_n.unsqueeze(1) + parts[1]
+        dots = (q * k).sum(-1) / math.sqrt(self.head_dim)  # [b, i, j, heads]
+        dots = dots.masked_fill(~mask[:, None, :, None], float("-inf"))
+        attn = torch.softmax(dots, dim=2)
+        if self.modulate_v:
+            out = (attn.unsqueeze(-1) * parts[2] * v_n.unsqueeze(1)).sum(2)  # [b, i, heads, d]
+        else:
+            out = torch.einsum("bijh,bjhd->bihd", attn, v_n)
+        # sum_j a_ij (W_v e_ij) = W_v (sum_j a_ij e_ij): the additive value term per head
+        pooled = torch.einsum("bijh,bijc->bihc", attn, e)
+        weight = self.edge_v.weight.view(*hd, -1)  # [heads, d, edge_dim]
+        out = out + torch.einsum("bihc,hdc->bihd", pooled, weight)
+        return self.out(out.reshape(b, n, -1))
+
+
+class RelationalLayer(nn.Module):
+    r"""One relational-transformer layer: node update then (optionally) edge update.
+
+    .. math::
+        h &\leftarrow \text{LN}(h + W\,\text{Attn}(h, e)), \quad
+        h \leftarrow \text{LN}(h + \text{MLP}(h)) \\
+        e_{ij} &\leftarrow \text{LN}\big(e_{ij} + W_1\,\text{GELU}(W_e [e_{ij}, e_{ji}] +
+        W_s h_i + W_t h_j)\big), \quad e \leftarrow \text{LN}(e + \text{MLP}(e))
+
+    Shapes:
+        - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)`, mask
+          :math:`(B, n)`
+        - output: nodes and edges, same shapes
+    """
+
+    def __init__(self, node_dim: int, edge_dim: int, attn_dim: int, node_hidden: int,
+                 edge_hidden: int, heads: int, update_edges: bool = True,
+                 modulate_v: bool = True) -> None:
+        super().__init__()
+        self.attention = RelationalAttention(node_dim, edge_dim, attn_dim, heads, modulate_v)
+        self.attn_out = _xavier_linear(node_dim, node_dim)
+        self.node_norm0 = nn.LayerNorm(node_dim)
+        self.node_norm1 = nn.LayerNorm(node_dim)
+        self.node_mlp = nn.Sequential(_xavier_linear(node_dim, node_hidden, bias=False),
+                                      nn.GELU(), _xavier_linear(node_hidden, node_dim))
+        self.update_edges = update_edges
+        if update_edges:
+            self.edge_pair = _xavier_linear(edge_dim, edge_hidden)
+            self.edge_reverse = _xavier_linear(edge_dim, edge_hidden, bias=False)
+            self.edge_source = _xavier_linear(node_dim, edge_hidden, bias=False)
+            self.edge_target = _xavier_linear(node_dim, edge_hidden, bias=False)
+            self.edge_out = _xavier_linear(edge_hidden, edge_dim)
+            self.edge_mlp = nn.Sequential(_xavier_linear(edge_dim, edge_hidden, bias=False),
+                                          nn.GELU(), _xavier_linear(edge_hidden, edge_dim))
+            self.edge_norm0 = nn.LayerNorm(edge_dim)
+            self.edge_norm1 = nn.LayerNorm(edge_dim)
+
+    def forward(self, h: Tensor, e: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.node_norm0(h + self.attn_out(self.attention(h, e, mask)))
+        h = self.node_norm1(h + self.node_mlp(h))
+        if self.update_edges:
+            pair = self.edge_pair(e) + self.edge_reverse(e).transpose(1, 2)
+            update = pair + self.edge_source(h).unsqueeze(2) + self.edge_target(h).unsqueeze(1)
+            e = self.edge_norm0(e + self.edge_out(F.gelu(update)))
+            e = self.edge_norm1(e + self.edge_mlp(e))
+        return h, e
+
+
+class NGTransformer(nn.Module):
+    r"""NG-T: the relational transformer reading a neural graph.
+
+    Every neuron attends to every neuron of its network, the attention conditioned on the
+    pair's edge features: the embedded weight (or kernel) for a connected pair ``(j, i)``,
+    held at place ``[j, i]`` (source, target) as in the reference, the sum of the embedded
+    edges where several connect a pair (a layer and a residual edge), and a learned
+    no-edge vector for unconnected pairs. Graphs are padded to the largest graph of the
+    batch (:func:`~torch_geometric.utils.to_dense_batch`); padded nodes are masked out of
+    every softmax and never reach the readout, so a graph's output is the same alone or
+    batched with larger or other graphs. (The reference leaves that mask commented out.)
+    Edges are updated after every layer but the last.
+
+    Args:
+        out_dim (int): output size.
+        node_dim (int): node feature size (64 in the reference).
+        edge_dim (int): edge feature size (32).
+        num_layers (int): layers (4).
+        heads (int): attention heads (8).
+        attn_dim (int): total query/key/value size over the heads (128).
+        node_hidden (int): node MLP width (128).
+        edge_hidden (int): edge MLP width (64).
+        head_hidden (int): output MLP width (128).
+        readout (str): ``"cat"``, ``"mean"``, ``"max"`` or ``"mean_max"``.
+        rff_dim (int): Fourier frequencies of scalars (128).
+        rff_sigma (float): their standard deviation (1, the reference's transformer).
+        num_probes (int): probe inputs for Linear-chain networks (0: none).
+        max_layers (int): hidden-layer slots of the position embedding.
+        update_edges (bool): update edge features between layers.
+        modulate_v (bool): multiplicative edge term on the values.
+
+    Shapes:
+        - input: a :class:`~torch_geometric.data.Batch` of graphs from
+          :func:`~neural_graphs.to_neural_graph` (or one graph)
+        - output: :math:`(G, \text{out\_dim})`
+    """
+
+    def __init__(self, out_dim: int, node_dim: int = 64, edge_dim: int = 32,
+                 num_layers: int = 4, heads: int = 8, attn_dim: int = 128,
+                 node_hidden: int = 128, edge_hidden: int = 64, head_hidden: int = 128,
+                 readout: str = "cat", rff_dim: int = 128, rff_sigma: float = 1.0,
+                 num_probes: int = 0, max_layers: int = 32, update_edges: bool = True,
+                 modulate_v: bool = True) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.embed = GraphEmbedding(node_dim, edge_dim, rff_dim, rff_sigma, max_layers,
+                                    num_probes)
+        self.node_in = _xavier_linear(node_dim, node_dim)
+        self.edge_in = _xavier_linear(edge_dim, edge_dim)
+        self.no_edge = nn.Parameter(torch.randn(edge_dim))
+        self.layers = nn.ModuleList(
+            RelationalLayer(node_dim, edge_dim, attn_dim, node_hidden, edge_hidden, heads,
+                            update_edges and index < num_layers - 1, modulate_v)
+            for index in range(num_layers))
+        self.readout = Readout(readout)
+        self.head = head_mlp(head_hidden, out_dim, layers=1)
+
+    def dense_edges(self, batch: Batch, e: Tensor, size: int) -> Tensor:
+        """Edge features at ``[graph, source, target]``, padded to ``size`` nodes."""
+        graphs = graph_ids(batch)
+        start = node_ptr(batch)
+        src, dst = batch.edge_index
+        g = graphs[src]
+        index = (g, src - start[g], dst - start[g])
+        dense = e.new_zeros(batch.num_graphs, size, size, e.shape[-1])
+        dense = dense.index_put(index, e, accumulate=True)
+        count = torch.zeros(batch.num_graphs, size, size, dtype=e.dtype, device=e.device)
+        count = count.index_put(index, torch.ones_like(e[:, 0]), accumulate=True)
+        return dense + (count == 0).unsqueeze(-1).to(e.dtype) * self.no_edge
+
+    def forward(self, graphs: Batch | Data) -> Tensor:
+        batch = as_batch(graphs)
+        require_fields(batch, GRAPH_FIELDS, type(self).__name__)
+        h = self.node_in(self.embed.nodes(batch))
+        e = self.edge_in(self.embed.edges(batch))
+        h, mask = to_dense_batch(h, graph_ids(batch), batch_size=batch.num_graphs)
+        e = self.dense_edges(batch, e, h.shape[1])
+        for layer in self.layers:
+            h, e = layer(h, e, mask)
+        return self.head(self.readout(h[mask], batch))
