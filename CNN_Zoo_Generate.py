@@ -1,0 +1,127 @@
+"""Generate a zoo of small CNNs trained on real images (python -m CNN_Zoo_Generate --help).
+
+Many networks with sampled hyper-parameters train at once (``neural_graphs.zoo``); each
+is recorded at several epochs with its accuracy on its training images and on images it
+never saw. Default data: the MNIST test set, first 5,000 images to train the zoo, last
+5,000 to measure it. Resumable (finished shards are kept); ``torchrun
+--nproc_per_node=N -m CNN_Zoo_Generate ...`` splits the groups across processes.
+
+    python -m CNN_Zoo_Generate --family small --num 1000 --out runs/zoo_small \\
+        --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from neural_graphs.zoo import (
+    DATASETS,
+    FAMILIES,
+    ConfigMismatchError,
+    ZooConfig,
+    generate_zoo,
+    load_data,
+)
+
+
+def _epochs(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epochs such as 1,2,4,8, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected non-negative epochs such as 1,2,4,8, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m CNN_Zoo_Generate", description=__doc__.split("\n\n")[0],
+        epilog="Many processes: torchrun --nproc_per_node=N -m CNN_Zoo_Generate --networks "
+        "1000 ... (each process takes whole groups; give CPU processes --threads 1)")
+    parser.add_argument("--family", choices=FAMILIES, default="small",
+                        help="small: 3 conv layers of 16 channels, 3x3, stride 2 (Small CNN "
+                        "Zoo); wild: 2-5 conv layers, 4-32 channels, kernels 3/5/7, residual "
+                        "connections, BatchNorm, six activations (default small)")
+    parser.add_argument("--num", "--networks", dest="num", type=int, default=1000,
+                        help="number of networks (each with one member per checkpoint epoch); "
+                        "under torchrun spell it --networks (torchrun takes --num for its "
+                        "own --numa-binding)")
+    parser.add_argument("--out", required=True, help="output folder (created; resumed if it "
+                        "holds a zoo of the same configuration)")
+    parser.add_argument("--data-dir", default="data", help="folder with MNIST/raw/t10k-*.gz, "
+                        "cifar-10-batches-py/ or cifar-100-python/ (default data)")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist",
+                        help="mnist: halves of the MNIST test set; cifar10-gs / cifar100-gs: "
+                        "CIFAR train / test sets in grey (default mnist)")
+    parser.add_argument("--download", action="store_true",
+                        help="download MNIST / CIFAR-100 when absent (CIFAR-10 must be "
+                        "extracted by hand)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="keep the first N training images (default all: 5,000 for mnist)")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="keep the first N measurement images (default all)")
+    parser.add_argument("--epochs", type=_epochs, default=[1, 2, 4, 8],
+                        help="checkpoint epochs, comma-separated; 0 is the initialisation "
+                        "(default 1,2,4,8)")
+    parser.add_argument("--batch-size", type=int, default=32, help="per network (default 32)")
+    parser.add_argument("--group-size", type=int, default=None,
+                        help="networks trained at once (default 16, the fastest on CPU; "
+                        "larger on a GPU): small, at most so many per train fraction and "
+                        "activation; wild, hyper-parameter draws per architecture")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole zoo (default 0)")
+    parser.add_argument("--device", default=None, help="torch device (default cuda:LOCAL_RANK "
+                        "when CUDA is available, else cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default torch's choice)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as err:
+            parser.error(f"--device: {err}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            parser.error("--device cuda: CUDA is not available on this machine")
+    try:
+        config = ZooConfig(family=args.family, num=args.num, seed=args.seed,
+                           dataset=args.dataset, train_images=args.train_images,
+                           test_images=args.test_images, epochs=args.epochs,
+                           batch_size=args.batch_size, group_size=args.group_size)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        data = load_data(args.dataset, args.data_dir, args.train_images, args.test_images,
+                         download=args.download)
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        manifest = generate_zoo(config, data, args.out, device=args.device)
+    except ConfigMismatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    final = manifest.get("test_acc_final_epoch")
+    if manifest.get("complete") and final:
+        print(f"{args.out}: {manifest['networks']} networks, {manifest['members']} members, "
+              f"{manifest['diverged']} diverged; final-epoch test accuracy p10 "
+              f"{final['p10']:.3f}, median {final['median']:.3f}, p90 {final['p90']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
