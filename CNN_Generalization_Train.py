@@ -1,0 +1,351 @@
+"""Predict a CNN's test accuracy from its weights: a weight-space encoder reads the neural
+graph of each network of a zoo and regresses the accuracy it reached on images it never saw.
+
+``python -m CNN_Generalization_Train --zoo-dir DIR --encoder ngnn`` trains the encoder
+(``statnn``, ``nfn``, ``ngnn``, ``ngt``, ``dng``, or ``all`` one after the other) on the
+members of a zoo written by ``python -m CNN_Zoo_Generate`` (every checkpoint of a network
+is a member; :mod:`neural_graphs.zoo_data` converts them to neural graphs once and caches
+them in the zoo folder). Networks are split 80/10/10 into train / validation / test, every
+checkpoint of a network in the split of its network (``--split-seed``, the same split for
+every training seed and encoder). The encoder's scalar output goes through a sigmoid:
+``--loss bce`` (default) is binary cross-entropy against the accuracy in [0, 1], ``--loss
+mse`` the squared error of the sigmoid. The epoch with the best validation Kendall tau is
+kept; the last record of ``LOG_DIR/<run>.jsonl`` has ``"final": true`` with its
+``kendall_tau`` (:func:`scipy.stats.kendalltau`), ``r2`` and ``test_mse`` over the whole
+test split. Logs, atomic checkpoints, ``--resume``, ``torchrun`` / DDP and progress are the
+shared loop of :mod:`utils.Train_Test`; ``python -m utils.summarize`` tabulates the runs.
+
+Recipe (SPEC 4.2, the DNG paper's CNN accuracy prediction): Adam lr 1e-3, batch 128, BCE
+on a sigmoid output, random Fourier features of scale 1. Widths, layers and epochs default
+per encoder (:data:`ENCODER_DEFAULTS`), smaller than the papers' (NG-GNN 256 wide there)
+so that one run on a zoo of 1,000 networks x 4 checkpoints takes minutes on a 2-core CPU.
+Runs of different zoos share run names (``<script>_<encoder>_seed<k>``): give each zoo its
+own ``--log-dir`` and ``--checkpoint-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam
+from torch.utils.data import DataLoader
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import degree
+
+from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
+from utils.job_data import split_loaders
+from utils.tasks import scalar_regression
+from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
+from utils.Train_Test import main as train_main
+
+SCRIPT = "CNN_Generalization_Train"
+ENCODER_NAMES = ("statnn", "nfn", "ngnn", "ngt", "dng")
+EVERY = "all"
+DEFAULT_ENCODER = "ngnn"
+LOSSES = ("bce", "mse")
+
+
+@dataclass(frozen=True)
+class EncoderDefaults:
+    """Per-encoder defaults: main width (``--hidden``), layers (``--layers``), epochs and
+    Fourier frequencies of scalars (``--rff-dim``; graph encoders only)."""
+
+    hidden: int
+    layers: int
+    epochs: int
+    rff_dim: int = 128
+
+
+# Sized for minutes per run on 3,200 training members (1,000 networks x 4 checkpoints),
+# 2 CPU cores. Measured CPU seconds of one forward+backward pass of a batch of 128 small-zoo
+# graphs (59 neurons, 688 edges with 3x3 kernels), one thread: statnn 0.17, ngnn 0.93,
+# ngt 2.5, dng 2.4 (dng with 128 frequencies: 6.4); an epoch is 25 such batches.
+ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
+    "statnn": EncoderDefaults(hidden=256, layers=2, epochs=100),
+    "nfn": EncoderDefaults(hidden=32, layers=3, epochs=40),
+    "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=20),
+    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=8),
+    "dng": EncoderDefaults(hidden=64, layers=1, epochs=8, rff_dim=32),
+}
+GRAPH_ENCODERS = ("ngnn", "ngt", "dng")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class AccuracyPredictor(nn.Module):
+    r"""An encoder with one output per graph, read as an accuracy.
+
+    .. math::
+        \hat a = \sigma(\text{encoder}(G))
+
+    With ``squash`` the module returns :math:`\hat a`; without it the logit
+    :math:`\text{encoder}(G)` (the BCE task applies the sigmoid itself, in a numerically
+    stable loss).
+
+    Args:
+        encoder (nn.Module): maps a batch of neural graphs to ``[G, 1]``.
+        squash (bool): apply the sigmoid here.
+
+    Shapes:
+        - input: a :class:`~torch_geometric.data.Batch` of ``G`` neural graphs
+        - output: :math:`(G,)`
+    """
+
+    def __init__(self, encoder: nn.Module, squash: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.squash = squash
+
+    def forward(self, graphs: Batch) -> Tensor:
+        out = self.encoder(graphs)
+        if out.dim() != 2 or out.shape[1] != 1:
+            raise ValueError(f"the encoder must return [G, 1], got {tuple(out.shape)}")
+        out = out[:, 0]
+        return torch.sigmoid(out) if self.squash else out
+
+
+def encoder_settings(args: argparse.Namespace, side: str) -> tuple[int, int, int]:
+    """``(hidden, layers, rff_dim)`` of ``side`` from the flags and :data:`ENCODER_DEFAULTS`."""
+    defaults = ENCODER_DEFAULTS[side]
+    hidden = defaults.hidden if args.hidden is None else args.hidden
+    layers = defaults.layers if args.layers is None else args.layers
+    rff_dim = defaults.rff_dim if args.rff_dim is None else args.rff_dim
+    if hidden < 1 or layers < 1 or rff_dim < 1:
+        raise SystemExit(f"error: --hidden, --layers and --rff-dim must be at least 1, got "
+                         f"{hidden}, {layers}, {rff_dim}")
+    return hidden, layers, rff_dim
+
+
+def make_encoder(side: str, hidden: int, layers: int, rff_dim: int,
+                 rff_sigma: float, deg: Tensor | None = None) -> nn.Module:
+    """The encoder ``side`` of :data:`ENCODER_NAMES` with one output.
+
+    ``deg``: the in-degree histogram of the training graphs (NG-GNN's PNA scalers)."""
+    try:
+        from neural_graphs import encoders
+    except ImportError as err:
+        raise SideUnavailable(f"neural_graphs.encoders cannot be imported: {err}") from err
+    if side == "statnn":
+        return encoders.StatNN(1, hidden=hidden, num_layers=layers)
+    if side == "nfn":
+        try:
+            return encoders.NFN(1, mode="hnp", channels=hidden, num_layers=layers)
+        except ImportError as err:
+            raise SideUnavailable(f"NFN needs the nfn package: {err}") from err
+    if side == "ngnn":
+        return encoders.NGGNN(1, hidden=hidden, num_layers=layers, rff_dim=rff_dim,
+                              rff_sigma=rff_sigma, deg=deg)
+    if side == "ngt":
+        return encoders.NGTransformer(
+            1, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
+            heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
+            edge_hidden=hidden, head_hidden=2 * hidden, rff_dim=rff_dim, rff_sigma=rff_sigma)
+    if side == "dng":
+        return encoders.DNGEncoder(1, hidden=hidden, rff_dim=rff_dim, rff_sigma=rff_sigma)
+    raise ValueError(f"unknown encoder {side!r}; expected one of {ENCODER_NAMES}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class ZooSplits:
+    """A zoo's graphs split by network, and what building an encoder needs from them."""
+
+    zoo: ZooGraphs
+    train: list[Data]
+    val: list[Data]
+    test: list[Data]
+    deg: Tensor  # in-degree histogram of the training graphs
+
+    def example(self, count: int) -> Batch:
+        """The first ``count`` training graphs, and the first training graph of another
+        architecture when those share one: a batch that builds an encoder's lazy parts
+        and shows whether it reads the zoo's architectures together."""
+        graphs = list(self.train[:max(1, count)])
+        kinds = {int(g.architecture) for g in graphs}
+        if len(kinds) == 1:
+            other = next((g for g in self.train if int(g.architecture) not in kinds), None)
+            if other is not None:
+                graphs.append(other)
+        return Batch.from_data_list(graphs)
+
+
+class ZooCache:
+    """The splits of ``--zoo-dir``, read once per (folder, manifest, split seed)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, ZooSplits] = {}
+
+    def get(self, args: argparse.Namespace) -> ZooSplits:
+        try:
+            key = (str(Path(args.zoo_dir).resolve()), manifest_checksum(args.zoo_dir),
+                   args.split_seed, args.graph_cache)
+            if key not in self._cache:
+                self._cache.clear()
+                zoo = load_zoo_graphs(args.zoo_dir, cache=args.graph_cache)
+                train, val, test = zoo.split(args.split_seed)
+                degrees = torch.cat([degree(g.edge_index[1], g.num_nodes, dtype=torch.long)
+                                     for g in train])
+                self._cache[key] = ZooSplits(zoo, train, val, test, torch.bincount(degrees))
+        except (FileNotFoundError, RuntimeError, ValueError) as err:
+            raise SystemExit(f"error: --zoo-dir: {err}") from None
+        return self._cache[key]
+
+
+SPLITS = ZooCache()
+
+
+def zoo_loaders(args: argparse.Namespace, seed: int,
+                distributed: bool) -> tuple[DataLoader | None, ...]:
+    """``(train, val, test)`` loaders of the zoo's neural graphs (split by network)."""
+    data = SPLITS.get(args)
+    return split_loaders([data.train, data.val, data.test], args.batch_size, seed,
+                         distributed, args.num_workers, str(args.device).startswith("cuda"))
+
+
+def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
+    """The encoder ``side`` as an :class:`AccuracyPredictor`, its lazy parts built on the
+    zoo's first training graphs. An encoder that cannot read the zoo (NFN: one
+    architecture only) raises :class:`~utils.Train_Test.SideUnavailable`."""
+    hidden, layers, rff_dim = encoder_settings(args, side)
+    data = SPLITS.get(args)
+    encoder = make_encoder(side, hidden, layers, rff_dim, args.rff_sigma, deg=data.deg)
+    model = AccuracyPredictor(encoder, squash=args.loss == "mse")
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(data.example(args.batch_size))
+    except ValueError as err:
+        raise SideUnavailable(
+            f"{side} cannot read the zoo {args.zoo_dir} ({data.zoo.family} family, "
+            f"{data.zoo.architectures} architectures): {err}") from err
+    return model.train()
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def zoo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's own flags: the zoo, the split, the loss and the encoder's size."""
+    parser.add_argument("--zoo-dir", required=True,
+                        help="a finished zoo: the --out folder of python -m CNN_Zoo_Generate")
+    parser.add_argument("--loss", choices=LOSSES, default="bce",
+                        help="bce: binary cross-entropy of the sigmoid output against the "
+                        "test accuracy; mse: squared error of the sigmoid output")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the 80/10/10 split by network (the same for every "
+                        "training seed)")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="main width of the encoder (ngnn: hidden, ngt: node dim, dng: "
+                        "embedding, nfn: channels, statnn: MLP width); default per encoder: "
+                        + ", ".join(f"{k} {v.hidden}" for k, v in ENCODER_DEFAULTS.items()))
+    parser.add_argument("--layers", type=int, default=None,
+                        help="layers of the encoder (message-passing, attention, NFN or MLP "
+                        "layers; dng has one step per network layer and ignores it); default "
+                        "per encoder: " + ", ".join(f"{k} {v.layers}"
+                                                    for k, v in ENCODER_DEFAULTS.items()))
+    parser.add_argument("--rff-dim", type=int, default=None,
+                        help="Fourier frequencies of weights and biases (graph encoders); "
+                        "default per encoder: " + ", ".join(
+                            f"{k} {ENCODER_DEFAULTS[k].rff_dim}" for k in GRAPH_ENCODERS))
+    parser.add_argument("--rff-sigma", type=float, default=1.0,
+                        help="standard deviation of those frequencies (1 for CNNs, SPEC 4.2)")
+    parser.add_argument("--no-graph-cache", dest="graph_cache", action="store_false",
+                        help="neither read nor write the neural-graph cache in --zoo-dir "
+                        "(for a read-only zoo folder)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+
+
+def make_job(loss: str, side: str) -> JobConfig:
+    """The job of one encoder (its default epochs) with the task of ``--loss``."""
+    return JobConfig(
+        script=SCRIPT, title="CNN accuracy predictor", epochs=ENCODER_DEFAULTS[side].epochs,
+        batch_size=128, lr=1e-3, optimizer=Adam, build_model=build_predictor,
+        loaders=zoo_loaders,
+        sides=SideFlag("--encoder", ENCODER_NAMES, default=DEFAULT_ENCODER, every=EVERY,
+                       help="weight-space encoder, or 'all' for each in turn, each with its "
+                       "default epochs unless --epochs is given ("
+                       + ", ".join(f"{k} {v.epochs}" for k, v in ENCODER_DEFAULTS.items())
+                       + ")"),
+        task=scalar_regression(loss), seeds=(0, 1, 2),
+        description="Predict the test accuracy of each network of --zoo-dir from its "
+        "weights; the final record carries kendall_tau, r2 and test_mse over the held-out "
+        "networks.",
+        extra_arguments=zoo_arguments,
+        resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
+                     "rff_sigma"),
+        labels={"dataset": "cnn_zoo"})
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == flag:
+            skip = True
+        elif not item.startswith(flag + "="):
+            out.append(item)
+    return out + [flag, value]
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The full command line, as the loop will read it; ``epochs`` None when not given."""
+    parser = build_parser(make_job("bce", DEFAULT_ENCODER))
+    parser.set_defaults(epochs=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train each chosen encoder through :func:`utils.Train_Test.main`, one at a time so
+    that each gets its own default epochs. The zoo is converted (or read from its cache)
+    first; an encoder that cannot read it is skipped with a note under ``--encoder all``
+    and an error (exit status 2) when asked for alone. Returns the first non-zero exit
+    status, else 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        known = _parse(argv)
+    except SystemExit as stop:  # argparse printed the problem
+        return int(stop.code or 0)
+    if known.threads is not None:
+        if known.threads < 1:
+            print(f"error: --threads must be at least 1, got {known.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(known.threads)
+    try:
+        SPLITS.get(known)
+    except SystemExit as stop:
+        print(stop.code, file=sys.stderr)
+        return 2
+    alone = known.encoder != EVERY
+    chosen = [known.encoder] if alone else list(ENCODER_NAMES)
+    status = 0
+    for side in chosen:
+        if not alone:
+            try:
+                build_predictor(known, 0, side)
+            except SideUnavailable as err:
+                print(f"note: the {side} encoder is skipped: {err}", file=sys.stderr)
+                continue
+        side_argv = _replace_flag(argv, "--encoder", side)
+        if known.epochs is None:
+            side_argv += ["--epochs", str(ENCODER_DEFAULTS[side].epochs)]
+        code = train_main(make_job(known.loss, side), side_argv)
+        status = status or code
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""CNN accuracy prediction (CNN_Generalization_Train, neural_graphs.zoo_data): a tiny zoo of
+small CNNs trained on synthetic images, converted to neural graphs, split by network and
+learned from through the shared training loop."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import kendalltau
+from torch_geometric.data import Batch
+
+import CNN_Generalization_Train as cgt
+from neural_graphs import to_neural_graph
+from neural_graphs.zoo import ZooConfig, ZooData, generate_zoo, load_zoo
+from neural_graphs.zoo_data import (
+    cache_path,
+    family_kernel_shape,
+    load_zoo_graphs,
+    split_by_network,
+)
+from utils.Train_Test import run_name
+
+TINY = ["--hidden", "8", "--layers", "1", "--rff-dim", "8", "--batch-size", "16"]
+
+
+def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """8x8 grey images of 4 classes: the class is the bright quadrant."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    images = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 2)
+        image[row * 4:row * 4 + 4, col * 4:col * 4 + 4] += 150
+    return images, labels
+
+
+def make_zoo(out: Path, family: str, num: int = 24) -> Path:
+    train_x, train_y = synthetic_images(32, 0)
+    test_x, test_y = synthetic_images(32, 1)
+    data = ZooData.from_uint8("synthetic", train_x, train_y, test_x, test_y, num_classes=4)
+    config = ZooConfig(family=family, num=num, epochs=[0, 2], batch_size=8,
+                       group_size=8 if family == "wild" else 32)
+    generate_zoo(config, data, out, device="cpu", progress=False, log=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory) -> Path:
+    return make_zoo(tmp_path_factory.mktemp("zoo") / "small", "small")
+
+
+@pytest.fixture(scope="module")
+def wild_zoo(tmp_path_factory) -> Path:
+    return make_zoo(tmp_path_factory.mktemp("zoo") / "wild", "wild", num=16)
+
+
+def copy_zoo(zoo: Path, dest: Path) -> Path:
+    shutil.copytree(zoo, dest, ignore=shutil.ignore_patterns("neural_graphs_*"))
+    return dest
+
+
+def dirs(root: Path) -> list[str]:
+    return ["--log-dir", str(root / "log"), "--checkpoint-dir", str(root / "ckpt"),
+            "--device", "cpu", "--seeds", "0"]
+
+
+def train(argv: list[str]) -> int:
+    with redirect_stdout(io.StringIO()):
+        return cgt.main(argv)
+
+
+def records(root: Path, side: str) -> list[dict]:
+    path = root / "log" / f"{run_name(cgt.SCRIPT, side, 0)}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def test_graphs_are_the_members_neural_graphs_with_their_accuracy(small_zoo):
+    zoo = load_zoo_graphs(small_zoo, progress=False)
+    members = load_zoo(small_zoo)
+    assert len(zoo) == len(members) == 48 and zoo.family == "small"
+    assert zoo.kernel_shape == (3, 3) and zoo.architectures == 2  # relu and tanh
+    for graph, member in zip(zoo.graphs[::7], members[::7]):
+        expected = to_neural_graph(member.model(), kernel_shape=(3, 3))
+        assert torch.equal(graph.edge_attr, expected.edge_attr)
+        assert torch.equal(graph.edge_index, expected.edge_index)
+        assert torch.equal(graph.x, expected.x)
+        assert float(graph.y) == pytest.approx(member.test_acc, abs=1e-7)
+        assert (int(graph.network), int(graph.epoch)) == (member.network, member.epoch)
+    batch = Batch.from_data_list(zoo.graphs[:5])
+    assert batch.y.shape == (5,) and batch.edge_attr.shape[1] == 9
+
+
+def test_the_cache_is_used_and_a_changed_zoo_is_converted_again(small_zoo, tmp_path,
+                                                                 capsys):
+    zoo_dir = copy_zoo(small_zoo, tmp_path / "zoo")
+    first = load_zoo_graphs(zoo_dir, progress=False)
+    path = cache_path(zoo_dir, (3, 3))
+    assert path.is_file() and "cached in" in capsys.readouterr().err
+    again = load_zoo_graphs(zoo_dir, progress=False)
+    assert capsys.readouterr().err == ""  # read from the cache, nothing converted
+    assert all(torch.equal(a.edge_attr, b.edge_attr) and torch.equal(a.y, b.y)
+               for a, b in zip(first.graphs, again.graphs))
+    # Another manifest (a regenerated zoo): the cache no longer applies.
+    manifest = zoo_dir / "manifest.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    load_zoo_graphs(zoo_dir, progress=False)
+    assert "another version of the zoo" in capsys.readouterr().err
+    # A corrupt cache is converted again rather than trusted.
+    path.write_bytes(b"not a torch file")
+    assert len(load_zoo_graphs(zoo_dir, progress=False)) == len(first)
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_split_by_network_keeps_every_checkpoint_of_a_network_together():
+    networks = np.repeat(np.arange(50), 4)
+    train, val, test = split_by_network(networks, seed=3)
+    assert (len(train), len(val), len(test)) == (160, 20, 20)
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(200))
+    sets = [set(networks[part].tolist()) for part in (train, val, test)]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert all(np.sum(networks[part] == n) == 4 for part, s in zip((train, val, test), sets)
+               for n in s)
+    assert [p.tolist() for p in split_by_network(networks, seed=3)] == [
+        p.tolist() for p in (train, val, test)]
+    assert split_by_network(networks, seed=4)[2].tolist() != test.tolist()
+    with pytest.raises(ValueError, match="at least 3 networks"):
+        split_by_network([0, 0, 1], seed=0)
+
+
+def test_kernel_shape_is_the_family_largest():
+    assert family_kernel_shape({"config": {"family": "small"}}) == (3, 3)
+    wild = {"config": {"family": "wild", "wild_space": {"kernel_size": [3, 5, 7]}}}
+    assert family_kernel_shape(wild) == (7, 7)
+    with pytest.raises(ValueError, match="unknown zoo family"):
+        family_kernel_shape({"config": {"family": "vit"}})
+
+
+def test_bad_zoo_folders_give_clear_errors(small_zoo, tmp_path, capsys):
+    assert train(["--zoo-dir", str(tmp_path / "none")] + dirs(tmp_path)) == 2
+    assert "manifest.json not found" in capsys.readouterr().err
+    zoo_dir = copy_zoo(small_zoo, tmp_path / "zoo")
+    manifest = json.loads((zoo_dir / "manifest.json").read_text())
+    manifest["complete"] = False
+    (zoo_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert train(["--zoo-dir", str(zoo_dir)] + dirs(tmp_path)) == 2
+    assert "incomplete" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_the_final_record_has_the_kendall_tau_of_the_best_checkpoint_on_held_out_networks(
+        small_zoo, tmp_path):
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "ngnn", "--epochs", "2"]
+    assert train(argv + TINY + dirs(tmp_path)) == 0
+    got = records(tmp_path, "ngnn")
+    assert [r.get("final", False) for r in got] == [False, False, True]
+    final = got[-1]
+    assert {"kendall_tau", "r2", "test_mse"} <= final.keys()
+    # Recompute from the best checkpoint on the held-out networks.
+    args = cgt._parse(argv + TINY + dirs(tmp_path))
+    data = cgt.SPLITS.get(args)
+    held_out = {int(g.network) for g in data.test}
+    assert held_out and not held_out & {int(g.network) for g in data.train + data.val}
+    model = cgt.build_predictor(args, 0, "ngnn")
+    ckpt = torch.load(tmp_path / "ckpt" / f"{run_name(cgt.SCRIPT, 'ngnn', 0)}_best.pt",
+                      weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    with torch.no_grad():
+        prediction = torch.sigmoid(model(Batch.from_data_list(data.test)).double())
+    truth = torch.tensor([float(g.y) for g in data.test], dtype=torch.float64)
+    assert final["kendall_tau"] == pytest.approx(kendalltau(prediction, truth).statistic,
+                                                 abs=1e-6)
+    r2 = 1 - float(((prediction - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
+    assert final["r2"] == pytest.approx(r2, rel=1e-5, abs=1e-6)
+
+
+def test_statnn_learns_to_rank_the_training_networks(small_zoo, tmp_path):
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "30",
+            "--lr", "1e-2", "--hidden", "32", "--batch-size", "16"]
+    assert train(argv + dirs(tmp_path)) == 0
+    got = records(tmp_path, "statnn")[:-1]
+    assert got[-1]["train_loss"] < got[0]["train_loss"]
+    assert max(r["train_kendall_tau"] for r in got[-5:]) > 0.4
+
+
+def test_mse_loss_predicts_through_a_sigmoid_and_resume_continues_exactly(small_zoo, tmp_path):
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "dng", "--loss", "mse"] + TINY
+    assert train(argv + ["--epochs", "2"] + dirs(tmp_path / "a")) == 0
+    model = cgt.build_predictor(cgt._parse(argv + dirs(tmp_path / "a")), 0, "dng")
+    assert model.squash
+    assert train(argv + ["--epochs", "1"] + dirs(tmp_path / "b")) == 0
+    assert train(argv + ["--epochs", "2", "--resume"] + dirs(tmp_path / "b")) == 0
+    keys = ("epoch", "train_loss", "val_loss", "val_kendall_tau")
+    full, resumed = records(tmp_path / "a", "dng"), records(tmp_path / "b", "dng")
+    assert [tuple(r[k] for k in keys) for r in resumed[:-1]] == [
+        tuple(r[k] for k in keys) for r in full[:-1]]
+    assert resumed[-1]["kendall_tau"] == full[-1]["kendall_tau"]
+    # A resume with another loss is refused.
+    with pytest.raises(SystemExit, match="--loss"):
+        train(["--zoo-dir", str(small_zoo), "--encoder", "dng", "--loss", "bce"] + TINY
+              + ["--epochs", "3", "--resume"] + dirs(tmp_path / "b"))
+
+
+def test_encoders_that_read_one_architecture_are_refused_on_a_mixed_zoo(wild_zoo, tmp_path,
+                                                                        capsys):
+    argv = ["--zoo-dir", str(wild_zoo), "--epochs", "1"] + TINY
+    assert train(argv + ["--encoder", "nfn"] + dirs(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "the nfn side cannot be built" in err and "wild family" in err
+    assert "reads one architecture" in err and "Traceback" not in err
+    assert load_zoo_graphs(wild_zoo, progress=False).kernel_shape == (7, 7)
+    # Under --encoder all the graph encoders still train; NFN is skipped with a note.
+    assert train(argv + ["--encoder", "all", "--max-train-batches", "1"]
+                 + dirs(tmp_path / "all")) == 0
+    assert "the nfn encoder is skipped" in capsys.readouterr().err
+    trained = {p.stem for p in (tmp_path / "all" / "log").glob("*.jsonl")}
+    assert trained >= {run_name(cgt.SCRIPT, side, 0) for side in ("ngnn", "ngt", "dng")}
+    assert run_name(cgt.SCRIPT, "nfn", 0) not in trained
+    assert records(tmp_path / "all", "ngt")[-1]["final"] is True
+
+
+def test_help_lists_the_job_flags(capsys):
+    assert cgt.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}", "--loss {bce,mse}",
+                 "--split-seed", "--hidden", "--rff-sigma"):
+        assert flag in text
