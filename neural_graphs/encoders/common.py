@@ -151,13 +151,19 @@ def describe_difference(a: tuple, b: tuple) -> str:
     return "nothing"
 
 
+def _weight_layout(structure: tuple) -> tuple:
+    """A structure without activations and offsets: readers of weights alone (flattened
+    or as NFN weight spaces) need the layout of the weights, not the nonlinearities."""
+    return tuple((layer[0], layer[1], None, None, None, layer[5]) for layer in structure)
+
+
 def check_one_architecture(batch: Batch, owner: str) -> list[dict[str, Any]]:
-    """The layers of the batch's one architecture; ``ValueError`` naming the first graph
-    that differs from graph 0 otherwise."""
+    """The layers of the batch's one weight layout (activations may differ); ``ValueError``
+    naming the first graph that differs from graph 0 otherwise."""
     all_layers = _graph_list(batch, "layers")
-    reference = graph_structure(all_layers[0])
+    reference = _weight_layout(graph_structure(all_layers[0]))
     for index, layers in enumerate(all_layers[1:], start=1):
-        structure = graph_structure(layers)
+        structure = _weight_layout(graph_structure(layers))
         if structure != reference:
             raise ValueError(f"{owner} reads one architecture per batch (and per model); "
                              f"graph {index} differs from graph 0: "
