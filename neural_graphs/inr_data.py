@@ -12,14 +12,24 @@ Augmentations (training split only, drawn per item from a seeded generator):
   first layer: ``f(R c + t)`` has ``W1' = W1 R`` and ``b1' = b1 + W1 t``;
 * ``rescale``: the first-layer weights scaled by ``U(1 - r, 1 + r)`` (a zoom);
 * ``dropout``: each weight zeroed with probability ``p``.
+
+:func:`load_inr_splits` reads a set written by ``python -m MNIST_INR_Fit`` once and gives
+its three splits; :func:`check_inr_dir` says in one sentence why a folder is not such a set;
+:func:`inr_set_images` reads the MNIST images the INRs were fitted to (checked against the
+set's image digest); :func:`graph_features_to_stacked` inverts
+:func:`stacked_to_graph_features` (an edited graph back to SIREN parameters).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -29,7 +39,19 @@ from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN
 from neural_graphs.permute import permute_graph
 
-__all__ = ["INRAugment", "INRGraphDataset", "siren_graph_template", "stacked_to_graph_features"]
+__all__ = [
+    "AugmentDraw",
+    "INRAugment",
+    "INRGraphDataset",
+    "InvalidINRSet",
+    "check_inr_dir",
+    "graph_features_to_stacked",
+    "inr_set_images",
+    "load_inr_splits",
+    "load_split",
+    "siren_graph_template",
+    "stacked_to_graph_features",
+]
 
 SIREN_KEYS = ("net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias", "net.4.weight",
               "net.4.bias")
@@ -44,6 +66,12 @@ class INRAugment:
     translate: float = 0.0
     rescale: float = 0.0
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rotate < 0 or self.translate < 0 or not 0 <= self.rescale < 1 \
+                or not 0 <= self.dropout < 1:
+            raise ValueError(f"augmentation strengths must be rotate >= 0, translate >= 0, "
+                             f"0 <= rescale < 1, 0 <= dropout < 1; got {self}")
 
     @classmethod
     def default(cls) -> INRAugment:
@@ -82,6 +110,58 @@ def stacked_to_graph_features(params: dict[str, Tensor],
     return x, attr
 
 
+def graph_features_to_stacked(x: Tensor, edge_attr: Tensor,
+                              layer_layout: Sequence[int]) -> dict[str, Tensor]:
+    """Stacked SIREN parameters from graph features in the node and edge order of
+    :func:`siren_graph_template` with neurons per layer ``layer_layout``: the inverse of
+    :func:`stacked_to_graph_features` (input-node features are dropped). Differentiable, so
+    an edited graph can be rendered and trained through.
+
+    Shapes:
+        - x: :math:`(n, N)` or :math:`(n, N, 1)`; edge_attr: :math:`(n, E)` or
+          :math:`(n, E, 1)`
+        - output: ``{"net.0.weight": [n, out, in], "net.0.bias": [n, out], ...}``
+    """
+    layout = [int(v) for v in layer_layout]
+    x = x.reshape(x.shape[0], -1)
+    edge_attr = edge_attr.reshape(edge_attr.shape[0], -1)
+    edges = sum(a * b for a, b in zip(layout[:-1], layout[1:]))
+    if x.shape[1] != sum(layout) or edge_attr.shape[1] != edges or x.shape[0] != \
+            edge_attr.shape[0]:
+        raise ValueError(f"graph features x {tuple(x.shape)} and edge_attr "
+                         f"{tuple(edge_attr.shape)} do not fit a network of layout {layout} "
+                         f"([n, {sum(layout)}] and [n, {edges}])")
+    params: dict[str, Tensor] = {}
+    node, edge = layout[0], 0
+    for index, (fan_in, fan_out) in enumerate(zip(layout[:-1], layout[1:])):
+        params[f"net.{2 * index}.weight"] = edge_attr[:, edge:edge + fan_in * fan_out].reshape(
+            -1, fan_out, fan_in)
+        params[f"net.{2 * index}.bias"] = x[:, node:node + fan_out]
+        node, edge = node + fan_out, edge + fan_in * fan_out
+    return params
+
+
+def _generator(*key: int) -> torch.Generator:
+    """A generator seeded by a pure function of the integers ``key``."""
+    seed = np.random.SeedSequence([int(k) for k in key]).generate_state(2)
+    return torch.Generator().manual_seed(int(seed[0]) << 32 | int(seed[1]))
+
+
+_AUGMENT_STREAM, _PERMUTE_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One item's augmentation: the image is sampled at ``scale * rotation @ c + shift``
+    (the first layer becomes ``W1' = scale * W1 @ rotation``, ``b1' = b1 + W1 @ shift``),
+    then the weights where ``keep`` is False (``[E, 1]``, or None: all kept) are zeroed."""
+
+    rotation: Tensor
+    shift: Tensor
+    scale: float
+    keep: Tensor | None
+
+
 class INRGraphDataset(Dataset):
     """One split of a fitted INR set as neural graphs; ``graph.y`` is the image's label.
 
@@ -103,6 +183,11 @@ class INRGraphDataset(Dataset):
             raise ValueError(f"INR parameters lack {missing}; expected the SIREN keys "
                              f"{list(SIREN_KEYS)}")
         self.params = {k: params[k].float() for k in SIREN_KEYS}
+        count = self.params[SIREN_KEYS[0]].shape[0]
+        if labels.shape != (count,) or (targets is not None and targets.shape[0] != count):
+            raise ValueError(f"{count} INRs need labels [{count}] and targets [{count}, ...], "
+                             f"got {tuple(labels.shape)} and "
+                             f"{None if targets is None else tuple(targets.shape)}")
         self.labels = labels.long()
         self.targets = targets
         self.template = siren_graph_template(self.params)
@@ -117,30 +202,39 @@ class INRGraphDataset(Dataset):
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def _generator(self, index: int) -> torch.Generator:
-        gen = torch.Generator()
-        gen.manual_seed(hash((self.seed, self.epoch, index)) % (2**63))
-        return gen
+    def _generator(self, index: int, stream: int) -> torch.Generator:
+        return _generator(self.seed, self.epoch, index, stream)
+
+    def draw(self, index: int) -> AugmentDraw:
+        """The augmentation of item ``index`` in the current epoch (a pure function of
+        seed, epoch and index): the first layer then computes ``W1 (s R c + t) + b1``."""
+        aug, gen = self.augment, self._generator(index, _AUGMENT_STREAM)
+        rotation, shift, scale, keep = torch.eye(2), torch.zeros(2), 1.0, None
+        in_features = self.params[SIREN_KEYS[0]].shape[2]
+        if in_features == 2 and (aug.rotate or aug.translate):
+            angle = math.radians(aug.rotate) * (2 * torch.rand((), generator=gen) - 1)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            rotation = torch.stack([torch.stack([cos, -sin]), torch.stack([sin, cos])])
+            shift = aug.translate * (2 * torch.rand(2, generator=gen) - 1)
+        if aug.rescale:
+            scale = float(1 + aug.rescale * (2 * torch.rand((), generator=gen) - 1))
+        if aug.dropout:
+            keep = torch.rand(self.edge_attr.shape[1:], generator=gen) >= aug.dropout
+        return AugmentDraw(rotation, shift, scale, keep)
 
     def _augmented(self, index: int) -> tuple[Tensor, Tensor]:
         x, attr = self.x[index].clone(), self.edge_attr[index].clone()
-        aug, gen = self.augment, self._generator(index)
+        draw = self.draw(index)
         w1_shape = self.params[SIREN_KEYS[0]].shape[1:]
-        n_w1 = math.prod(w1_shape)
         first = self.template.layer_layout[0]
-        w1 = attr[:n_w1, 0].view(w1_shape)
+        w1 = attr[:math.prod(w1_shape), 0].view(w1_shape)  # views into attr and x
         b1 = x[first:first + w1_shape[0], 0]
-        if w1_shape[1] == 2 and (aug.rotate or aug.translate):
-            angle = math.radians(aug.rotate) * (2 * torch.rand((), generator=gen) - 1)
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            rot = torch.stack([torch.stack([cos, -sin]), torch.stack([sin, cos])])
-            shift = aug.translate * (2 * torch.rand(2, generator=gen) - 1)
-            b1 += w1 @ shift
-            w1.copy_(w1 @ rot)
-        if aug.rescale:
-            w1.mul_(1 + aug.rescale * (2 * torch.rand((), generator=gen) - 1))
-        if aug.dropout:
-            attr.mul_((torch.rand(attr.shape, generator=gen) >= aug.dropout).to(attr.dtype))
+        if w1_shape[1] == 2:
+            b1 += w1 @ draw.shift
+            w1.copy_(w1 @ draw.rotation)
+        w1.mul_(draw.scale)
+        if draw.keep is not None:
+            attr.mul_(draw.keep.to(attr.dtype))
         return x, attr
 
     def __getitem__(self, index: int) -> Data:
@@ -155,19 +249,113 @@ class INRGraphDataset(Dataset):
         if self.targets is not None:
             graph.target = self.targets[index].unsqueeze(0)
         if self.augment.permute:
-            graph = permute_graph(graph, self._generator(index))
+            graph = permute_graph(graph, self._generator(index, _PERMUTE_STREAM))
         return graph
+
+
+class InvalidINRSet(ValueError):
+    """A folder that is not a finished INR set of ``python -m MNIST_INR_Fit``."""
+
+
+def check_inr_dir(inr_dir: str | Path) -> dict[str, Any]:
+    """The manifest of the finished INR set in ``inr_dir``; :class:`InvalidINRSet` saying
+    what is wrong otherwise (no such folder, no manifest: fit unfinished, shards missing)."""
+    path = Path(inr_dir)
+    if not path.is_dir():
+        raise InvalidINRSet(f"{path} is not a folder; expected the --out folder of "
+                            "python -m MNIST_INR_Fit")
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        shards = len(list(path.glob("shard_*.json")))
+        raise InvalidINRSet(f"{path} has no manifest.json ({shards} finished shard(s)): not a "
+                            "finished INR set; run python -m MNIST_INR_Fit with the same --out "
+                            "to finish it")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        missing = [s["file"] for s in manifest["shards"] if not (path / s["file"]).is_file()]
+        splits = manifest["inrs"]["split"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InvalidINRSet(f"{manifest_path} is not an INR set manifest: {err!r}") from None
+    if missing:
+        raise InvalidINRSet(f"{path}: the manifest lists shard files that are absent: "
+                            f"{missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    absent = [name for name in ("train", "val", "test") if name not in splits]
+    if absent:
+        raise InvalidINRSet(f"{path} holds no INR of split(s) {absent}; splits present: "
+                            f"{sorted(set(splits))}")
+    return manifest
+
+
+def load_inr_splits(inr_dir: str | Path, augment: INRAugment | None = None, seed: int = 0,
+                    targets: Tensor | None = None) -> dict[str, INRGraphDataset]:
+    """The ``train``, ``val`` and ``test`` splits of a set written by ``MNIST_INR_Fit``, in
+    the set's order within each split (the set is read, and its shards checked, once).
+
+    Args:
+        inr_dir: the set's folder.
+        augment: augmentations of the training split (the others get none).
+        seed: seed of the augmentation stream.
+        targets: ``[n, ...]`` per-INR targets in the set's order (``graph.target``).
+    """
+    from neural_graphs.inr_fit import load_inr_set
+
+    check_inr_dir(inr_dir)
+    params, labels, splits, _ = load_inr_set(inr_dir)
+    if targets is not None and targets.shape[0] != labels.shape[0]:
+        raise ValueError(f"targets has {targets.shape[0]} rows, the set {labels.shape[0]} INRs")
+    out = {}
+    for name in ("train", "val", "test"):
+        chosen = torch.tensor([s == name for s in splits])
+        out[name] = INRGraphDataset({k: v[chosen] for k, v in params.items()}, labels[chosen],
+                                    augment if name == "train" else None, seed,
+                                    None if targets is None else targets[chosen])
+    return out
 
 
 def load_split(inr_dir: str | Path, split: str, augment: INRAugment | None = None,
                seed: int = 0) -> INRGraphDataset:
     """The ``split`` (``train`` / ``val`` / ``test``) of a set written by MNIST_INR_Fit."""
-    from neural_graphs.inr_fit import load_inr_set
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    return load_inr_splits(inr_dir, augment, seed)[split]
 
-    params, labels, splits, _ = load_inr_set(inr_dir)
-    chosen = torch.tensor([s == split for s in splits])
-    if not bool(chosen.any()):
-        raise ValueError(f"{inr_dir} holds no INR of split {split!r}; splits present: "
-                         f"{sorted(set(splits))}")
-    return INRGraphDataset({k: v[chosen] for k, v in params.items()}, labels[chosen],
-                           augment if split == "train" else None, seed)
+
+def inr_set_images(manifest: dict[str, Any], data_dir: str | Path | None = None) -> np.ndarray:
+    """The MNIST image (uint8 ``[n, 28, 28]``) each INR of a set was fitted to, in the set's
+    order, read from ``data_dir`` (default: the ``data_dir`` the fit recorded) and checked
+    against the digest of the fit's images (``images_sha256``).
+
+    Raises:
+        InvalidINRSet: the manifest lacks image indices or a known source, or the images
+            read differ from those the set was fitted to.
+    """
+    from neural_graphs.inr_fit import images_digest
+    from utils.DataLoader_GNN import load_mnist
+
+    config = manifest.get("config", {})
+    source = config.get("source")
+    folder = Path(data_dir if data_dir is not None else manifest.get("data_dir", "data"))
+    hint = f"the INR set was fitted to MNIST images (source {source!r}) from {folder}."
+    if source == "test-split":
+        images, labels = load_mnist(folder, "t10k", download=False, hint=hint)
+    elif source == "train":
+        train = load_mnist(folder, "train", download=False, hint=hint)
+        test = load_mnist(folder, "t10k", download=False, hint=hint)
+        images, labels = np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
+    else:
+        raise InvalidINRSet(f"the manifest's config has image source {source!r}; expected "
+                            "'test-split' or 'train'")
+    try:
+        index = np.asarray(manifest["inrs"]["image_index"], dtype=np.int64)
+    except KeyError:
+        raise InvalidINRSet("the manifest has no inrs.image_index list") from None
+    selected = np.unique(index)
+    if selected.size and (selected[0] < 0 or selected[-1] >= len(images)):
+        raise InvalidINRSet(f"image indices {selected[0]}..{selected[-1]} are out of range for "
+                            f"{len(images)} images in {folder}")
+    digest = images_digest(images[selected], labels[selected])
+    if digest != config.get("images_sha256"):
+        raise InvalidINRSet(f"the MNIST images in {folder} are not those the set was fitted to "
+                            f"(sha256 {digest[:12]}..., the set records "
+                            f"{str(config.get('images_sha256'))[:12]}...)")
+    return images[index]

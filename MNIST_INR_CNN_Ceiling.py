@@ -1,0 +1,133 @@
+"""A ceiling for the INR classifiers: a small CNN trained on the INRs' rendered images.
+
+``python -m MNIST_INR_CNN_Ceiling --inr-dir DIR`` renders every INR of a set written by
+``python -m MNIST_INR_Fit`` on its 28x28 grid (the images the weight-space encoders see only
+through the weights), trains :class:`SmallCNN` on the ``train`` renders, picks the epoch with
+the best ``val`` accuracy and reports its ``test`` accuracy: the last record of
+``LOG_DIR/MNIST_INR_CNN_Ceiling_cnn_seed<k>.jsonl`` has ``"final": true`` and ``test_acc``
+(percent). Same loop, optimizer recipe and flags as ``MNIST_INR_Classification_Train``
+(side name ``cnn``); ``python -m utils.summarize`` tabulates it beside the encoders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from MNIST_INR_Classification_Train import recipe_arguments, recipe_optimizer, run_job
+from neural_graphs.inr import render
+from neural_graphs.inr_data import check_inr_dir
+from utils.job_data import split_loaders
+from utils.tasks import classification
+from utils.Train_Test import JobConfig, SideFlag
+
+SCRIPT = "MNIST_INR_CNN_Ceiling"
+DEFAULT_EPOCHS = 30
+
+
+class SmallCNN(nn.Module):
+    r"""Two 3x3 convolutions (ReLU, 2x2 max pooling) and a linear classifier:
+    ``Conv(1, c) -> Pool -> Conv(c, 2c) -> Pool -> Dropout -> Linear(2c * 7 * 7, classes)``.
+
+    Args:
+        channels (int): channels of the first convolution.
+        num_classes (int): output size.
+        dropout (float): dropout before the classifier.
+
+    Shapes:
+        - input: :math:`(B, 1, 28, 28)`
+        - output: :math:`(B, \text{num\_classes})`
+    """
+
+    def __init__(self, channels: int = 16, num_classes: int = 10, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                        nn.Linear(2 * channels * 7 * 7, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+def rendered_splits(inr_dir: str, chunk: int = 1024) -> dict[str, TensorDataset]:
+    """``(render [1, 28, 28], label)`` datasets of the ``train``, ``val`` and ``test`` INRs,
+    rendered on the fit's grid with its ``omega_0`` and output offset."""
+    from neural_graphs.inr_fit import load_inr_set
+
+    manifest = check_inr_dir(inr_dir)
+    config = manifest.get("config", {})
+    params, labels, splits, _ = load_inr_set(inr_dir)
+    count = labels.shape[0]
+    with torch.no_grad():
+        images = torch.cat([
+            render({k: v[start:start + chunk].float() for k, v in params.items()},
+                   omega_0=config.get("omega_0", 30.0),
+                   out_offset=config.get("out_offset", 0.5))
+            for start in range(0, count, chunk)]).unsqueeze(1)
+    out = {}
+    for name in ("train", "val", "test"):
+        chosen = torch.tensor([s == name for s in splits])
+        out[name] = TensorDataset(images[chosen], labels[chosen].long())
+    return out
+
+
+_RENDERS: dict[str, dict[str, TensorDataset]] = {}
+
+
+def ceiling_loaders(args: argparse.Namespace, seed: int,
+                    distributed: bool) -> tuple[DataLoader | None, ...]:
+    if args.inr_dir not in _RENDERS:
+        _RENDERS.clear()
+        _RENDERS[args.inr_dir] = rendered_splits(args.inr_dir)
+    data = _RENDERS[args.inr_dir]
+    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
+                         distributed, args.num_workers, str(args.device).startswith("cuda"))
+
+
+def build_cnn(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
+    if args.channels < 1 or not 0 <= args.dropout < 1:
+        raise SystemExit(f"error: --channels must be at least 1 and --dropout in [0, 1), got "
+                         f"{args.channels} and {args.dropout}")
+    return SmallCNN(args.channels, 10, args.dropout)
+
+
+def ceiling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inr-dir", required=True,
+                        help="a finished INR set: the --out folder of python -m MNIST_INR_Fit")
+    parser.add_argument("--channels", type=int, default=16,
+                        help="channels of the first convolution (the second has twice)")
+    parser.add_argument("--dropout", type=float, default=0.2,
+                        help="dropout before the linear classifier")
+    recipe_arguments(parser)
+
+
+def make_job(known: argparse.Namespace, side: str) -> JobConfig:
+    return JobConfig(
+        script=SCRIPT, title="small CNN on INR renders", epochs=DEFAULT_EPOCHS,
+        batch_size=128, lr=1e-3, optimizer=recipe_optimizer(known), build_model=build_cnn,
+        loaders=ceiling_loaders,
+        sides=SideFlag("--encoder", ("cnn",), default="cnn",
+                       help="the classifier (only 'cnn')"),
+        task=classification(), seeds=(0, 1, 2),
+        description="Train a small CNN on the rendered INRs of --inr-dir (the ceiling of the "
+        "weight-space classifiers); the final record carries test_acc (percent).",
+        extra_arguments=ceiling_arguments,
+        resume_keys=("inr_dir", "channels", "dropout", "weight_decay", "warmup_steps",
+                     "max_grad_norm"),
+        labels={"dataset": "mnist_inr"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(argv, make_job, ceiling_arguments, ("cnn",), None, "cnn",
+                   lambda side: DEFAULT_EPOCHS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Edit MNIST INRs from their weights: an encoder predicts a change of every weight and
+bias of a SIREN so that it draws its digit dilated.
+
+``python -m MNIST_INR_Dilation_Train --inr-dir DIR --encoder ngnn`` trains
+:class:`INREditor` on the ``train`` INRs of a set written by ``python -m MNIST_INR_Fit``:
+
+.. math::
+    \\theta' = \\theta + \\Delta(\\theta), \\qquad
+    \\mathcal{L} = \\tfrac{1}{HW} \\lVert f_{\\theta'}(\\text{grid}) -
+    \\text{dilate}_{3\\times 3}(\\text{image}) \\rVert^2
+
+with :math:`f` the SIREN rendered on the 28x28 grid of the fit and the target the
+original MNIST image (pixels / 255) under a 3x3 grey dilation (``cv2.dilate``, all-ones
+kernel). The best checkpoint has the lowest validation MSE; the last record of
+``LOG_DIR/<run>.jsonl`` has ``"final": true``, ``test_mse`` (the edited INRs) and
+``identity_mse`` (the unedited INRs, :math:`\\Delta = 0`) on the ``test`` INRs.
+
+Encoders: the graph encoders ``ngnn``, ``ngt`` and ``dng`` give node embeddings
+:math:`h_i` (the encoder without its readout); the equivariant heads are
+:math:`\\Delta b_i = \\text{MLP}_n(h_i)` per non-input neuron and
+:math:`\\Delta w_{ij} = \\text{MLP}_e([h_j, h_i, \\gamma(w_{ij})])` per edge
+:math:`j \\to i` (:math:`\\gamma` random Fourier features of the weight), so permuting hidden
+neurons permutes the edit the same way. ``flatmlp`` predicts the flat parameter vector
+(not equivariant). The heads' last layers start at zero: before training the edited INR is
+the INR and the MSE is ``identity_mse``. The training recipe and flags are those of
+``MNIST_INR_Classification_Train`` (no augmentation: it would move the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torch_geometric.data import Batch
+
+from MNIST_INR_Classification_Train import (
+    ENCODER_DEFAULTS,
+    SPLITS,
+    encoder_arguments,
+    encoder_settings,
+    first_graphs,
+    make_encoder,
+    materialize,
+    recipe_arguments,
+    recipe_optimizer,
+    run_job,
+)
+from neural_graphs.inr import render
+from neural_graphs.inr_data import check_inr_dir, graph_features_to_stacked, inr_set_images
+from utils.job_data import split_loaders
+from utils.tasks import Task
+from utils.Train_Test import JobConfig, SideFlag, SideUnavailable
+
+SCRIPT = "MNIST_INR_Dilation_Train"
+EDIT_ENCODERS = ("flatmlp", "ngnn", "ngt", "dng")
+DILATION_KERNEL = np.ones((3, 3), np.uint8)
+
+
+def dilated_targets(images: np.ndarray) -> Tensor:
+    """``cv2.dilate`` of each uint8 image with a 3x3 all-ones kernel, as floats in [0, 1].
+
+    Shapes:
+        - images: :math:`(n, H, W)` uint8
+        - output: :math:`(n, H, W)` float32
+    """
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [n, H, W], got {images.dtype} {images.shape}")
+    dilated = np.stack([cv2.dilate(image, DILATION_KERNEL) for image in images])
+    return torch.from_numpy(dilated).float() / 255.0
+
+
+class NodeStates(nn.Module):
+    """A readout that returns the node features themselves: an encoder whose ``readout``
+    is this (and whose ``head`` is the identity) maps a batch to ``[N, D]``."""
+
+    def forward(self, h: Tensor, batch: Batch) -> Tensor:
+        return h
+
+
+def _zero_last(mlp: nn.Sequential) -> nn.Sequential:
+    last = mlp[-1]
+    assert isinstance(last, nn.Linear)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return mlp
+
+
+def _graph_size(batch: Batch) -> tuple[int, int, list[int]]:
+    """Nodes and edges per graph and the layer layout, checking that every graph of the
+    batch is the same SIREN architecture in template order (no permutation)."""
+    layouts = batch.layer_layout if isinstance(batch.layer_layout[0], list) else \
+        [batch.layer_layout]
+    layout = list(layouts[0])
+    if any(list(other) != layout for other in layouts):
+        raise ValueError("INREditor needs graphs of one architecture in a batch")
+    graphs = batch.num_graphs
+    if batch.num_nodes % graphs or batch.edge_index.shape[1] % graphs:
+        raise ValueError("INREditor needs graphs of one architecture in a batch")
+    return batch.num_nodes // graphs, batch.edge_index.shape[1] // graphs, layout
+
+
+class INREditor(nn.Module):
+    r"""Predicts :math:`\Delta` for every weight and bias of each SIREN of a batch of its
+    neural graphs and renders the edited SIRENs.
+
+    Args:
+        side (str): ``"ngnn"``, ``"ngt"``, ``"dng"`` (equivariant heads on node
+            embeddings) or ``"flatmlp"`` (the flat parameter vector).
+        hidden, layers, probes: the encoder's size (``make_encoder``).
+        size (tuple): rendered image size.
+        omega_0, out_offset: the SIRENs' sine frequency and output offset.
+        head_hidden (int): width of the edit heads.
+        rff_dim (int): Fourier frequencies of the weight in the edge head.
+
+    Shapes:
+        - input: a :class:`~torch_geometric.data.Batch` of ``G`` SIREN graphs of one
+          architecture in template order
+        - output: :math:`(G, H, W)`, the edited SIRENs' renders
+    """
+
+    def __init__(self, side: str, hidden: int, layers: int, probes: int,
+                 size: tuple[int, int] = (28, 28), omega_0: float = 30.0,
+                 out_offset: float = 0.5, head_hidden: int = 64, rff_dim: int = 32) -> None:
+        super().__init__()
+        if side not in EDIT_ENCODERS:
+            raise SideUnavailable(f"the {side} encoder gives no per-weight output; editing "
+                                  f"supports {', '.join(EDIT_ENCODERS)}")
+        self.side, self.size = side, size
+        self.omega_0, self.out_offset = float(omega_0), float(out_offset)
+        self.flat = side == "flatmlp"
+        self.head_hidden, self.rff_dim = head_hidden, rff_dim
+        if self.flat:
+            # Output width (the parameter count) is known at the first batch.
+            self.encoder: nn.Module | None = None
+            self.hidden, self.layers = hidden, layers
+            return
+        from neural_graphs.encoders import FourierFeatures
+
+        encoder = make_encoder(side, 1, hidden, layers, probes)
+        if not isinstance(getattr(encoder, "readout", None), nn.Module) or \
+                not hasattr(encoder, "head"):
+            raise SideUnavailable(f"{type(encoder).__name__} has no readout/head to take off "
+                                  "for node embeddings")
+        encoder.readout = NodeStates()
+        encoder.head = nn.Identity()
+        self.encoder = encoder
+        self.weight_features = FourierFeatures(rff_dim, 3.0, in_features=1)
+        self.node_head = _zero_last(nn.Sequential(nn.LazyLinear(head_hidden), nn.SiLU(),
+                                                  nn.Linear(head_hidden, 1)))
+        self.edge_head = _zero_last(nn.Sequential(nn.LazyLinear(head_hidden), nn.SiLU(),
+                                                  nn.Linear(head_hidden, 1)))
+
+    def deltas(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(delta_x [N], delta_edge [E])``: the change of every bias (zero on input
+        neurons) and weight of the batch, in the batch's node and edge order."""
+        nodes, edges, _ = _graph_size(batch)
+        graphs = batch.num_graphs
+        not_input = (batch.node_type != 0).to(batch.x.dtype)
+        if self.flat:
+            if self.encoder is None:
+                from neural_graphs.encoders import FlatMLP
+
+                flat = FlatMLP(nodes + edges, hidden=self.hidden, num_layers=self.layers)
+                _zero_last(flat.mlp)
+                self.encoder = flat.to(batch.x.device)
+            vector = self.encoder(batch)  # weights by (target, source), then biases
+            src, dst = batch.edge_index
+            order = torch.argsort(dst * batch.num_nodes + src)
+            delta_edge = torch.empty(graphs * edges, dtype=vector.dtype, device=vector.device)
+            delta_edge = delta_edge.index_copy(0, order, vector[:, :edges].reshape(-1))
+            return vector[:, edges:].reshape(-1) * not_input, delta_edge
+        h = self.encoder(batch)
+        src, dst = batch.edge_index
+        delta_x = self.node_head(h)[:, 0] * not_input
+        edge_in = torch.cat([h[src], h[dst], self.weight_features(batch.edge_attr[:, :1])], -1)
+        return delta_x, self.edge_head(edge_in)[:, 0]
+
+    def edited_params(self, batch: Batch) -> dict[str, Tensor]:
+        """The edited SIRENs' stacked parameters."""
+        nodes, edges, layout = _graph_size(batch)
+        delta_x, delta_edge = self.deltas(batch)
+        x = batch.x[:, 0] + delta_x
+        weights = batch.edge_attr[:, 0] + delta_edge
+        return graph_features_to_stacked(x.view(batch.num_graphs, nodes),
+                                         weights.view(batch.num_graphs, edges), layout)
+
+    def render(self, params: dict[str, Tensor]) -> Tensor:
+        return render(params, self.size, omega_0=self.omega_0, out_offset=self.out_offset)
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.render(self.edited_params(batch))
+
+
+def original_params(batch: Batch) -> dict[str, Tensor]:
+    """The unedited SIRENs' stacked parameters of a batch."""
+    nodes, edges, layout = _graph_size(batch)
+    return graph_features_to_stacked(batch.x[:, 0].view(batch.num_graphs, nodes),
+                                     batch.edge_attr[:, 0].view(batch.num_graphs, edges),
+                                     layout)
+
+
+def _pixel_mse(image: Tensor, batch: Batch) -> Tensor:
+    target = batch.target.to(image.dtype)
+    if image.shape != target.shape:
+        raise ValueError(f"render {tuple(image.shape)} and target {tuple(target.shape)} differ")
+    return ((image - target) ** 2).flatten(1).mean(1)
+
+
+class _IdentityMSE:
+    """``collect``: the unedited INRs' MSE against the target, rendered like the edits."""
+
+    def __init__(self, omega_0: float, out_offset: float) -> None:
+        self.omega_0, self.out_offset = omega_0, out_offset
+
+    def __call__(self, output: Tensor, batch: Batch) -> dict[str, Tensor]:
+        with torch.no_grad():
+            plain = render(original_params(batch), tuple(output.shape[1:]),
+                           omega_0=self.omega_0, out_offset=self.out_offset)
+            return {"identity": _pixel_mse(plain, batch).double()}
+
+
+def _dilation_metrics(values: dict[str, Tensor]) -> dict[str, float]:
+    return {"mse": float(values["loss"].mean()),
+            "identity_mse": float(values["identity"].mean())}
+
+
+def dilation_task(omega_0: float = 30.0, out_offset: float = 0.5) -> Task:
+    r"""Per-INR loss :math:`\frac{1}{HW}\lVert \hat I - \text{dilate}(I) \rVert^2`; metrics
+    ``mse`` (edited) and ``identity_mse`` (unedited); the lowest validation ``mse`` is best;
+    the final record carries ``test_mse`` and ``identity_mse``."""
+    return Task(loss=_pixel_mse, collect=_IdentityMSE(omega_0, out_offset),
+                metrics=_dilation_metrics, best_metric="mse", higher_is_better=False,
+                test_metrics={"test_mse": "mse", "identity_mse": "identity_mse"})
+
+
+# --------------------------------------------------------------------------- job
+
+
+class _DilatedTargets:
+    """``manifest -> [n, 28, 28]`` dilated images of the INRs' MNIST images; one object per
+    MNIST folder, so the dataset cache recognises it."""
+
+    def __init__(self, mnist_dir: str | None) -> None:
+        self.mnist_dir = mnist_dir
+
+    def __call__(self, manifest: dict[str, Any]) -> Tensor:
+        return dilated_targets(inr_set_images(manifest, self.mnist_dir))
+
+
+_TARGETS: dict[str | None, _DilatedTargets] = {}
+
+
+def _splits(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    targets = _TARGETS.setdefault(args.mnist_dir, _DilatedTargets(args.mnist_dir))
+    return SPLITS.get(args.inr_dir, False, seed, targets)
+
+
+def dilation_loaders(args: argparse.Namespace, seed: int,
+                     distributed: bool) -> tuple[DataLoader | None, ...]:
+    data = _splits(args, seed)
+    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
+                         distributed, args.num_workers, str(args.device).startswith("cuda"))
+
+
+def _fit_config(inr_dir: str) -> dict[str, Any]:
+    return check_inr_dir(inr_dir).get("config", {})
+
+
+def build_editor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
+    hidden, layers, probes = encoder_settings(args, side)
+    config = _fit_config(args.inr_dir)
+    editor = INREditor(side, hidden, layers, probes, omega_0=config.get("omega_0", 30.0),
+                       out_offset=config.get("out_offset", 0.5), head_hidden=args.head_hidden)
+    train = _splits(args, seed)["train"]
+    return materialize(editor, first_graphs(train, args.batch_size))
+
+
+def dilation_arguments(parser: argparse.ArgumentParser) -> None:
+    encoder_arguments(parser)
+    recipe_arguments(parser)
+    parser.add_argument("--head-hidden", type=int, default=64,
+                        help="width of the node and edge edit heads")
+    parser.add_argument("--mnist-dir", default=None,
+                        help="folder holding MNIST/raw (default: the --data-dir the INR set "
+                        "was fitted from, recorded in its manifest)")
+
+
+def make_job(known: argparse.Namespace, side: str) -> JobConfig:
+    config = _fit_config(known.inr_dir) if getattr(known, "inr_dir", None) else {}
+    return JobConfig(
+        script=SCRIPT, title="MNIST INR dilation editor",
+        epochs=ENCODER_DEFAULTS[side].epochs, batch_size=128, lr=1e-3,
+        optimizer=recipe_optimizer(known), build_model=build_editor, loaders=dilation_loaders,
+        sides=SideFlag("--encoder", EDIT_ENCODERS, default="ngnn", every="all",
+                       help="weight-space encoder, or 'all' for each in turn (each with its "
+                       "default epochs unless --epochs is given)"),
+        task=dilation_task(config.get("omega_0", 30.0), config.get("out_offset", 0.5)),
+        seeds=(0, 1, 2),
+        description="Edit each INR of --inr-dir so that it draws its digit dilated (3x3); "
+        "the final record carries test_mse and identity_mse.",
+        extra_arguments=dilation_arguments,
+        resume_keys=("inr_dir", "hidden", "layers", "probes", "head_hidden", "weight_decay",
+                     "warmup_steps", "max_grad_norm"),
+        labels={"dataset": "mnist_inr_dilation"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(argv, make_job, dilation_arguments, EDIT_ENCODERS, "all", "ngnn",
+                   lambda side: ENCODER_DEFAULTS[side].epochs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The MNIST INR jobs end to end on tiny INR sets: classification
+(MNIST_INR_Classification_Train), dilation (MNIST_INR_Dilation_Train) and the CNN ceiling
+(MNIST_INR_CNN_Ceiling): final records, resume, clear errors, the optimizer recipe, and
+the editor's identity start and equivariance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+import MNIST_INR_Classification_Train as classify
+import MNIST_INR_CNN_Ceiling as ceiling
+import MNIST_INR_Dilation_Train as dilation
+import MNIST_INR_Fit
+from neural_graphs.inr import SIREN, render, stack_siren_params
+from neural_graphs.inr_data import INRGraphDataset
+from neural_graphs.inr_fit import FitConfig, images_digest, load_inr_set, run_fit, stratified_split
+from neural_graphs.permute import hidden_permutation
+from tests.conftest import SHARED_DATA
+
+TINY = ["--hidden", "8", "--layers", "1", "--batch-size", "16", "--seeds", "0",
+        "--warmup-steps", "2"]
+
+
+def _records(log_dir: Path, run: str) -> list[dict]:
+    lines = (log_dir / f"{run}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _dirs(tmp_path: Path, name: str) -> list[str]:
+    return ["--log-dir", str(tmp_path / name / "log"), "--checkpoint-dir",
+            str(tmp_path / name / "ckpt")]
+
+
+@pytest.fixture(scope="module")
+def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 SIRENs fitted for 3 steps to synthetic images (labels 0..9; 28/4/8 split)."""
+    rng = np.random.default_rng(0)
+    images = (rng.random((40, 28, 28)) ** 4 * 255).astype(np.uint8)
+    labels = np.arange(40) % 10
+    splits = stratified_split(labels, {"train": 28, "val": 4, "test": 8}, seed=0)
+    config = FitConfig(recipe="fast", first_layer_init="siren", steps=3, lr=1e-3, seed=0,
+                       source="synthetic", limit=None, copies=0, batch_inrs=40,
+                       shard_size=64, stop_psnr=None, check_every=3, dtype="float32",
+                       images_sha256=images_digest(images, labels))
+    out = tmp_path_factory.mktemp("synthetic_inrs")
+    run_fit(images, labels, splits, config, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mnist_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 SIRENs fitted for 5 steps to MNIST test images (python -m MNIST_INR_Fit)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} absent: the dilation targets need the MNIST images")
+    out = tmp_path_factory.mktemp("mnist_inrs")
+    assert MNIST_INR_Fit.main(["--limit", "30", "--steps", "5", "--mnist-source",
+                               "test-split", "--data-dir", str(SHARED_DATA), "--out",
+                               str(out), "--recipe", "fast"]) == 0
+    return out
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def test_classification_final_record_and_exact_resume(synthetic_set: Path,
+                                                      tmp_path: Path) -> None:
+    base = ["--inr-dir", str(synthetic_set), "--encoder", "ngnn", "--probes", "4",
+            "--augment", *TINY]
+    run = "MNIST_INR_Classification_Train_ngnn_seed0"
+    assert classify.main([*base, "--epochs", "2", *_dirs(tmp_path, "whole")]) == 0
+    assert classify.main([*base, "--epochs", "1", *_dirs(tmp_path, "cut")]) == 0
+    assert classify.main([*base, "--epochs", "2", "--resume", *_dirs(tmp_path, "cut")]) == 0
+    whole = _records(tmp_path / "whole" / "log", run)
+    cut = _records(tmp_path / "cut" / "log", run)
+    assert [r["epoch"] for r in whole] == [1, 2, 2] and whole[-1]["final"]
+    assert 0 <= whole[-1]["test_acc"] <= 100 and whole[-1]["final_metrics"] == ["test_acc"]
+    assert [r.get("final", False) for r in cut] == [False, False, True]
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert [r[key] for r in cut[:2]] == [r[key] for r in whole[:2]], key
+    assert cut[-1]["test_acc"] == whole[-1]["test_acc"]
+    a = torch.load(tmp_path / "whole" / "ckpt" / f"{run}_last.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "ckpt" / f"{run}_last.pt", weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["optimizer"]["param_groups"][0]["warmup_step"] == 2 * 2  # 28 INRs, batch 16
+    with pytest.raises(SystemExit, match="trained with --hidden 8, this command gives 4"):
+        classify.main([*base, "--epochs", "3", "--resume", "--hidden", "4",
+                       *_dirs(tmp_path, "cut")])
+
+
+def test_every_encoder_trains_and_reports_test_acc(synthetic_set: Path,
+                                                   tmp_path: Path) -> None:
+    argv = ["--inr-dir", str(synthetic_set), "--encoder", "all", "--epochs", "1", "--probes",
+            "0", *TINY, *_dirs(tmp_path, "all")]
+    assert classify.main(argv) == 0
+    for side in classify.ENCODER_NAMES:
+        last = _records(tmp_path / "all" / "log", f"MNIST_INR_Classification_Train_{side}_seed0")
+        assert last[-1]["final"] and 0 <= last[-1]["test_acc"] <= 100, side
+        assert last[-1]["model"] == side
+
+
+def test_bad_inputs_get_clear_errors(synthetic_set: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    for main in (classify.main, dilation.main, ceiling.main):
+        assert main(["--inr-dir", str(tmp_path / "absent"), *_dirs(tmp_path, "x")]) == 2
+        assert "--inr-dir" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()
+    assert classify.main(["--inr-dir", str(tmp_path / "unfinished")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no probe features"):
+        classify.main(["--inr-dir", str(synthetic_set), "--encoder", "flatmlp", "--probes",
+                       "4", "--epochs", "1", *TINY, *_dirs(tmp_path, "p")])
+    assert not (tmp_path / "x").exists()
+
+
+def test_warmup_and_clipping_of_the_optimizer() -> None:
+    weight = torch.nn.Parameter(torch.zeros(3))
+    reference = torch.nn.Parameter(torch.zeros(3))
+    ours = classify.WarmupClipAdamW([weight], lr=0.1, warmup_steps=4, max_grad_norm=1.0,
+                                    weight_decay=0.0)
+    plain = torch.optim.AdamW([reference], lr=0.1, weight_decay=0.0)
+    grads = [torch.tensor([30.0, 40.0, 0.0]), torch.tensor([0.3, -0.1, 0.2])]
+    for step, grad in enumerate(grads * 3, start=1):
+        weight.grad = grad.clone()
+        reference.grad = grad * min(1.0, 1.0 / float(grad.norm()))
+        for group in plain.param_groups:
+            group["lr"] = 0.1 * min(1.0, step / 4)
+        ours.step()
+        plain.step()
+        assert torch.allclose(weight, reference, atol=1e-7), step
+        assert ours.param_groups[0]["lr"] == 0.1
+    state = ours.state_dict()
+    again = classify.WarmupClipAdamW([torch.nn.Parameter(torch.zeros(3))], lr=0.1,
+                                     warmup_steps=4, max_grad_norm=1.0)
+    again.load_state_dict(state)
+    assert again.param_groups[0]["warmup_step"] == 6
+
+
+# --------------------------------------------------------------------------- ceiling
+
+
+def test_ceiling_renders_the_set_and_reports_test_acc(synthetic_set: Path,
+                                                      tmp_path: Path) -> None:
+    params, labels, splits, _ = load_inr_set(synthetic_set)
+    data = ceiling.rendered_splits(str(synthetic_set), chunk=7)
+    test_rows = [i for i, s in enumerate(splits) if s == "test"]
+    images, targets = data["test"].tensors
+    expected = render({k: v[test_rows] for k, v in params.items()})
+    assert torch.allclose(images[:, 0], expected, atol=1e-6)
+    assert torch.equal(targets, labels[test_rows])
+    argv = ["--inr-dir", str(synthetic_set), "--epochs", "1", "--channels", "4",
+            "--batch-size", "16", "--seeds", "0", *_dirs(tmp_path, "cnn")]
+    assert ceiling.main(argv) == 0
+    last = _records(tmp_path / "cnn" / "log", "MNIST_INR_CNN_Ceiling_cnn_seed0")[-1]
+    assert last["final"] and 0 <= last["test_acc"] <= 100 and last["model"] == "cnn"
+
+
+# --------------------------------------------------------------------------- dilation
+
+
+def _siren_batch(count: int) -> tuple[Batch, dict[str, torch.Tensor]]:
+    torch.manual_seed(1)
+    params = stack_siren_params([SIREN() for _ in range(count)])
+    data = INRGraphDataset(params, torch.zeros(count, dtype=torch.long),
+                           targets=torch.rand(count, 28, 28))
+    return Batch.from_data_list([data[i] for i in range(count)]), data.params
+
+
+@pytest.mark.parametrize("side", ["ngnn", "ngt", "dng", "flatmlp"])
+def test_editor_starts_as_the_identity(side: str) -> None:
+    batch, params = _siren_batch(3)
+    editor = dilation.materialize(dilation.INREditor(side, 8, 1, 0, head_hidden=8), batch)
+    with torch.no_grad():
+        assert torch.equal(editor(batch), render(params))
+        plain = dilation.dilation_task().collect(editor(batch), batch)["identity"]
+    assert torch.allclose(plain, ((render(params) - batch.target) ** 2).mean((1, 2)).double())
+
+
+@pytest.mark.parametrize("side", ["ngnn", "ngt", "dng"])
+def test_graph_editors_are_permutation_equivariant(side: str) -> None:
+    batch, _ = _siren_batch(2)
+    editor = dilation.materialize(dilation.INREditor(side, 8, 2, 4, head_hidden=8), batch)
+    for head in (editor.node_head, editor.edge_head):
+        torch.nn.init.normal_(head[-1].weight)
+    graphs = batch.to_data_list()
+    new_ids = [hidden_permutation(g, torch.Generator().manual_seed(i))
+               for i, g in enumerate(graphs)]
+    permuted = []
+    for graph, new_id in zip(graphs, new_ids):
+        moved = graph.clone()
+        moved.x = torch.empty_like(graph.x).index_copy_(0, new_id, graph.x)
+        moved.edge_index = new_id[graph.edge_index]
+        permuted.append(moved)
+    with torch.no_grad():
+        dx, de = editor.deltas(batch)
+        px, pe = editor.deltas(Batch.from_data_list(permuted))
+    offset = torch.tensor([0, graphs[0].num_nodes])
+    moved_ids = torch.cat([new_id + o for new_id, o in zip(new_ids, offset)])
+    assert not torch.equal(moved_ids, torch.arange(len(moved_ids)))
+    assert dx.abs().max() > 0 and de.abs().max() > 0
+    assert torch.allclose(px[moved_ids], dx, atol=1e-5)
+    assert torch.allclose(pe, de, atol=1e-5)  # edges keep their order, their weights move
+
+
+def test_dilation_targets_are_cv2_dilations() -> None:
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[0, 10, 10], images[1, 0, 27] = 200, 90
+    out = dilation.dilated_targets(images)
+    assert out.shape == (2, 28, 28) and out.dtype == torch.float32
+    assert torch.equal(out[0, 9:12, 9:12], torch.full((3, 3), 200 / 255))
+    assert float(out[0].sum()) == pytest.approx(9 * 200 / 255)
+    assert float(out[1].sum()) == pytest.approx(4 * 90 / 255)
+    with pytest.raises(ValueError, match="uint8"):
+        dilation.dilated_targets(images.astype(np.float32))
+
+
+def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> None:
+    from utils.DataLoader_GNN import load_mnist
+
+    argv = ["--inr-dir", str(mnist_set), "--encoder", "ngnn", "--epochs", "1", "--probes",
+            "4", "--head-hidden", "8", *TINY, *_dirs(tmp_path, "dil")]
+    assert dilation.main(argv) == 0
+    last = _records(tmp_path / "dil" / "log", "MNIST_INR_Dilation_Train_ngnn_seed0")[-1]
+    assert last["final"] and set(last["final_metrics"]) == {"test_mse", "identity_mse"}
+    params, _, splits, manifest = load_inr_set(mnist_set)
+    rows = [i for i, s in enumerate(splits) if s == "test"]
+    images, _ = load_mnist(SHARED_DATA, "t10k", download=False)
+    index = np.asarray(manifest["inrs"]["image_index"])[rows]
+    target = torch.from_numpy(np.stack([cv2.dilate(images[i], np.ones((3, 3), np.uint8))
+                                        for i in index])).float() / 255
+    identity = ((render({k: v[rows] for k, v in params.items()}) - target) ** 2).mean()
+    assert last["identity_mse"] == pytest.approx(float(identity), rel=1e-5)
+    assert 0 < last["test_mse"] < 1
+    assert dilation.main([*argv, "--epochs", "2", "--resume"]) == 0
+    records = _records(tmp_path / "dil" / "log", "MNIST_INR_Dilation_Train_ngnn_seed0")
+    assert [r["epoch"] for r in records] == [1, 2, 2] and records[-1]["final"]
