@@ -40,11 +40,15 @@ def forward_backward(model: nn.Module, batch: Batch) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m neural_graphs.encoders",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128, help="graphs per batch")
-    parser.add_argument("--repeats", type=int, default=2, help="timed forward+backward runs")
-    parser.add_argument("--out-dim", type=int, default=10, help="encoder output size")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="graphs per batch (default 128)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed forward+backward runs (default 2)")
+    parser.add_argument("--out-dim", type=int, default=10,
+                        help="encoder output size (default 10)")
     args = parser.parse_args(argv)
     batch = siren_graphs(args.batch_size)
     print(f"{args.batch_size} SIREN graphs, {batch.num_nodes} nodes, "
