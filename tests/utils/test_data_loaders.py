@@ -363,6 +363,10 @@ def test_cifar_augmentation_independent_of_workers(cifar_dir):
     for workers in (0, 2):
         train, _ = dl.get_dataloaders_CIFAR100(data, batch_size=8, seed=5, num_workers=workers,
                                                download=False)
+        if workers:
+            # Workers forked from a pytest-xdist process (which runs threads) can deadlock
+            # on a lock held at fork time; spawned workers start clean.
+            train.multiprocessing_context = "spawn"
         dl.set_epoch(train, 2)
         runs.append(batches(train))
     assert same_batches(runs[0], runs[1])
