@@ -72,6 +72,7 @@ from neural_graphs.inr import Sine
 
 __all__ = [
     "ACTIVATIONS",
+    "GRAPH_FORMAT",
     "EDGE_TYPES",
     "NODE_TYPES",
     "fold_batchnorm",
@@ -80,6 +81,8 @@ __all__ = [
     "to_neural_graph",
 ]
 
+#: Version of the graph fields; caches of converted graphs are keyed on it.
+GRAPH_FORMAT = 2
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "sine")
 EDGE_TYPES = ("linear", "conv", "flatten", "residual", "layernorm", "attention")
 NODE_TYPES = ("input", "hidden", "output")

@@ -33,6 +33,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm import tqdm
 
+from neural_graphs.graph import GRAPH_FORMAT
 from utils.atomic import atomic_write
 
 __all__ = [
@@ -188,7 +189,8 @@ def _read_cache(path: Path, checksum: str, kernel_shape: tuple[int, ...]) -> dic
         print(f"note: {path} is unreadable ({type(err).__name__}: {err}); converting the "
               "zoo again", file=sys.stderr)
         return None
-    if not isinstance(content, dict) or content.get("format") != CACHE_FORMAT:
+    if not isinstance(content, dict) or content.get("format") != CACHE_FORMAT or \
+            content.get("graph_format") != GRAPH_FORMAT:
         return None
     if content.get("manifest_sha256") != checksum:
         print(f"note: {path} was made from another version of the zoo (manifest checksum "
@@ -256,7 +258,8 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
     if cache:
         try:
             with atomic_write(path) as f:
-                torch.save({"format": CACHE_FORMAT, "manifest_sha256": checksum,
+                torch.save({"format": CACHE_FORMAT, "graph_format": GRAPH_FORMAT,
+                            "manifest_sha256": checksum,
                             "kernel_shape": grid, "family": family,
                             "architectures": architectures,
                             "graphs": [g.to_dict() for g in graphs]}, f)
