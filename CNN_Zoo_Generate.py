@@ -26,6 +26,7 @@ from neural_graphs.zoo import (
     generate_zoo,
     load_data,
 )
+from utils.cli import checked_device
 
 
 def _epochs(text: str) -> list[int]:
@@ -91,12 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.device is not None:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as err:
-            parser.error(f"--device: {err}")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            parser.error("--device cuda: CUDA is not available on this machine")
+        checked_device(parser, args.device)
     try:
         config = ZooConfig(family=args.family, num=args.num, seed=args.seed,
                            dataset=args.dataset, train_images=args.train_images,

@@ -96,6 +96,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from utils.atomic import atomic_write, write_text_atomic
+from utils.cli import checked_device
 from utils.DataLoader_GNN import (
     get_dataloaders_CIFAR100,
     get_dataloaders_CWRU,
@@ -448,12 +449,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--num-workers must be non-negative, got {args.num_workers}")
     if any(seed < 0 for seed in args.seeds):
         parser.error(f"--seeds must be non-negative, got {args.seeds}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        parser.error(f"--device: {err}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    device = checked_device(parser, args.device)
     if args.amp and device.type != "cuda":
         parser.error("--amp needs a CUDA device (automatic mixed precision is CUDA-only here)")
 
