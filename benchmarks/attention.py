@@ -25,6 +25,7 @@ from benchmarks.common import (
     peak_memory,
     time_samples,
 )
+from utils.cli import non_negative_int, positive_int
 
 
 def _mha(batch: int, tokens: int, dim: int, heads: int, need_weights: bool) -> BenchCase:
@@ -75,20 +76,6 @@ def _forward_backward(case: BenchCase, module: nn.Module,
     return run
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ``python -m benchmarks.attention``."""
     parser = argparse.ArgumentParser(
@@ -97,14 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ratio exceeds 3, else 0.",
         formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--iters", type=_positive_int, default=10,
+    parser.add_argument("--iters", type=positive_int, default=10,
                         help="timed runs, of which the median is kept")
-    parser.add_argument("--warmup", type=_non_negative_int, default=3,
+    parser.add_argument("--warmup", type=non_negative_int, default=3,
                         help="untimed runs first")
-    parser.add_argument("--rounds", type=_positive_int, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=3,
                         help="alternate torch.nn and twin this many times, keep each one's "
                         "best median (robust to a shared, loaded CPU)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser

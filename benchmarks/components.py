@@ -28,6 +28,7 @@ from benchmarks.common import (
 )
 from modules.base import MessagePassingModule
 from modules.convert import to_gnn
+from utils.cli import non_negative_int, positive_int
 
 
 def _tensor(*shape: int) -> tuple[torch.Tensor]:
@@ -103,20 +104,6 @@ def graph_build_times() -> list[tuple[str, float]]:
     return rows
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ``python -m benchmarks.components``."""
     parser = argparse.ArgumentParser(
@@ -128,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status 0 (missed targets are counted in the last line).",
         formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs")
-    parser.add_argument("--iters", type=_positive_int, default=10,
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed runs")
+    parser.add_argument("--iters", type=positive_int, default=10,
                         help="timed runs, of which the median is reported")
     parser.add_argument("--only", default="",
                         help="run only the cases whose name contains this text, and skip "

@@ -75,6 +75,7 @@ from benchmarks.common import (
 from models import MODELS, ModelSpec
 from modules import to_gnn
 from utils.atomic import atomic_write, write_text_atomic
+from utils.cli import non_negative_int, positive_int
 
 MIB = 1024 ** 2
 DEFAULT_BATCH_SIZES: dict[str, tuple[int, ...]] = {"mlp": (1, 128), "cwru": (1, 128)}
@@ -480,20 +481,6 @@ def write_outputs(rows: Sequence[Row], settings: Settings, out: Path) -> list[Pa
 
 # --------------------------------------------------------------------------- entry point
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -515,21 +502,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
                         metavar="MODEL", help=f"models to analyse, from {sorted(MODELS)}")
-    parser.add_argument("--batch-size", nargs="+", type=_positive_int, default=None,
+    parser.add_argument("--batch-size", nargs="+", type=positive_int, default=None,
                         help="batch sizes for every model (default: 1 128 for mlp and "
                         "cwru, 1 32 for the CIFAR-100 networks); memory and training "
                         "step use the largest")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="parameter and input dtype")
-    parser.add_argument("--warmup", type=_non_negative_int, default=3,
+    parser.add_argument("--warmup", type=non_negative_int, default=3,
                         help="warm-up calls of each model")
-    parser.add_argument("--iters", type=_positive_int, default=50,
+    parser.add_argument("--iters", type=positive_int, default=50,
                         help="timed calls of each model, per figure")
     parser.add_argument("--time-budget", type=_non_negative_float, default=20.0,
                         help="seconds after which a figure stops timing (at least "
                         f"{MIN_ITERS} runs are kept)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     parser.add_argument("--profile", action="store_true",

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from benchmarks.common import HelpFormatter, parameter_count
 from modules.equivalence import Case, run_cases
+from utils.cli import positive_int
 
 
 def check_input(model: nn.Module, x: Tensor, sample_shape: tuple[int, ...]) -> None:
@@ -18,13 +19,6 @@ def check_input(model: nn.Module, x: Tensor, sample_shape: tuple[int, ...]) -> N
         expected = ", ".join(["B", *map(str, sample_shape)])
         raise ValueError(f"{type(model).__name__} expects input of shape ({expected}), "
                          f"got {tuple(x.shape)}")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser(name: str, sample_shape: tuple[int, ...], samples: int,
@@ -40,7 +34,7 @@ def build_parser(name: str, sample_shape: tuple[int, ...], samples: int,
         f"(MAE) and the largest error of the logits.",
         epilog="Exit status 0 when the MAE is below 1e-6, 1 otherwise.",
         formatter_class=HelpFormatter)
-    parser.add_argument("--samples", type=_positive_int, default=samples,
+    parser.add_argument("--samples", type=positive_int, default=samples,
                         help="random N(0, 1) inputs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
