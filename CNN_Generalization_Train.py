@@ -39,10 +39,10 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree
 
 from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
+from utils.encoder_jobs import encoder_side, train_each_side
 from utils.job_data import split_loaders
 from utils.tasks import scalar_regression
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
-from utils.Train_Test import main as train_main
 
 SCRIPT = "CNN_Generalization_Train"
 ENCODER_NAMES = ("statnn", "nfn", "ngnn", "ngt", "dng")
@@ -125,31 +125,14 @@ def encoder_settings(args: argparse.Namespace, side: str) -> tuple[int, int, int
 
 def make_encoder(side: str, hidden: int, layers: int, rff_dim: int,
                  rff_sigma: float, deg: Tensor | None = None) -> nn.Module:
-    """The encoder ``side`` of :data:`ENCODER_NAMES` with one output.
+    """The encoder ``side`` of :data:`ENCODER_NAMES` with one output
+    (:func:`utils.encoder_jobs.encoder_side`).
 
     ``deg``: the in-degree histogram of the training graphs (NG-GNN's PNA scalers)."""
-    try:
-        from neural_graphs import encoders
-    except ImportError as err:
-        raise SideUnavailable(f"neural_graphs.encoders cannot be imported: {err}") from err
-    if side == "statnn":
-        return encoders.StatNN(1, hidden=hidden, num_layers=layers)
-    if side == "nfn":
-        try:
-            return encoders.NFN(1, mode="hnp", channels=hidden, num_layers=layers)
-        except ImportError as err:
-            raise SideUnavailable(f"NFN needs the nfn package: {err}") from err
-    if side == "ngnn":
-        return encoders.NGGNN(1, hidden=hidden, num_layers=layers, rff_dim=rff_dim,
-                              rff_sigma=rff_sigma, deg=deg)
-    if side == "ngt":
-        return encoders.NGTransformer(
-            1, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
-            heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
-            edge_hidden=hidden, head_hidden=2 * hidden, rff_dim=rff_dim, rff_sigma=rff_sigma)
-    if side == "dng":
-        return encoders.DNGEncoder(1, hidden=hidden, rff_dim=rff_dim, rff_sigma=rff_sigma)
-    raise ValueError(f"unknown encoder {side!r}; expected one of {ENCODER_NAMES}")
+    if side not in GRAPH_ENCODERS:
+        return encoder_side(side, 1, hidden=hidden, layers=layers)
+    return encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
+                        rff_sigma=rff_sigma, deg=deg if side == "ngnn" else None)
 
 
 # --------------------------------------------------------------------------- data
@@ -289,18 +272,6 @@ def make_job(loss: str, side: str) -> JobConfig:
 # --------------------------------------------------------------------------- entry point
 
 
-def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == flag:
-            skip = True
-        elif not item.startswith(flag + "="):
-            out.append(item)
-    return out + [flag, value]
-
-
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     """The full command line, as the loop will read it; ``epochs`` None when not given."""
     parser = build_parser(make_job("bce", DEFAULT_ENCODER))
@@ -331,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     alone = known.encoder != EVERY
     chosen = [known.encoder] if alone else list(ENCODER_NAMES)
-    status = 0
+    usable = []
     for side in chosen:
         if not alone:
             try:
@@ -339,12 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except SideUnavailable as err:
                 print(f"note: the {side} encoder is skipped: {err}", file=sys.stderr)
                 continue
-        side_argv = _replace_flag(argv, "--encoder", side)
-        if known.epochs is None:
-            side_argv += ["--epochs", str(ENCODER_DEFAULTS[side].epochs)]
-        code = train_main(make_job(known.loss, side), side_argv)
-        status = status or code
-    return status
+        usable.append(side)
+    return train_each_side(argv, usable, "--encoder", lambda side: make_job(known.loss, side),
+                           None if known.epochs is not None else
+                           lambda side: ENCODER_DEFAULTS[side].epochs)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from MNIST_INR_Classification_Train import recipe_arguments, recipe_optimizer, run_job
+from MNIST_INR_Classification_Train import run_job
 from neural_graphs.inr import render
 from neural_graphs.inr_data import check_inr_dir
+from utils.encoder_jobs import recipe_arguments, recipe_optimizer
 from utils.job_data import split_loaders
 from utils.tasks import classification
 from utils.Train_Test import JobConfig, SideFlag

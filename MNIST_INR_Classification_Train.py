@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torch.optim import AdamW
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
@@ -39,9 +36,16 @@ from neural_graphs.inr_data import (
     check_inr_dir,
     load_inr_splits,
 )
+from utils.encoder_jobs import (
+    encoder_side,
+    materialize,
+    recipe_arguments,
+    recipe_optimizer,
+    train_each_side,
+)
 from utils.job_data import split_loaders
 from utils.tasks import classification
-from utils.Train_Test import JobConfig, SideFlag, SideUnavailable
+from utils.Train_Test import JobConfig, SideFlag
 from utils.Train_Test import main as train_main
 
 SCRIPT = "MNIST_INR_Classification_Train"
@@ -73,77 +77,6 @@ ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
     "ngt": EncoderDefaults(hidden=32, layers=2, epochs=4, probes=64),
     "dng": EncoderDefaults(hidden=64, layers=1, epochs=14, probes=64),
 }
-
-
-# --------------------------------------------------------------------------- optimizer
-
-
-class WarmupClipAdamW(AdamW):
-    r"""AdamW whose every step first clips the global gradient norm to ``max_grad_norm``
-    (:func:`torch.nn.utils.clip_grad_norm_`) and scales the learning rate by
-    :math:`\min(1, t / T_\text{warm-up})` at step :math:`t = 1, 2, \dots`.
-
-    The step count lives in the parameter groups (``"warmup_step"``), so it is saved in
-    and restored from the optimizer's state dict with everything else (``--resume``).
-    Under ``GradScaler`` the gradients are already unscaled when ``step`` runs.
-
-    Args:
-        params: parameters or parameter groups.
-        lr (float): learning rate after the warm-up.
-        warmup_steps (int): steps of the linear warm-up (0: none).
-        max_grad_norm (float, optional): clip threshold (None: no clipping).
-        **kwargs: :class:`torch.optim.AdamW` arguments (``weight_decay``, ``amsgrad``).
-    """
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, warmup_steps: int = 0,
-                 max_grad_norm: float | None = None, **kwargs: Any) -> None:
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be non-negative, got {warmup_steps}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
-        super().__init__(params, lr=lr, **kwargs)
-        self.warmup_steps = warmup_steps
-        self.max_grad_norm = max_grad_norm
-        for group in self.param_groups:
-            group.setdefault("warmup_step", 0)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        if self.max_grad_norm is not None:
-            grads = [p for group in self.param_groups for p in group["params"]
-                     if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(grads, self.max_grad_norm)
-        saved = []
-        for group in self.param_groups:
-            group["warmup_step"] += 1
-            saved.append(group["lr"])
-            if self.warmup_steps:
-                group["lr"] = group["lr"] * min(1.0, group["warmup_step"] / self.warmup_steps)
-        try:
-            return super().step(closure)
-        finally:
-            for group, lr in zip(self.param_groups, saved):
-                group["lr"] = lr
-
-
-def recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """The optimizer flags of the INR jobs (SPEC 4.1 values)."""
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
-    parser.add_argument("--warmup-steps", type=int, default=100,
-                        help="optimizer steps of the linear learning-rate warm-up (the "
-                        "reference's 1,000 is longer than a whole 20-minute run here)")
-    parser.add_argument("--max-grad-norm", type=float, default=10.0,
-                        help="clip the gradient norm to this (0: no clipping)")
-
-
-def recipe_optimizer(args: argparse.Namespace) -> Callable[..., torch.optim.Optimizer]:
-    """``optimizer(params, lr=...)`` of the flags of :func:`recipe_arguments`."""
-    if args.weight_decay < 0 or args.warmup_steps < 0 or args.max_grad_norm < 0:
-        raise SystemExit("error: --weight-decay, --warmup-steps and --max-grad-norm must be "
-                         f"non-negative, got {args.weight_decay}, {args.warmup_steps}, "
-                         f"{args.max_grad_norm}")
-    return partial(WarmupClipAdamW, weight_decay=args.weight_decay, amsgrad=True,
-                   warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm or None)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -182,30 +115,9 @@ def encoder_settings(args: argparse.Namespace, side: str) -> tuple[int, int, int
 
 
 def make_encoder(side: str, out_dim: int, hidden: int, layers: int, probes: int) -> nn.Module:
-    """The encoder ``side`` of :data:`ENCODER_NAMES` with output size ``out_dim``."""
-    try:
-        from neural_graphs import encoders
-    except ImportError as err:
-        raise SideUnavailable(f"neural_graphs.encoders cannot be imported: {err}") from err
-    if side == "flatmlp":
-        return encoders.FlatMLP(out_dim, hidden=hidden, num_layers=layers)
-    if side == "statnn":
-        return encoders.StatNN(out_dim, hidden=hidden, num_layers=layers)
-    if side == "nfn":
-        try:
-            return encoders.NFN(out_dim, mode="hnp", channels=hidden, num_layers=layers)
-        except ImportError as err:
-            raise SideUnavailable(f"NFN needs the nfn package: {err}") from err
-    if side == "ngnn":
-        return encoders.NGGNN(out_dim, hidden=hidden, num_layers=layers, num_probes=probes)
-    if side == "ngt":
-        return encoders.NGTransformer(
-            out_dim, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
-            heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
-            edge_hidden=hidden, head_hidden=2 * hidden, num_probes=probes)
-    if side == "dng":
-        return encoders.DNGEncoder(out_dim, hidden=hidden, num_probes=probes)
-    raise ValueError(f"unknown encoder {side!r}; expected one of {ENCODER_NAMES}")
+    """The encoder ``side`` of :data:`ENCODER_NAMES` with output size ``out_dim``
+    (:func:`utils.encoder_jobs.encoder_side`)."""
+    return encoder_side(side, out_dim, hidden=hidden, layers=layers, probes=probes)
 
 
 def output_mlp(encoder: nn.Module) -> nn.Sequential:
@@ -239,18 +151,6 @@ def first_graphs(dataset: INRGraphDataset, count: int) -> Batch:
     plain = INRGraphDataset({k: v[:count] for k, v in dataset.params.items()},
                             dataset.labels[:count])
     return Batch.from_data_list([plain[i] for i in range(count)])
-
-
-def materialize(model: nn.Module, example: Batch) -> nn.Module:
-    """Run ``model`` once on ``example`` (eval mode, no gradients) so that its lazy parts
-    (input widths, NG-GNN's degree calibration, NFN's layers) exist before the optimizer
-    is built."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        model(example)
-    model.train(was_training)
-    return model
 
 
 # --------------------------------------------------------------------------- data
@@ -344,32 +244,11 @@ def run_job(argv: Sequence[str] | None, make_job: Callable[[argparse.Namespace, 
     except InvalidINRSet as err:
         print(f"error: --inr-dir: {err}", file=sys.stderr)
         return 2
-    status = 0
-    for side in chosen:
-        side_argv = _replace_flag(argv, "--encoder", side)
-        if known.epochs is None:
-            side_argv += ["--epochs", str(default_epochs(side))]
-        code = train_main(make_job(known, side), side_argv)
-        status = status or code
-    return status
+    return train_each_side(argv, chosen, "--encoder", lambda side: make_job(known, side),
+                           None if known.epochs is not None else default_epochs)
 
 
 _HELP_RECIPE = argparse.Namespace(weight_decay=5e-4, warmup_steps=0, max_grad_norm=0.0)
-
-
-def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        if item == flag:
-            skip = True
-            continue
-        if item.startswith(flag + "="):
-            continue
-        out.append(item)
-    return out + [flag, value]
 
 
 def make_job(known: argparse.Namespace, side: str) -> JobConfig:

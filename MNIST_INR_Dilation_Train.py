@@ -47,13 +47,11 @@ from MNIST_INR_Classification_Train import (
     encoder_settings,
     first_graphs,
     make_encoder,
-    materialize,
-    recipe_arguments,
-    recipe_optimizer,
     run_job,
 )
 from neural_graphs.inr import render
 from neural_graphs.inr_data import check_inr_dir, graph_features_to_stacked, inr_set_images
+from utils.encoder_jobs import materialize, recipe_arguments, recipe_optimizer
 from utils.job_data import split_loaders
 from utils.tasks import Task
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable

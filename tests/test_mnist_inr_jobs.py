@@ -23,6 +23,8 @@ from neural_graphs.inr_data import INRGraphDataset
 from neural_graphs.inr_fit import FitConfig, images_digest, load_inr_set, run_fit, stratified_split
 from neural_graphs.permute import hidden_permutation
 from tests.conftest import SHARED_DATA
+from utils.encoder_jobs import materialize
+from utils.optim import WarmupClipAdamW
 
 TINY = ["--hidden", "8", "--layers", "1", "--batch-size", "16", "--seeds", "0",
         "--warmup-steps", "2"]
@@ -123,7 +125,7 @@ def test_bad_inputs_get_clear_errors(synthetic_set: Path, tmp_path: Path,
 def test_warmup_and_clipping_of_the_optimizer() -> None:
     weight = torch.nn.Parameter(torch.zeros(3))
     reference = torch.nn.Parameter(torch.zeros(3))
-    ours = classify.WarmupClipAdamW([weight], lr=0.1, warmup_steps=4, max_grad_norm=1.0,
+    ours = WarmupClipAdamW([weight], lr=0.1, warmup_steps=4, max_grad_norm=1.0,
                                     weight_decay=0.0)
     plain = torch.optim.AdamW([reference], lr=0.1, weight_decay=0.0)
     grads = [torch.tensor([30.0, 40.0, 0.0]), torch.tensor([0.3, -0.1, 0.2])]
@@ -137,7 +139,7 @@ def test_warmup_and_clipping_of_the_optimizer() -> None:
         assert torch.allclose(weight, reference, atol=1e-7), step
         assert ours.param_groups[0]["lr"] == 0.1
     state = ours.state_dict()
-    again = classify.WarmupClipAdamW([torch.nn.Parameter(torch.zeros(3))], lr=0.1,
+    again = WarmupClipAdamW([torch.nn.Parameter(torch.zeros(3))], lr=0.1,
                                      warmup_steps=4, max_grad_norm=1.0)
     again.load_state_dict(state)
     assert again.param_groups[0]["warmup_step"] == 6
@@ -176,7 +178,7 @@ def _siren_batch(count: int) -> tuple[Batch, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("side", ["ngnn", "ngt", "dng", "flatmlp"])
 def test_editor_starts_as_the_identity(side: str) -> None:
     batch, params = _siren_batch(3)
-    editor = dilation.materialize(dilation.INREditor(side, 8, 1, 0, head_hidden=8), batch)
+    editor = materialize(dilation.INREditor(side, 8, 1, 0, head_hidden=8), batch)
     with torch.no_grad():
         assert torch.equal(editor(batch), render(params))
         plain = dilation.dilation_task().collect(editor(batch), batch)["identity"]
@@ -186,7 +188,7 @@ def test_editor_starts_as_the_identity(side: str) -> None:
 @pytest.mark.parametrize("side", ["ngnn", "ngt", "dng"])
 def test_graph_editors_are_permutation_equivariant(side: str) -> None:
     batch, _ = _siren_batch(2)
-    editor = dilation.materialize(dilation.INREditor(side, 8, 2, 4, head_hidden=8), batch)
+    editor = materialize(dilation.INREditor(side, 8, 2, 4, head_hidden=8), batch)
     for head in (editor.node_head, editor.edge_head):
         torch.nn.init.normal_(head[-1].weight)
     graphs = batch.to_data_list()

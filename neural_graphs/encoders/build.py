@@ -1,0 +1,68 @@
+"""Every encoder by its short name, at the sizes the training jobs expose.
+
+The jobs (``MNIST_INR_Classification_Train``, ``MNIST_INR_Dilation_Train``,
+``CNN_Generalization_Train``) name encoders ``flatmlp``, ``statnn``, ``nfn``, ``ngnn``,
+``ngt`` and ``dng`` and size each by one width and one depth; :func:`build_encoder` maps
+those to the constructors (NG-T's widths follow its node width as in the reference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from neural_graphs.encoders.baselines import NFN, FlatMLP, StatNN
+from neural_graphs.encoders.dng import DNGEncoder
+from neural_graphs.encoders.gnn import NGGNN
+from neural_graphs.encoders.transformer import NGTransformer
+
+__all__ = ["ENCODER_NAMES", "GRAPH_ENCODER_NAMES", "build_encoder"]
+
+ENCODER_NAMES = ("flatmlp", "statnn", "nfn", "ngnn", "ngt", "dng")
+GRAPH_ENCODER_NAMES = ("ngnn", "ngt", "dng")
+
+
+def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int = 0,
+                  rff_dim: int | None = None, rff_sigma: float | None = None,
+                  deg: Tensor | None = None) -> nn.Module:
+    """The encoder ``name`` (of :data:`ENCODER_NAMES`) with output size ``out_dim``.
+
+    Args:
+        name (str): short name.
+        out_dim (int): output size.
+        hidden (int): main width (NG-GNN hidden, NG-T node width, DNG embedding, NFN
+            channels, FlatMLP / StatNN MLP width).
+        layers (int): message-passing, attention, NFN or MLP layers (DNG takes one step per
+            network layer and ignores it).
+        probes (int): probe inputs (graph encoders only).
+        rff_dim (int, optional), rff_sigma (float, optional): Fourier features of weights
+            and biases (graph encoders); None keeps the encoder's default.
+        deg (Tensor, optional): in-degree histogram for NG-GNN's PNA scalers.
+
+    Raises:
+        ValueError: unknown name, or probes asked of an encoder without them.
+        ImportError: ``nfn`` without the ``nfn`` package.
+    """
+    if name not in ENCODER_NAMES:
+        raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODER_NAMES}")
+    if probes and name not in GRAPH_ENCODER_NAMES:
+        raise ValueError(f"the {name} encoder has no probe features (only "
+                         f"{', '.join(GRAPH_ENCODER_NAMES)} do), got probes={probes}")
+    fourier: dict[str, Any] = {k: v for k, v in (("rff_dim", rff_dim), ("rff_sigma", rff_sigma))
+                               if v is not None}
+    if name == "flatmlp":
+        return FlatMLP(out_dim, hidden=hidden, num_layers=layers)
+    if name == "statnn":
+        return StatNN(out_dim, hidden=hidden, num_layers=layers)
+    if name == "nfn":
+        return NFN(out_dim, mode="hnp", channels=hidden, num_layers=layers)
+    if name == "ngnn":
+        return NGGNN(out_dim, hidden=hidden, num_layers=layers, num_probes=probes, deg=deg,
+                     **fourier)
+    if name == "ngt":
+        return NGTransformer(
+            out_dim, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
+            heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
+            edge_hidden=hidden, head_hidden=2 * hidden, num_probes=probes, **fourier)
+    return DNGEncoder(out_dim, hidden=hidden, num_probes=probes, **fourier)
