@@ -148,6 +148,10 @@ class ZooSplits:
     test: list[Data]
     deg: Tensor  # in-degree histogram of the training graphs
 
+    def attach_statistics(self, encoder: nn.Module) -> None:
+        """Store StatNN's statistics in every graph of the splits (a few seconds)."""
+        encoder.attach_features(self.train + self.val + self.test)
+
     def example(self, count: int) -> Batch:
         """The first ``count`` training graphs, and the first training graph of another
         architecture when those share one: a batch that builds an encoder's lazy parts
@@ -201,6 +205,8 @@ def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module
     hidden, layers, rff_dim = encoder_settings(args, side)
     data = SPLITS.get(args)
     encoder = make_encoder(side, hidden, layers, rff_dim, args.rff_sigma, deg=data.deg)
+    if side == "statnn":  # the zoo's graphs never change: their statistics are computed once
+        data.attach_statistics(encoder)
     model = AccuracyPredictor(encoder, squash=args.loss == "mse")
     model.eval()
     try:

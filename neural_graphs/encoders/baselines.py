@@ -108,6 +108,10 @@ class StatNN(nn.Module):
     past a network's last layer hold zeros, up to ``max_layers`` (``ValueError`` beyond).
     Invariant to every permutation of neurons inside a layer.
 
+    The statistics cost far more than the MLP and never change for a fixed graph: a job
+    that reads the same graphs every epoch stores them once with :meth:`attach_features`
+    (as ``graph.statnn_features``), and :meth:`features` reads them from there.
+
     Args:
         out_dim (int): output size.
         hidden (int): MLP width.
@@ -127,7 +131,30 @@ class StatNN(nn.Module):
 
     def features(self, batch: Batch) -> Tensor:
         """Per-graph statistics ``[G, max_layers * (1 + C) * 7]`` (C node-feature
-        columns)."""
+        columns); ``batch.statnn_features`` when every graph carries them
+        (:meth:`attach_features`, for this ``max_layers``)."""
+        stored = batch.get("statnn_features")
+        if stored is not None:
+            width = self.max_layers * (1 + batch.x.shape[1]) * len(STATISTICS)
+            if stored.shape != (batch.num_graphs, width):
+                raise ValueError(f"statnn_features of shape {tuple(stored.shape)} do not fit "
+                                 f"{batch.num_graphs} graphs of this StatNN ({width} "
+                                 "statistics each): attach them with this encoder again")
+            return stored
+        return self._statistics(batch)
+
+    @torch.no_grad()
+    def attach_features(self, graphs: list[Data], batch_size: int = 256) -> None:
+        """Compute each graph's statistics once and store them in the graph as
+        ``statnn_features`` (``[1, F]``), so that batches of these graphs skip the
+        computation. Only for graphs that are not changed afterwards."""
+        for start in range(0, len(graphs), batch_size):
+            chunk = graphs[start:start + batch_size]
+            stats = self._statistics(Batch.from_data_list(chunk))
+            for graph, row in zip(chunk, stats):
+                graph.statnn_features = row.unsqueeze(0)
+
+    def _statistics(self, batch: Batch) -> Tensor:
         require_fields(batch, ("x", "edge_index", "edge_attr", "edge_mask", "edge_layer",
                                "node_layer"), "StatNN")
         depth = int(batch.node_layer.max()) + 1 if batch.num_nodes else 0

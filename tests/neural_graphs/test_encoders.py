@@ -148,6 +148,20 @@ def test_batching_alone_padded_and_mixed(encoder: str) -> None:
     torch.testing.assert_close(mixed[2], alone[0], rtol=0, atol=1e-5)
 
 
+def test_statnn_stored_statistics_equal_computed_ones_and_are_checked() -> None:
+    enc = StatNN(3, hidden=8, max_layers=12)
+    graphs = [to_neural_graph(net, kernel_shape=KERNEL)
+              for net in (mlp(), _bigger_mlp(), ResidualCNN(), plain_cnn())]
+    computed = enc.features(Batch.from_data_list(graphs))
+    enc.attach_features(graphs, batch_size=3)
+    batch = Batch.from_data_list(graphs)
+    assert batch.statnn_features.shape == computed.shape
+    torch.testing.assert_close(enc.features(batch), computed, rtol=0, atol=0)
+    torch.testing.assert_close(enc(batch), enc.mlp(computed), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="statnn_features of shape"):
+        StatNN(3, hidden=8, max_layers=6)(batch)
+
+
 def test_cat_readout_needs_equal_outputs_pooling_does_not() -> None:
     graphs = Batch.from_data_list([to_neural_graph(mlp()), to_neural_graph(SIREN())])
     with pytest.raises(ValueError, match="same number of output neurons"):
