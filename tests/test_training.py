@@ -393,6 +393,20 @@ SIGNAL_RUN = tt.run_name("CIFAR100_ViT_Train", "standard", 0)
 SIGNAL_TRAIN, SIGNAL_VAL = 32, 8
 
 
+def wait_or_kill(pid: int, seconds: float) -> int:
+    """The exit status of child ``pid``; a child still running after ``seconds`` is
+    killed and the test fails instead of hanging."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child {pid} did not stop within {seconds} s of the signal")
+
+
 def fork_pausing_run(argv: list[str], marker: Path, pause_after: int, err: Path) -> int:
     """Fork a child that trains like ``python -m CIFAR100_ViT_Train ARGV`` (forked, it
     needs no second start-up) but, after ``pause_after`` samples, touches ``marker`` and
@@ -403,6 +417,9 @@ def fork_pausing_run(argv: list[str], marker: Path, pause_after: int, err: Path)
         return pid
     code = 1
     try:
+        # A shell starting a background job ignores SIGINT in it, and Python then installs
+        # no handler: restore the interactive default so that the SIGINT below lands.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.stderr = open(err, "w", buffering=1)  # the child ends with os._exit below
         sys.stdout = open(os.devnull, "w")
         original, calls = dl.ImageDataset.__getitem__, [0]
@@ -453,7 +470,7 @@ def test_signal_mid_epoch_then_resume(sig, cifar_reference, tmp_path, one_thread
         assert time.monotonic() < deadline, "the child never reached epoch 2"
         time.sleep(0.01)
     os.kill(pid, sig)
-    _, status = os.waitpid(pid, 0)
+    status = wait_or_kill(pid, 120)
     err = err_path.read_text()
     if sig == signal.SIGINT:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == tt.INTERRUPTED, err
