@@ -46,6 +46,7 @@ from neural_graphs.inr import (
     stack_siren_params,
 )
 from utils.atomic import atomic_write, write_text_atomic
+from utils.checksums import file_hexdigest
 
 __all__ = [
     "ConfigMismatchError",
@@ -465,14 +466,6 @@ def images_digest(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class InrPlan:
     """Which INR fits which image, in data-set order: splits in :data:`SPLITS` order, each
@@ -513,7 +506,7 @@ def _shard_done(out: Path, shard: int, config_digest: str) -> dict[str, Any] | N
     if meta.get("config_sha256") != config_digest:
         raise ConfigMismatchError(f"{meta_path} belongs to another configuration (its "
                                   f"config_sha256 differs from {out / CONFIG_FILE})")
-    if not data_path.is_file() or sha256_file(data_path) != meta["sha256"]:
+    if not data_path.is_file() or file_hexdigest(data_path) != meta["sha256"]:
         tqdm.write(f"{data_path}: missing or not matching the sha256 in {meta_path.name}; "
                    "fitting this shard again")
         return None

@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from utils.atomic import atomic_write, write_text_atomic
+from utils.checksums import file_hexdigest
 
 __all__ = [
     "ACTIVATIONS",
@@ -920,14 +921,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _shard_paths(out: Path, group: int) -> tuple[Path, Path]:
     return out / f"shard_{group:05d}.pt", out / f"shard_{group:05d}.json"
 
@@ -938,7 +931,7 @@ def _shard_done(out: Path, group: int) -> dict[str, Any] | None:
     if not (pt.is_file() and meta.is_file()):
         return None
     record = json.loads(meta.read_text())
-    if record.get("sha256") != _sha256_file(pt):
+    if record.get("sha256") != file_hexdigest(pt):
         tqdm.write(f"{pt.name}: sha256 differs from {meta.name}; training the group again")
         return None
     return record

@@ -18,7 +18,6 @@ Windows are 2048 samples long and start every 240 samples; the ten real recordin
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import scipy.io
 from tqdm import tqdm
 
 from utils.atomic import atomic_write
+from utils.checksums import file_hexdigest
 
 WINDOW = 2048
 STRIDE = 240
@@ -106,14 +106,6 @@ def _read_sha256sums(raw_dir: Path) -> dict[str, str]:
     return sums
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_drive_end_signal(path: str | Path) -> np.ndarray:
     """Load the drive-end signal (the single key ending in ``_DE_time``) as float64 [L].
 
@@ -173,7 +165,7 @@ def preprocess_cwru(
     for label, path in enumerate(tqdm(recordings, desc="CWRU recordings", unit="file",
                                       disable=not progress)):
         expected = sums.get(path.name)
-        if expected is not None and _sha256(path) != expected:
+        if expected is not None and file_hexdigest(path) != expected:
             raise ValueError(
                 f"CWRU file {path} is corrupt: its SHA-256 does not match {raw_dir / 'SHA256SUMS'}."
             )

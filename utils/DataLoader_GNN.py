@@ -42,6 +42,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from utils.atomic import atomic_write
+from utils.checksums import file_hexdigest
 from utils.CWRU_Data_Preprocessing import (
     ARRAY_FILE_NAME,
     WINDOW,
@@ -102,11 +103,7 @@ _IDX_DTYPES = {
 
 def md5sum(path: str | Path) -> str:
     """Hex md5 digest of a file."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hexdigest(path, "md5")
 
 
 def _writable(folder: Path) -> bool:

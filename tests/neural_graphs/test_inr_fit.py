@@ -30,6 +30,7 @@ from neural_graphs.inr_fit import (
     stratified_limit,
     stratified_split,
 )
+from utils.checksums import file_hexdigest
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +161,7 @@ def test_run_fit_writes_shards_manifest_and_resumes_identically(
     assert manifest["split_sizes"] == {"train": 40, "val": 4, "test": 6}
     assert len(manifest["shards"]) == 7
     for shard in manifest["shards"]:
-        assert inr_fit.sha256_file(tmp_path / "whole" / shard["file"]) == shard["sha256"]
+        assert file_hexdigest(tmp_path / "whole" / shard["file"]) == shard["sha256"]
     grid = cv2.imread(str(tmp_path / "whole" / "renders.png"), cv2.IMREAD_GRAYSCALE)
     assert grid.shape == (3 * (2 * 28 + 6), 3 * (16 * 30 + 2))  # 6 + 4 + 6 columns, zoom 3
     params, loaded_labels, split_names, loaded = load_inr_set(tmp_path / "whole")
