@@ -38,8 +38,9 @@ from torch.utils.data import DataLoader
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree
 
+from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
-from utils.encoder_jobs import encoder_side, train_each_side
+from utils.encoder_jobs import EncoderDefaults, encoder_side, train_each_side
 from utils.job_data import split_loaders
 from utils.tasks import scalar_regression
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
@@ -49,17 +50,6 @@ ENCODER_NAMES = ("statnn", "nfn", "ngnn", "ngt", "dng")
 EVERY = "all"
 DEFAULT_ENCODER = "ngnn"
 LOSSES = ("bce", "mse")
-
-
-@dataclass(frozen=True)
-class EncoderDefaults:
-    """Per-encoder defaults: main width (``--hidden``), layers (``--layers``), epochs and
-    Fourier frequencies of scalars (``--rff-dim``; graph encoders only)."""
-
-    hidden: int
-    layers: int
-    epochs: int
-    rff_dim: int = 128
 
 
 # Sized for minutes per run on 3,200 training members (1,000 networks x 4 checkpoints),
@@ -73,7 +63,6 @@ ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
     "ngt": EncoderDefaults(hidden=32, layers=2, epochs=8),
     "dng": EncoderDefaults(hidden=64, layers=1, epochs=8, rff_dim=32),
 }
-GRAPH_ENCODERS = ("ngnn", "ngt", "dng")
 
 
 # --------------------------------------------------------------------------- model
@@ -129,7 +118,7 @@ def make_encoder(side: str, hidden: int, layers: int, rff_dim: int,
     (:func:`utils.encoder_jobs.encoder_side`).
 
     ``deg``: the in-degree histogram of the training graphs (NG-GNN's PNA scalers)."""
-    if side not in GRAPH_ENCODERS:
+    if side not in GRAPH_ENCODER_NAMES:
         return encoder_side(side, 1, hidden=hidden, layers=layers)
     return encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
                         rff_sigma=rff_sigma, deg=deg if side == "ngnn" else None)
@@ -244,7 +233,7 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rff-dim", type=int, default=None,
                         help="Fourier frequencies of weights and biases (graph encoders); "
                         "default per encoder: " + ", ".join(
-                            f"{k} {ENCODER_DEFAULTS[k].rff_dim}" for k in GRAPH_ENCODERS))
+                            f"{k} {ENCODER_DEFAULTS[k].rff_dim}" for k in GRAPH_ENCODER_NAMES))
     parser.add_argument("--rff-sigma", type=float, default=1.0,
                         help="standard deviation of those frequencies (1 for CNNs, SPEC 4.2)")
     parser.add_argument("--no-graph-cache", dest="graph_cache", action="store_false",

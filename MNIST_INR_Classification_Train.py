@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
+from neural_graphs.encoders.build import ENCODER_NAMES, GRAPH_ENCODER_NAMES
 from neural_graphs.inr_data import (
     INRAugment,
     INRGraphDataset,
@@ -37,6 +37,7 @@ from neural_graphs.inr_data import (
     load_inr_splits,
 )
 from utils.encoder_jobs import (
+    EncoderDefaults,
     encoder_side,
     materialize,
     recipe_arguments,
@@ -49,21 +50,7 @@ from utils.Train_Test import JobConfig, SideFlag
 from utils.Train_Test import main as train_main
 
 SCRIPT = "MNIST_INR_Classification_Train"
-ENCODER_NAMES = ("flatmlp", "statnn", "nfn", "ngnn", "ngt", "dng")
-GRAPH_ENCODERS = ("ngnn", "ngt", "dng")
 NUM_CLASSES = 10
-
-
-@dataclass(frozen=True)
-class EncoderDefaults:
-    """Per-encoder defaults: main width (``--hidden``), layers (``--layers``), epochs and
-    probe inputs (``--probes``; graph encoders only)."""
-
-    hidden: int
-    layers: int
-    epochs: int
-    probes: int = 0
-
 
 # Sized for at most about 20 CPU-minutes per run on 7,000 training INRs (one thread, CPU
 # seconds of one training step on a 128-INR batch of the fast set, forward + backward:
@@ -108,9 +95,9 @@ def encoder_settings(args: argparse.Namespace, side: str) -> tuple[int, int, int
     if hidden < 1 or layers < 1 or probes < 0:
         raise SystemExit(f"error: --hidden and --layers must be at least 1 and --probes "
                          f"non-negative, got {hidden}, {layers}, {probes}")
-    if probes and side not in GRAPH_ENCODERS:
+    if probes and side not in GRAPH_ENCODER_NAMES:
         raise SystemExit(f"error: --probes {probes}: the {side} encoder has no probe "
-                         f"features (only {', '.join(GRAPH_ENCODERS)} do)")
+                         f"features (only {', '.join(GRAPH_ENCODER_NAMES)} do)")
     return hidden, layers, probes
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,6 +21,7 @@ from utils.Train_Test import JobConfig, SideUnavailable
 from utils.Train_Test import main as train_main
 
 __all__ = [
+    "EncoderDefaults",
     "encoder_side",
     "materialize",
     "recipe_arguments",
@@ -27,6 +29,19 @@ __all__ = [
     "replace_flag",
     "train_each_side",
 ]
+
+
+@dataclass(frozen=True)
+class EncoderDefaults:
+    """A job's defaults for one encoder: main width (``--hidden``), layers (``--layers``),
+    epochs, and for the graph encoders probe inputs (``--probes``) and Fourier frequencies
+    of scalars (``--rff-dim``; 128, the encoders' own default)."""
+
+    hidden: int
+    layers: int
+    epochs: int
+    probes: int = 0
+    rff_dim: int = 128
 
 
 def recipe_arguments(parser: argparse.ArgumentParser) -> None:
