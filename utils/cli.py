@@ -1,12 +1,54 @@
-"""Command-line checks shared by the project's scripts."""
+"""Command-line pieces shared by every command of the project: the one help formatter,
+the ``--device`` default and check, and argparse types for numbers with a range."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["checked_device", "non_negative_int", "positive_int"]
+__all__ = [
+    "HelpFormatter",
+    "checked_device",
+    "default_device",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "probability",
+]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help, unless the help already names its
+    default or there is none to name (None, False, empty, a switch). Descriptions and
+    epilogs are wrapped paragraph by paragraph (blank lines kept); a paragraph whose lines
+    are indented (a table, an example command) is printed as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            if all(line.startswith(" ") for line in paragraph.splitlines()):
+                paragraphs.append("\n".join(indent + line for line in paragraph.splitlines()))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default == ""
+                or default is argparse.SUPPRESS or not action.option_strings
+                or action.nargs == 0):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def default_device() -> str:
+    """``"cuda"`` where torch sees a GPU, else ``"cpu"``: the ``--device`` default."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def checked_device(parser: argparse.ArgumentParser, text: str) -> torch.device:
@@ -35,3 +77,30 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _ranged_float(text: str, ok: Callable[[float], bool], wanted: str) -> float:
+    """``float(text)`` when it is a finite number for which ``ok`` holds; else an argparse
+    error saying what was ``wanted`` and what arrived."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse ``type``: a probability in [0, 1) (a dropout rate)."""
+    return _ranged_float(text, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above 0."""
+    return _ranged_float(text, lambda v: v > 0, "> 0 and finite")
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number of at least 0."""
+    return _ranged_float(text, lambda v: v >= 0, ">= 0 and finite")
