@@ -19,13 +19,12 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     BenchCase,
-    HelpFormatter,
     format_ratio,
     format_table,
     peak_memory,
     time_samples,
 )
-from utils.cli import non_negative_int, positive_int
+from utils.cli import HelpFormatter, checked_device, non_negative_int, positive_int
 
 
 def _mha(batch: int, tokens: int, dim: int, heads: int, need_weights: bool) -> BenchCase:
@@ -103,9 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
+    device = checked_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

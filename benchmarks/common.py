@@ -20,7 +20,6 @@ What each figure means:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -35,10 +34,11 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from models.common import parameter_count
+
 __all__ = [
     "BenchCase",
     "Comparison",
-    "HelpFormatter",
     "MemoryUse",
     "Stats",
     "format_ratio",
@@ -246,31 +246,12 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
 # --------------------------------------------------------------------------- size
 
 
-def parameter_count(module: nn.Module) -> int:
-    """Number of parameter elements of ``module`` (shared parameters counted once)."""
-    return sum(p.numel() for p in module.parameters())
-
-
 def state_bytes(module: nn.Module) -> int:
     """Bytes of ``module``'s parameters and buffers."""
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 # --------------------------------------------------------------------------- tables
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Appends ``(default: X)`` to an option's help, unless the help already names its
-    default or there is none to name (None, False, empty)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if ("default" in text or default is None or default is False or default == ""
-                or default is argparse.SUPPRESS or not action.option_strings):
-            return text
-        return text + " (default: %(default)s)"
-
 
 
 def format_ratio(value: float | None) -> str:

@@ -22,13 +22,12 @@ from tqdm import tqdm
 from benchmarks.common import (
     BenchCase,
     Comparison,
-    HelpFormatter,
     format_ratio_table,
     time_samples,
 )
 from modules.base import MessagePassingModule
 from modules.convert import to_gnn
-from utils.cli import non_negative_int, positive_int
+from utils.cli import HelpFormatter, checked_device, non_negative_int, positive_int
 
 
 def _tensor(*shape: int) -> tuple[torch.Tensor]:
@@ -131,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Time every component case, print the ratio table and the graph-build times."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
+    device = checked_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

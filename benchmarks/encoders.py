@@ -29,6 +29,13 @@ from benchmarks.common import format_table, memory_use, parameter_count, time_sa
 from neural_graphs.encoders import NFN, NGGNN, DNGEncoder, FlatMLP, NGTransformer, StatNN
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN, siren_from_params
+from utils.cli import (
+    HelpFormatter,
+    checked_device,
+    default_device,
+    non_negative_int,
+    positive_int,
+)
 
 INR_DIRS = (Path("/work/runs/inr_fast"), Path("/work/runs/inr200_fast"))
 
@@ -86,20 +93,21 @@ def measure(model: nn.Module, batch: Batch, warmup: int, iters: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128, help="graphs per batch")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.encoders", description=__doc__,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="graphs per batch")
     parser.add_argument("--inr-dir", type=Path, default=None,
                         help="folder of fitted SIREN shards (default: first of "
                              f"{[str(d) for d in INR_DIRS]} that has one)")
     parser.add_argument("--encoders", nargs="+", default=list(REFERENCE_SIZES),
                         choices=list(REFERENCE_SIZES), help="encoders to run")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs")
-    parser.add_argument("--iters", type=int, default=3, help="timed runs")
-    parser.add_argument("--out-dim", type=int, default=10, help="encoder output size")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed runs")
+    parser.add_argument("--iters", type=positive_int, default=3, help="timed runs")
+    parser.add_argument("--out-dim", type=positive_int, default=10, help="encoder output size")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = checked_device(parser, args.device)
     batch, source = siren_batch(args.batch_size, args.inr_dir)
     batch = batch.to(device)
     print(f"{args.batch_size} graphs ({source}), {batch.num_nodes} nodes, "

@@ -34,6 +34,7 @@ from benchmarks.common import (
 )
 from models import MODELS
 from neural_graphs import SIREN, run_neural_graph, to_neural_graph
+from utils.cli import HelpFormatter, checked_device
 
 BUILD_TARGETS = {"resnet18": 2.0, "vit": None}  # seconds
 COLLATE_TARGET = 0.020  # seconds for 128 SIREN graphs
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time to_neural_graph (ResNet-18, ViT), the collation of SIREN graphs "
         "and run_neural_graph against the network itself (five networks), with issue 10's "
         "targets; exit 1 when one is missed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
                         help="networks of the run_neural_graph comparison")
     parser.add_argument("--batch-size", type=int, default=32,
@@ -124,9 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.sirens < 1 or args.iters < 1 or args.warmup < 0:
         parser.error("--batch-size, --sirens and --iters must be >= 1, --warmup >= 0")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
+    device = checked_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)

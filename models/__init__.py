@@ -3,26 +3,25 @@
 A twin is the standard network passed through :func:`modules.to_gnn`, so the two are
 always the same function with the same state_dict keys.
 
-The model files are imported on first use of a name (``from models import VGG11CIFAR100``
-or ``models.MODELS``), not with the package: ``python -m models.CIFAR100_VGG`` then runs
-its file once, as ``__main__``, without runpy's warning about a module imported twice.
+The networks are defined in :mod:`models.mnist_mlp`, :mod:`models.cwru_1dcnn`,
+:mod:`models.cifar100_vgg`, :mod:`models.cifar100_resnet18` and :mod:`models.cifar100_vit`.
+The original release's file names (``models.MNIST_MLP``, ...) re-export them and are the
+commands ``python -m models.<File>``; the package does not import them, so runpy runs each
+once, as ``__main__``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import nn
 
-if TYPE_CHECKING:
-    from models.CIFAR100_ResNet18 import ResNet18AsGNNCIFAR100, ResNet18CIFAR100
-    from models.CIFAR100_VGG import VGG11CIFAR100, VGG11AsGNNCIFAR100
-    from models.CIFAR100_ViT import ViTAsGNNCIFAR100, ViTCIFAR100
-    from models.CWRU_1DCNN import CNN1DCWRU, CNN1DCWRUAsGNN
-    from models.MNIST_MLP import MLPMNIST, MLPAsGNNMNIST
+from models.cifar100_resnet18 import ResNet18AsGNNCIFAR100, ResNet18CIFAR100
+from models.cifar100_vgg import VGG11CIFAR100, VGG11AsGNNCIFAR100
+from models.cifar100_vit import ViTAsGNNCIFAR100, ViTCIFAR100
+from models.cwru_1dcnn import CNN1DCWRU, CNN1DCWRUAsGNN
+from models.mnist_mlp import MLPMNIST, MLPAsGNNMNIST
 
 
 @dataclass(frozen=True)
@@ -36,46 +35,15 @@ class ModelSpec:
     num_classes: int
 
 
-# Exported name -> the model file that defines it.
-_SOURCES = {
-    "MLPMNIST": "MNIST_MLP", "MLPAsGNNMNIST": "MNIST_MLP",
-    "CNN1DCWRU": "CWRU_1DCNN", "CNN1DCWRUAsGNN": "CWRU_1DCNN",
-    "VGG11CIFAR100": "CIFAR100_VGG", "VGG11AsGNNCIFAR100": "CIFAR100_VGG",
-    "ResNet18CIFAR100": "CIFAR100_ResNet18", "ResNet18AsGNNCIFAR100": "CIFAR100_ResNet18",
-    "ViTCIFAR100": "CIFAR100_ViT", "ViTAsGNNCIFAR100": "CIFAR100_ViT",
+#: registry key -> the model pair, its input shape and number of classes
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec("MNIST MLP", MLPMNIST, MLPAsGNNMNIST, (1, 28, 28), 10),
+    "cwru": ModelSpec("CWRU 1D-CNN", CNN1DCWRU, CNN1DCWRUAsGNN, (1, 2048), 10),
+    "vgg11": ModelSpec("CIFAR-100 VGG11", VGG11CIFAR100, VGG11AsGNNCIFAR100, (3, 32, 32), 100),
+    "resnet18": ModelSpec("CIFAR-100 ResNet-18", ResNet18CIFAR100, ResNet18AsGNNCIFAR100,
+                          (3, 32, 32), 100),
+    "vit": ModelSpec("CIFAR-100 ViT", ViTCIFAR100, ViTAsGNNCIFAR100, (3, 32, 32), 100),
 }
-
-
-def _model_registry() -> dict[str, ModelSpec]:
-    return {
-        "mlp": ModelSpec("MNIST MLP", MLPMNIST, MLPAsGNNMNIST, (1, 28, 28), 10),
-        "cwru": ModelSpec("CWRU 1D-CNN", CNN1DCWRU, CNN1DCWRUAsGNN, (1, 2048), 10),
-        "vgg11": ModelSpec("CIFAR-100 VGG11", VGG11CIFAR100, VGG11AsGNNCIFAR100, (3, 32, 32),
-                           100),
-        "resnet18": ModelSpec("CIFAR-100 ResNet-18", ResNet18CIFAR100, ResNet18AsGNNCIFAR100,
-                              (3, 32, 32), 100),
-        "vit": ModelSpec("CIFAR-100 ViT", ViTCIFAR100, ViTAsGNNCIFAR100, (3, 32, 32), 100),
-    }
-
-
-def __getattr__(name: str) -> object:
-    if name in _SOURCES:
-        value = getattr(importlib.import_module(f"models.{_SOURCES[name]}"), name)
-    elif name == "MODELS":
-        for exported in _SOURCES:  # the registry's names, bound in this module
-            globals()[exported] = __getattr__(exported)
-        value = _model_registry()
-    else:
-        raise AttributeError(f"module 'models' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
-MODELS: dict[str, ModelSpec]
 
 __all__ = [
     "MODELS",

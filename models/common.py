@@ -1,4 +1,4 @@
-"""Input checks and the self-check entry shared by the model files."""
+"""Input checks, parameter counts and the self-check entry shared by the model files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import HelpFormatter, parameter_count
 from modules.equivalence import Case, run_cases
-from utils.cli import positive_int
+from utils.cli import HelpFormatter, checked_device, positive_int
 
 
 def check_input(model: nn.Module, x: Tensor, sample_shape: tuple[int, ...]) -> None:
@@ -19,6 +18,11 @@ def check_input(model: nn.Module, x: Tensor, sample_shape: tuple[int, ...]) -> N
         expected = ", ".join(["B", *map(str, sample_shape)])
         raise ValueError(f"{type(model).__name__} expects input of shape ({expected}), "
                          f"got {tuple(x.shape)}")
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameter elements of ``module`` (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def build_parser(name: str, sample_shape: tuple[int, ...], samples: int,
@@ -51,9 +55,7 @@ def model_main(name: str, standard: Callable[[], nn.Module], twin: Callable[[], 
     0 when the MAE of the logits is below 1e-6, else 1."""
     parser = build_parser(name, sample_shape, samples, chunk)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
+    args.device = checked_device(parser, args.device)
     torch.manual_seed(args.seed)
     std, gnn = standard(), twin()
     print(f"{type(std).__name__}: {parameter_count(std):,} parameters; "

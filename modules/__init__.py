@@ -1,68 +1,65 @@
 """Components of deep neural networks as exact PyTorch Geometric message passing.
 
-Names are imported on first use (PEP 562): ``import modules`` loads no component, so
-``python -m modules.<File>`` runs that file without it being imported twice.
+The twins are defined in PyG-style files (:mod:`modules.linear`, :mod:`modules.conv`,
+:mod:`modules.pooling`, :mod:`modules.adaptive_pooling`, :mod:`modules.attention`,
+:mod:`modules.transformer`, on :mod:`modules.base`, :mod:`modules.window_graph` and
+:mod:`modules.token_graph`). The original release's file names (``modules.MLPAsGNN``,
+``modules.ConvAsGNN``, ``modules.PoolingAsGNN``, ``modules.MultiHeadSelfAttentionAsGNN``,
+``modules.TransformerAsGNN``) are small packages that re-export them, whose ``__main__``
+runs their equivalence checks (``python -m modules.<File>``; ``python -m modules`` runs
+all of them). The names below are imported from those packages, so that a class named
+like its package (``MLPAsGNN``, ...) stays the class after ``import modules.MLPAsGNN``.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from modules.base import MessagePassingModule, NativeTwin, set_fused
+from modules.ConvAsGNN import Conv1dAsGNN, Conv2dAsGNN
+from modules.convert import to_gnn, to_native
+from modules.MLPAsGNN import LinearAsGNN, MLPAsGNN
+from modules.MultiHeadSelfAttentionAsGNN import (
+    MultiHeadCrossAttentionAsGNN,
+    MultiHeadSelfAttentionAsGNN,
+)
+from modules.PoolingAsGNN import (
+    AdaptiveAvgPool1dAsGNN,
+    AdaptiveAvgPool2dAsGNN,
+    AdaptiveMaxPool2dAsGNN,
+    AvgPool1dAsGNN,
+    AvgPool2dAsGNN,
+    MaxPool1dAsGNN,
+    MaxPool2dAsGNN,
+)
+from modules.TransformerAsGNN import (
+    TransformerAsGNN,
+    TransformerDecoderAsGNN,
+    TransformerDecoderLayerAsGNN,
+    TransformerEncoderAsGNN,
+    TransformerEncoderLayerAsGNN,
+)
 
-#: public name -> the submodule that defines it
-_EXPORTS = {
-    "MessagePassingModule": "base",
-    "NativeTwin": "base",
-    "set_fused": "base",
-    "to_gnn": "convert",
-    "to_native": "convert",
-    "LinearAsGNN": "MLPAsGNN",
-    "MLPAsGNN": "MLPAsGNN",
-    "Conv1dAsGNN": "ConvAsGNN",
-    "Conv2dAsGNN": "ConvAsGNN",
-    "MaxPool1dAsGNN": "PoolingAsGNN",
-    "MaxPool2dAsGNN": "PoolingAsGNN",
-    "AvgPool1dAsGNN": "PoolingAsGNN",
-    "AvgPool2dAsGNN": "PoolingAsGNN",
-    "AdaptiveAvgPool1dAsGNN": "PoolingAsGNN",
-    "AdaptiveAvgPool2dAsGNN": "PoolingAsGNN",
-    "AdaptiveMaxPool2dAsGNN": "PoolingAsGNN",
-    "MultiHeadCrossAttentionAsGNN": "MultiHeadSelfAttentionAsGNN",
-    "MultiHeadSelfAttentionAsGNN": "MultiHeadSelfAttentionAsGNN",
-    "TransformerEncoderLayerAsGNN": "TransformerAsGNN",
-    "TransformerEncoderAsGNN": "TransformerAsGNN",
-    "TransformerDecoderLayerAsGNN": "TransformerAsGNN",
-    "TransformerDecoderAsGNN": "TransformerAsGNN",
-    "TransformerAsGNN": "TransformerAsGNN",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    submodule = _EXPORTS.get(name)
-    if submodule is None:
-        raise AttributeError(f"module 'modules' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"modules.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-class _Package(types.ModuleType):
-    """Importing the submodule ``X`` sets the package attribute ``X`` to it; where a class
-    of the same name is exported (``MLPAsGNN``, ``TransformerAsGNN``, ...), the name stays
-    the class's, as with eager imports."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__all__ = [
+    "AdaptiveAvgPool1dAsGNN",
+    "AdaptiveAvgPool2dAsGNN",
+    "AdaptiveMaxPool2dAsGNN",
+    "AvgPool1dAsGNN",
+    "AvgPool2dAsGNN",
+    "Conv1dAsGNN",
+    "Conv2dAsGNN",
+    "LinearAsGNN",
+    "MLPAsGNN",
+    "MaxPool1dAsGNN",
+    "MaxPool2dAsGNN",
+    "MessagePassingModule",
+    "MultiHeadCrossAttentionAsGNN",
+    "MultiHeadSelfAttentionAsGNN",
+    "NativeTwin",
+    "TransformerAsGNN",
+    "TransformerDecoderAsGNN",
+    "TransformerDecoderLayerAsGNN",
+    "TransformerEncoderAsGNN",
+    "TransformerEncoderLayerAsGNN",
+    "set_fused",
+    "to_gnn",
+    "to_native",
+]

@@ -56,8 +56,7 @@ class NativeTwin:
         if native is None:
             return
         known = TWIN_REGISTRY.get(native)
-        # The same class defined again (``python -m modules.<File>`` runs a file as
-        # __main__ next to its imported copy, importlib.reload) replaces the old one.
+        # The same class defined again (importlib.reload) replaces the old one.
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise TypeError(f"{cls.__qualname__}: {native.__name__} already has the twin "
                             f"{known.__module__}.{known.__qualname__}")

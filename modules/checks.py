@@ -1,7 +1,8 @@
 """The equivalence cases of every component, and the self-check entry points.
 
 ``python -m modules`` checks them all in one table; ``python -m modules.<File>`` (e.g.
-``python -m modules.ConvAsGNN``) checks that file's components. Each case is a native
+``python -m modules.ConvAsGNN``, the original release's file names, now small packages
+whose ``__main__`` calls :func:`main`) checks that file's components. Each case is a native
 module builder and its inputs, run by ``modules.equivalence`` with the original protocol.
 """
 
@@ -15,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from modules.equivalence import Case, add_check_args, run_cases
-from modules.MLPAsGNN import MLPAsGNN
+from modules.linear import MLPAsGNN
+from utils.cli import HelpFormatter, checked_device
 
 
 def linear_cases() -> list[Case]:
@@ -244,9 +246,11 @@ def main(component: str | None = None, argv: Sequence[str] | None = None) -> int
     ``python -m modules.<File>`` (one component file)."""
     prog = "python -m modules" + ("" if component is None else f".{component}")
     what = "every message-passing component" if component is None else \
-        f"each message-passing twin of modules/{component}.py"
+        f"each message-passing twin of modules.{component}"
     parser = add_check_args(argparse.ArgumentParser(
         prog=prog, description=f"Check {what} against torch.nn with the original protocol "
-        "(random N(0,1) inputs, identical parameters); exit 1 if any MAE >= 1e-6."))
-    return run_cases(check_cases(component), parser.parse_args(argv))
-
+        "(random N(0,1) inputs, identical parameters); exit 1 if any MAE >= 1e-6.",
+        formatter_class=HelpFormatter))
+    args = parser.parse_args(argv)
+    args.device = checked_device(parser, args.device)
+    return run_cases(check_cases(component), args)

@@ -17,11 +17,12 @@ from types import MappingProxyType
 
 from torch import nn
 
-import modules.ConvAsGNN
-import modules.MLPAsGNN
-import modules.MultiHeadSelfAttentionAsGNN
-import modules.PoolingAsGNN
-import modules.TransformerAsGNN  # noqa: F401  (the component files register their twins)
+import modules.adaptive_pooling
+import modules.attention
+import modules.conv
+import modules.linear
+import modules.pooling
+import modules.transformer  # noqa: F401  (the component files register their twins)
 from modules.base import NODE_WISE, TWIN_REGISTRY, swap_to_native, swap_to_twins
 
 #: native type -> twin type (read-only view of the registry). Exact types: a subclass of

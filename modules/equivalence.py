@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from modules.convert import to_gnn
+from utils.cli import positive_int
 
 MAE_LIMIT = 1e-6
 
@@ -147,13 +148,14 @@ def check_case(case: Case, samples: int, dtype: torch.dtype, device: torch.devic
 
 
 def add_check_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--samples", type=int, default=10_000,
-                        help="random N(0,1) inputs per configuration (default %(default)s)")
-    parser.add_argument("--device", default="cpu",
-                        help="cpu, cuda, cuda:1, ... (default %(default)s)")
+    """The options of every equivalence check: ``--samples``, ``--device``, ``--dtype``,
+    ``--seed`` (their defaults are the original protocol's)."""
+    parser.add_argument("--samples", type=positive_int, default=10_000,
+                        help="random N(0,1) inputs per configuration")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                        help="parameter and input dtype (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+                        help="parameter and input dtype")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     return parser
 
 

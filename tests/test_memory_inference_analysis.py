@@ -175,3 +175,24 @@ def test_readme_lists_every_flag_of_the_measurement_commands() -> None:
         assert f"python -m {command}" in readme
         missing = [flag for flag in _option_strings(parser) if f"`{flag}" not in readme]
         assert not missing, f"README lacks {command}'s flags {missing}"
+
+
+def test_figure_not_measurable_at_batch_1_is_reported_and_the_run_succeeds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The original's latency protocol, ``--batch-size 1``: ResNet-18's training step
+    cannot run BatchNorm on its 1x1 map at batch 1. That figure (and its memory) is
+    reported as not measurable with the reason, every other figure is measured, exit 0."""
+    out = tmp_path / "analysis"
+    assert mia.main(["--models", "resnet18", "--batch-size", "1", "--warmup", "0",
+                     "--iters", "1", "--time-budget", "0", "--out", str(out),
+                     "--no-progress"]) == 0
+    rows = {row["figure"]: row for row in csv.DictReader((out / "analysis.csv").open())}
+    assert "unavailable" not in rows
+    for figure in ("training step", "peak training memory"):
+        assert rows[figure]["note"].startswith("not measurable at batch 1: ValueError: ")
+        assert "Expected more than 1 value per channel" in rows[figure]["note"]
+        assert rows[figure]["standard_median"] == rows[figure]["twin_median"] == ""
+    for figure in ("parameters", "peak inference memory", "inference latency"):
+        assert rows[figure]["standard_median"] and rows[figure]["twin_median"], figure
+    assert rows["inference latency"]["batch_size"] == "1"
+    assert "not measurable at batch 1" in capsys.readouterr().out

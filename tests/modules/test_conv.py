@@ -78,7 +78,7 @@ def test_every_kernel_size_2d(k: int) -> None:
 @pytest.mark.parametrize("groups", [1, 2])
 def test_per_offset_accumulation_path(groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large inputs take the one-GEMM-per-offset fused branch; it must be exact too."""
-    import modules.ConvAsGNN as conv_module
+    import modules.conv as conv_module
 
     monkeypatch.setattr(conv_module, "_IM2COL_MAX_BYTES", 0)
     native = nn.Conv2d(8, 6, 3, padding=1, groups=groups).double()

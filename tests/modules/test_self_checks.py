@@ -75,7 +75,7 @@ def test_python_m_component_file_runs_its_checks_without_runpy_warning(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`import modules` used to import every component, so runpy warned that
     modules.MLPAsGNN was in sys.modules before running it as __main__ (MLPAsGNN is also
-    a class name: the lazy package must keep both meanings apart). Runs what
+    a class name: the package must keep both meanings apart). Runs what
     `python -m modules.MLPAsGNN --samples 1` runs, on a freshly imported package."""
     package = [m for m in sys.modules if m == "modules" or m.startswith("modules.")]
     saved = {m: sys.modules.pop(m) for m in package}
@@ -110,7 +110,8 @@ def _imports_of(path: Path) -> tuple[set[str], list[str]]:
 
     def local(found: list[str]) -> list[str]:
         return [n for n in found if n.split(".")[0] == "modules"
-                and (ROOT / Path(*n.split("."))).with_suffix(".py").exists()]
+                and ((ROOT / Path(*n.split("."))).with_suffix(".py").exists()
+                     or (ROOT / Path(*n.split(".")) / "__init__.py").exists())]
 
     for node in tree.body:
         is_main = (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
@@ -126,13 +127,16 @@ def _imports_of(path: Path) -> tuple[set[str], list[str]]:
 
 def test_package_imports_are_acyclic_and_not_deferred() -> None:
     """convert -> layers -> equivalence -> convert used to be a circle, broken by imports
-    inside functions; now every import is at module level and the graph has no cycle."""
-    files = sorted((ROOT / "modules").glob("*.py"))
+    inside functions; now every import is at module level and the graph has no cycle
+    (the entry packages modules/<File>/ and their __main__ included)."""
+    files = sorted((ROOT / "modules").rglob("*.py"))
     graph = {}
     for path in files:
         top, nested = _imports_of(path)
         assert not nested, f"{path.name} imports {nested} inside a function"
-        graph[f"modules.{path.stem}"] = top - {f"modules.{path.stem}"}
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = top - {name}
     state: dict[str, int] = {}
 
     def visit(node: str, trail: list[str]) -> None:

@@ -365,9 +365,3 @@ class Conv2dAsGNN(_ConvNdAsGNN):
 
     n = 2
     native_type = nn.Conv2d
-
-
-if __name__ == "__main__":  # this file's equivalence checks
-    from modules.checks import main
-
-    raise SystemExit(main("ConvAsGNN"))

@@ -17,15 +17,13 @@ normalizes with PyG's segment softmax; the fused path (default) treats the graph
 dense adjacency, scores every (target, source) pair with one batched GEMM, masks the
 missing edges with -inf and aggregates with a second GEMM.
 
-The Transformer layers and stacks built from these twins live in
-``modules/TransformerAsGNN.py`` (re-exported here for older imports).
+The token graphs and masks are built by :mod:`modules.token_graph`; the Transformer
+layers and stacks built from these twins live in :mod:`modules.transformer`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,75 +33,14 @@ from torch_geometric.data import Data
 from torch_geometric.utils import softmax
 
 from modules.base import MessagePassingModule
-from modules.MLPAsGNN import LinearAsGNN
-
-_NEG_INF = float("-inf")
-_FAST_PATH_DEVICES = ("cpu", "cuda", "xpu")
-
-
-def native_fast_path_possible(tensors: Sequence[Tensor | None]) -> bool:
-    """The conditions torch's native attention fast paths share (``MultiheadAttention``,
-    the fused ``TransformerEncoderLayer``, the nested-tensor ``TransformerEncoder``):
-    fast paths enabled, no autocast, every tensor on a supported device, and no gradient
-    to record. Each twin adds its layer's own conditions."""
-    if not torch.backends.mha.get_fastpath_enabled() or torch.is_autocast_enabled():
-        return False
-    present = [t for t in tensors if t is not None]
-    if any(t.device.type not in _FAST_PATH_DEVICES for t in present):
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in present))
-
-
-# -- masks and graphs ----------------------------------------------------------------------
-def _float_mask(mask: Tensor | None, name: str, dtype: torch.dtype) -> Tensor | None:
-    """torch's mask convention as edge biases: bool True -> -inf (no edge), float -> bias."""
-    if mask is None:
-        return None
-    if mask.dtype == torch.bool:
-        return torch.zeros_like(mask, dtype=dtype).masked_fill_(mask, _NEG_INF)
-    if not torch.is_floating_point(mask):
-        raise AssertionError(f"only bool and floating types of {name} are supported, "
-                             f"got {mask.dtype}")
-    return mask.to(dtype)
-
-
-def _causal_bias(tgt_len: int, src_len: int, dtype: torch.dtype,
-                 device: torch.device) -> Tensor:
-    """(L, S) bias keeping the edges j <= i."""
-    return torch.full((tgt_len, src_len), _NEG_INF, dtype=dtype, device=device).triu_(1)
-
-
-@dataclass(frozen=True)
-class TokenGraph:
-    """Edge-list form of one attention graph.
-
-    ``batch_size`` is 1 when the graph is shared by every sample (node ids are token
-    positions), else the number of samples of a disjoint union (source node n*S + j,
-    target node n*L + i). ``edge_bias`` (E, 1 or num_heads) holds the float mask values
-    (and -inf for a head a 3-D mask hides the edge from).
-    """
-
-    edge_index: Tensor
-    edge_bias: Tensor | None
-    batch_size: int
-    tgt_len: int
-    src_len: int
-
-
-def _edge_list(bias: Tensor | None, tgt_len: int, src_len: int,
-               device: torch.device) -> TokenGraph:
-    """Edges of a dense bias (B, H, L, S): those that are not -inf in every head."""
-    if bias is None:
-        dst, src = torch.meshgrid(torch.arange(tgt_len, device=device),
-                                  torch.arange(src_len, device=device), indexing="ij")
-        return TokenGraph(torch.stack([src.reshape(-1), dst.reshape(-1)]), None, 1,
-                          tgt_len, src_len)
-    bias = bias.expand(-1, -1, tgt_len, src_len)  # key padding broadcasts over targets
-    keep = ~bias.isneginf().all(dim=1)  # (B, L, S)
-    n, i, j = keep.nonzero(as_tuple=True)
-    edge_bias = bias.permute(0, 2, 3, 1)[n, i, j]  # (E, H)
-    edge_index = torch.stack([n * src_len + j, n * tgt_len + i])
-    return TokenGraph(edge_index, edge_bias, bias.shape[0], tgt_len, src_len)
+from modules.linear import LinearAsGNN
+from modules.token_graph import (
+    TokenGraph,
+    causal_bias,
+    edge_list,
+    float_mask,
+    native_fast_path_possible,
+)
 
 
 # -- projections ---------------------------------------------------------------------------
@@ -294,14 +231,14 @@ class MultiHeadCrossAttentionAsGNN(MessagePassingModule):
         """
         batched = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
         dtype = query.dtype
-        key_padding_mask = _float_mask(key_padding_mask, "key_padding_mask", dtype)
+        key_padding_mask = float_mask(key_padding_mask, "key_padding_mask", dtype)
         if is_causal and attn_mask is None:
             raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use "
                                "the Transformer module method "
                                "`generate_square_subsequent_mask` to create this mask.")
         # torch trusts the hint (and skips attn_mask) exactly in this case.
         causal = is_causal and key_padding_mask is None and not need_weights
-        attn_mask = None if causal else _float_mask(attn_mask, "attn_mask", dtype)
+        attn_mask = None if causal else float_mask(attn_mask, "attn_mask", dtype)
         # Which inputs coincide decides the packed projections; read it before reshaping.
         packing = "qkv" if query is key and key is value else "kv" if key is value else ""
         if not batched:
@@ -427,7 +364,7 @@ class MultiHeadCrossAttentionAsGNN(MessagePassingModule):
         """Edge biases of the graph as a dense (1 or N, 1 or H, L, S) tensor, -inf = no edge."""
         if causal:
             return self.cached(("causal", tgt_len, src_len, dtype, device),
-                               lambda: _causal_bias(tgt_len, src_len, dtype, device))[None, None]
+                               lambda: causal_bias(tgt_len, src_len, dtype, device))[None, None]
         extra = src_len - (key_padding_mask.shape[-1] if key_padding_mask is not None
                            else attn_mask.shape[-1] if attn_mask is not None else src_len)
         bias = None
@@ -464,15 +401,15 @@ class MultiHeadCrossAttentionAsGNN(MessagePassingModule):
         has_float = any(m is not None and torch.is_floating_point(m)
                         for m in (key_padding_mask, attn_mask))
         if key_padding_mask is not None:
-            key_padding_mask = _float_mask(key_padding_mask, "key_padding_mask", dtype)
+            key_padding_mask = float_mask(key_padding_mask, "key_padding_mask", dtype)
             key_padding_mask = key_padding_mask.to(device).reshape(-1, src_len)
         if attn_mask is not None:
-            attn_mask = _float_mask(attn_mask, "attn_mask", dtype).to(device)
+            attn_mask = float_mask(attn_mask, "attn_mask", dtype).to(device)
         causal = is_causal and attn_mask is None
         total = src_len + (self.bias_k is not None) + self.add_zero_attn
         bias = self._dense_bias(attn_mask, key_padding_mask, causal, bsz, tgt_len, total,
                                 dtype, device)
-        g = _edge_list(bias, tgt_len, total, device)
+        g = edge_list(bias, tgt_len, total, device)
         per_head = bias is not None and bias.shape[1] > 1
         return Data(edge_index=g.edge_index,
                     edge_attr=g.edge_bias if has_float or per_head else None,
@@ -517,9 +454,9 @@ class MultiHeadCrossAttentionAsGNN(MessagePassingModule):
                                  fill_value=fill)
             weights = self._alpha
         else:
-            g = (_edge_list(bias, tgt_len, src_len, q.device) if bias is not None else
+            g = (edge_list(bias, tgt_len, src_len, q.device) if bias is not None else
                  self.cached(("edges", tgt_len, src_len, q.device),
-                             lambda: _edge_list(None, tgt_len, src_len, q.device)))
+                             lambda: edge_list(None, tgt_len, src_len, q.device)))
             if g.batch_size > 1:
                 q, k, v = (x.reshape(1, x.shape[0] * x.shape[1], heads, x.shape[-1])
                            for x in (q, k, v))
@@ -615,9 +552,3 @@ class MultiHeadSelfAttentionAsGNN(MultiHeadCrossAttentionAsGNN):
         value = key if value is None else value
         return super().forward(query, key, value, key_padding_mask, need_weights, attn_mask,
                                average_attn_weights, is_causal)
-
-
-if __name__ == "__main__":  # this file's equivalence checks
-    from modules.checks import main
-
-    raise SystemExit(main("MultiHeadSelfAttentionAsGNN"))

@@ -1,6 +1,6 @@
 """Transformer layers and stacks as message passing over token graphs.
 
-Each layer is attention over the token graph (``modules/MultiHeadSelfAttentionAsGNN.py``)
+Each layer is attention over the token graph (:mod:`modules.attention`)
 followed by the feed-forward neuron graphs of :class:`LinearAsGNN`, with node-wise norms,
 activation, dropout and residual additions kept as the native modules. The twins follow
 torch's forward exactly, including its eval-mode fast paths (fused encoder layer,
@@ -17,15 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modules.attention import MultiHeadCrossAttentionAsGNN, MultiHeadSelfAttentionAsGNN
 from modules.base import NativeTwin, copy_named_modules, swap_to_native, swap_to_twins
-from modules.MLPAsGNN import LinearAsGNN
-from modules.MultiHeadSelfAttentionAsGNN import (
-    MultiHeadCrossAttentionAsGNN,
-    MultiHeadSelfAttentionAsGNN,
-    _causal_bias,
-    _float_mask,
-    native_fast_path_possible,
-)
+from modules.linear import LinearAsGNN
+from modules.token_graph import causal_bias, float_mask, native_fast_path_possible
 
 
 def _activation_fn(activation: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -58,7 +53,7 @@ def _detect_is_causal_mask(mask: Tensor | None, is_causal: bool | None, size: in
     if is_causal is not None or mask is None:
         return is_causal is True
     size = size if size is not None else mask.size(-2)
-    causal = _causal_bias(size, size, mask.dtype, mask.device)
+    causal = causal_bias(size, size, mask.dtype, mask.device)
     return mask.size() == causal.size() and bool((mask == causal).all())
 
 
@@ -178,9 +173,9 @@ class TransformerEncoderLayerAsGNN(_TransformerLayerTwin):
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None,
                 src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        src_key_padding_mask = _float_mask(src_key_padding_mask, "src_key_padding_mask",
+        src_key_padding_mask = float_mask(src_key_padding_mask, "src_key_padding_mask",
                                            src.dtype)
-        src_mask = _float_mask(src_mask, "src_mask", src.dtype)
+        src_mask = float_mask(src_mask, "src_mask", src.dtype)
         fast = self._native_fast_path(src)
         if fast:
             src_mask, src_key_padding_mask = _fast_path_masks(
@@ -397,9 +392,9 @@ class TransformerEncoderAsGNN(NativeTwin, nn.Module):
     def forward(self, src: Tensor, mask: Tensor | None = None,
                 src_key_padding_mask: Tensor | None = None,
                 is_causal: bool | None = None) -> Tensor:
-        src_key_padding_mask = _float_mask(src_key_padding_mask, "src_key_padding_mask",
+        src_key_padding_mask = float_mask(src_key_padding_mask, "src_key_padding_mask",
                                            src.dtype)
-        mask = _float_mask(mask, "mask", src.dtype)
+        mask = float_mask(mask, "mask", src.dtype)
         first = self.layers[0]
         batch_first = first.self_attn.batch_first
         padded = None
@@ -577,9 +572,3 @@ class TransformerAsGNN(NativeTwin, nn.Module):
                             tgt_key_padding_mask=tgt_key_padding_mask,
                             memory_key_padding_mask=memory_key_padding_mask,
                             tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
-
-
-if __name__ == "__main__":  # this file's equivalence checks
-    from modules.checks import main
-
-    raise SystemExit(main("TransformerAsGNN"))

@@ -192,9 +192,3 @@ class MLPAsGNN(NativeTwin, nn.Sequential):
         """The same MLP built from torch.nn layers, with the same weights."""
         return nn.Sequential(*(m.to_native() if isinstance(m, LinearAsGNN) else m
                                for m in self))
-
-
-if __name__ == "__main__":  # this file's equivalence checks
-    from modules.checks import main
-
-    raise SystemExit(main("MLPAsGNN"))
