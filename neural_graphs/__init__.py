@@ -5,19 +5,22 @@
 * :func:`run_neural_graph`: the network's forward pass as message passing on that graph.
 * :func:`layer_snapshots`: the per-layer bipartite steps (the dynamic neural graph).
 * :func:`permute_hidden`: the same function with hidden neurons permuted.
+* :func:`collate_graphs`: a ``Batch`` of graphs of any networks (kernels padded to the
+  batch's largest grid).
 """
 
 from neural_graphs.graph import (
     ACTIVATIONS,
     EDGE_TYPES,
     NODE_TYPES,
+    collate_graphs,
     fold_batchnorm,
     from_neural_graph,
     layer_snapshots,
     to_neural_graph,
 )
 from neural_graphs.inr import SIREN, Sine
-from neural_graphs.permute import permute_hidden
+from neural_graphs.permute import permute_graph, permute_hidden
 from neural_graphs.run import run_neural_graph
 
 __all__ = [
@@ -26,9 +29,11 @@ __all__ = [
     "NODE_TYPES",
     "SIREN",
     "Sine",
+    "collate_graphs",
     "fold_batchnorm",
     "from_neural_graph",
     "layer_snapshots",
+    "permute_graph",
     "permute_hidden",
     "run_neural_graph",
     "to_neural_graph",

@@ -43,609 +43,65 @@ Graph attributes (plain Python, collated into lists by ``Batch``):
   ``flatten`` with the map shape, ``residual``, ``layernorm``; the pooling and flatten
   steps applied to the source neurons before the weights, and the edge range).
 
-Supported modules: Linear, Conv1d/Conv2d (every argument) and their message-passing twins,
+Supported: Linear, Conv1d/Conv2d (every argument) and their message-passing twins,
 BatchNorm1d/2d in eval mode (folded into the preceding layer, or kept as node features),
-LayerNorm over the neurons, the activations of ``ACTIVATIONS`` (modules or functions),
-max/average/adaptive pooling and their twins, flatten, Dropout and Identity (ignored),
-residual additions and constant offsets. Anything else raises ``TypeError`` naming the
-module type and its path.
+LayerNorm over the neurons, the activations of ``ACTIVATIONS`` (modules, functions or
+tensor methods; ``neural_graphs.activations``), max/average/adaptive pooling (modules,
+functions, and global pooling written ``x.mean((2, 3))`` / ``x.amax(...)``), flatten
+(``nn.Flatten``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``), Dropout and Identity
+(ignored), residual additions and constant offsets, self-attention and Transformer
+encoder layers; containers and your own modules are traced through. Anything else raises
+``TypeError`` naming the operation, its place in the model and what is supported.
+
+Graphs of networks with different largest kernels batch with :func:`collate_graphs`
+(``neural_graphs.kernels``), which pads every kernel to the batch's largest grid.
+
+The reader of the network lives in ``neural_graphs.tracing`` (with ``trace_functions``,
+``trace_tokens`` and ``trace_state``); this file assembles the graph's tensors and reads
+them back.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import operator
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from modules import Conv1dAsGNN, Conv2dAsGNN, LinearAsGNN
 from modules.base import parameter_edges
-from modules.convert import TWINS
-from neural_graphs.inr import Sine
+from neural_graphs.activations import ACTIVATIONS, activation_id
+from neural_graphs.kernels import (
+    collate_graphs,
+    kernel_columns,
+    kernel_placement,
+    pad_kernels,
+)
+from neural_graphs.trace_state import _Group, _Layer, _Rows
+from neural_graphs.tracing import read_network
 
 __all__ = [
     "ACTIVATIONS",
     "GRAPH_FORMAT",
     "EDGE_TYPES",
     "NODE_TYPES",
+    "collate_graphs",
     "fold_batchnorm",
     "from_neural_graph",
+    "group_weight",
     "layer_snapshots",
+    "pad_kernels",
     "to_neural_graph",
 ]
 
 #: Version of the graph fields; caches of converted graphs are keyed on it.
 GRAPH_FORMAT = 2
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "sine")
 EDGE_TYPES = ("linear", "conv", "flatten", "residual", "layernorm", "attention")
 NODE_TYPES = ("input", "hidden", "output")
 NORM_NEUTRAL = (1.0, 0.0, 0.0, 1.0)  # BatchNorm weight, bias, mean, var of "no BatchNorm"
-
-_ACTIVATION_MODULES: dict[type[nn.Module], str] = {
-    nn.Identity: "identity", nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu",
-    nn.SiLU: "silu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", Sine: "sine",
-}
-_ACTIVATION_FUNCTIONS: dict[Callable, str] = {
-    torch.relu: "relu", F.relu: "relu", F.leaky_relu: "leaky_relu", F.gelu: "gelu",
-    F.silu: "silu", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
-    F.sigmoid: "sigmoid",
-}
-_ACTIVATION_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
-_LINEAR = (nn.Linear, LinearAsGNN)
-_CONV = (nn.Conv1d, nn.Conv2d, Conv1dAsGNN, Conv2dAsGNN)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-_PASS_THROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
-_POOL_NATIVE = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # those with a twin in modules/
-_POOL_TWINS = {twin: native for native, twin in TWINS.items() if native in _POOL_NATIVE}
-_ADD = (operator.add, operator.iadd, torch.add)
-_FLATTEN_METHODS = ("flatten", "view", "reshape")
-
-
-# --------------------------------------------------------------------------- tracing
-
-
-class _Tracer(fx.Tracer):
-    """Stops at every module this builder reads as a whole; traces through the rest."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
-            return False
-        return (type(m).__module__.startswith(("torch.nn", "modules."))
-                or isinstance(m, Sine) or super().is_leaf_module(m, module_qualified_name))
-
-
-def _trace(model: nn.Module) -> fx.Graph:
-    from models.common import check_input
-
-    tracer = _Tracer(autowrap_functions=(check_input,))
-    try:
-        return tracer.trace(model)
-    except Exception as err:  # fx raises many types for untraceable Python
-        raise TypeError(f"to_neural_graph: cannot trace {type(model).__name__} with "
-                        f"torch.fx ({type(err).__name__}: {err}); the forward pass must "
-                        "not branch on tensor values or shapes") from err
-
-
-@dataclass
-class _Group:
-    """Incoming edges of one layer from one source layer."""
-
-    source: int
-    kind: str  # linear | conv | flatten | residual | layernorm
-    pre: tuple = ()  # steps applied to the source neurons' states before the weights
-    module: nn.Module | None = None
-    path: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Layer:
-    index: int
-    kind: str
-    size: int
-    path: str = ""
-    module: nn.Module | None = None
-    spatial_dims: int | None = None  # 0 vectors, 1 sequences, 2 images; None unknown
-    groups: list[_Group] = field(default_factory=list)
-    activation: str = "identity"
-    activation_param: float | None = None
-    batchnorm: nn.Module | None = None
-    batchnorm_path: str = ""
-    offset: float = 0.0
-    open: bool = True  # still accepts BatchNorm, residual additions, an activation
-    flatten_input: bool = False
-    weight_rows: tuple[int, int] | None = None  # rows of a shared parameter (in_proj)
-    tokens: dict[str, Any] = field(default_factory=dict)  # class token, position embedding
-    num_heads: int = 0
-
-
-@dataclass
-class _Rows:
-    """Rows of a module's weight and bias, seen as a Linear layer (q/k/v of in_proj)."""
-
-    weight: Tensor
-    bias: Tensor | None
-    rows: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class _Value:
-    """A traced tensor: the states of a layer's neurons, with pending pooling/flatten."""
-
-    layer: int
-    pre: tuple = ()
-    tokens: bool = False  # token-major (B, T, neurons) in the traced network
-
-
-@dataclass(frozen=True)
-class _Attr:
-    """A module attribute read in forward (a parameter, or the module itself)."""
-
-    target: str
-
-
-class _Builder:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.modules = dict(model.named_modules())
-        self.layers: list[_Layer] = [_Layer(0, "input", -1, open=False)]
-
-    # -- layer bookkeeping ---------------------------------------------------------
-    def close(self, value: _Value) -> _Value:
-        self.layers[value.layer].open = False
-        return value
-
-    def is_open(self, value: _Value) -> bool:
-        return not value.pre and self.layers[value.layer].open
-
-    def new_layer(self, kind: str, size: int, path: str, module: nn.Module | None,
-                  spatial_dims: int | None) -> _Layer:
-        layer = _Layer(len(self.layers), kind, size, path, module, spatial_dims)
-        self.layers.append(layer)
-        return layer
-
-    def source(self, value: _Value, size: int, spatial_dims: int, path: str,
-               flatten_size: bool = False) -> tuple[int, tuple]:
-        """Close ``value``'s layer and check it feeds ``size`` neurons (or features)."""
-        self.close(value)
-        layer, pre = self.layers[value.layer], value.pre
-        if layer.kind == "input" and layer.size < 0:
-            layer.size = size
-            layer.spatial_dims = spatial_dims
-            layer.tokens["neurons_last"] = spatial_dims == 0
-            if pre == (("flatten",),):
-                layer.flatten_input, layer.spatial_dims, pre = True, 0, ()
-            elif pre:
-                raise TypeError(f"to_neural_graph: pooling the network input before "
-                                f"'{path}' is not supported")
-        if layer.size != size and not flatten_size:
-            raise TypeError(f"to_neural_graph: '{path}' expects {size} input neurons, its "
-                            f"source layer '{layer.path or 'input'}' has {layer.size}")
-        return value.layer, pre
-
-    # -- modules -------------------------------------------------------------------
-    def linear(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        flatten = bool(value.pre) and value.pre[-1] == ("flatten",)
-        src, pre = self.source(value, m.in_features, 0, path, flatten_size=flatten)
-        src_layer = self.layers[src]
-        group = _Group(src, "linear", pre, m, path)
-        if flatten:
-            if m.in_features % src_layer.size:
-                raise TypeError(f"to_neural_graph: '{path}' has {m.in_features} inputs, "
-                                f"not a multiple of the {src_layer.size} flattened channels")
-            area = m.in_features // src_layer.size
-            group.pre = pre[:-1]
-            if area > 1 or src_layer.spatial_dims:
-                group.kind = "flatten"
-                group.params["map_shape"] = _map_shape(area, src_layer.spatial_dims, path)
-        elif _dims(src_layer, pre) and not value.tokens:
-            raise TypeError(f"to_neural_graph: '{path}' applies a Linear layer along a "
-                            "spatial axis, not the neurons (flatten or pool first)")
-        spatial = _dims(src_layer, pre) if value.tokens else 0
-        layer = self.new_layer("linear", m.out_features, path, m, spatial)
-        layer.groups.append(group)
-        return _Value(layer.index, tokens=value.tokens)
-
-    def rows_linear(self, m: nn.Module, path: str, value: _Value, rows: tuple[int, int],
-                    kind: str) -> _Value:
-        """q, k or v: rows of ``in_proj_weight``, a Linear layer of their own."""
-        weight = m.in_proj_weight[rows[0]:rows[1]]
-        bias = None if m.in_proj_bias is None else m.in_proj_bias[rows[0]:rows[1]]
-        src, pre = self.source(value, m.embed_dim, 0, path)
-        layer = self.new_layer(kind, rows[1] - rows[0], path, _Rows(weight, bias, rows),
-                               self.layers[src].spatial_dims)
-        layer.weight_rows = rows
-        layer.groups.append(_Group(src, "linear", pre, layer.module, path))
-        return _Value(layer.index, tokens=value.tokens)
-
-    def attention(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        """Self-attention: q, k, v layers, the attention layer (one neuron per value
-        neuron, its state the heads' outputs) and the output projection, left open."""
-        if not getattr(m, "_qkv_same_embed_dim", True) or m.in_proj_weight is None \
-                or m.bias_k is not None or m.add_zero_attn or not m.batch_first:
-            raise TypeError(f"to_neural_graph: MultiheadAttention at '{path}' must be "
-                            "batch_first self-attention with one in_proj_weight, no "
-                            "bias_k/bias_v and no add_zero_attn")
-        if not (value.tokens or not self.layers[value.layer].spatial_dims):
-            raise TypeError(f"to_neural_graph: attention at '{path}' needs token-major "
-                            "inputs")
-        e = m.embed_dim
-        q, k, v = (self.rows_linear(m, path, value, (i * e, (i + 1) * e), kind)
-                   for i, kind in enumerate(("query", "key", "value")))
-        heads = self.new_layer("attention", e, path, None, self.layers[q.layer].spatial_dims)
-        heads.num_heads = m.num_heads
-        for role, part in zip(("query", "key", "value"), (q, k, v)):
-            self.close(part)
-            heads.groups.append(_Group(part.layer, "attention", (), None, path,
-                                       {"role": role, "num_heads": m.num_heads}))
-        self.close(_Value(heads.index))
-        return self.linear(m.out_proj, f"{path}.out_proj", _Value(heads.index, tokens=True))
-
-    def encoder_layer(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        act = m.activation
-        name = (_ACTIVATION_FUNCTIONS.get(act) if not isinstance(act, nn.Module)
-                else _ACTIVATION_MODULES.get(type(act)))
-        if name not in ("relu", "gelu") or not m.self_attn.batch_first:
-            raise TypeError(f"to_neural_graph: TransformerEncoderLayer at '{path}' must be "
-                            "batch_first with a ReLU or GELU activation")
-        sub = {n: f"{path}.{n}" for n in ("self_attn", "linear1", "linear2", "norm1", "norm2")}
-
-        def feed_forward(h: _Value) -> _Value:
-            hidden = self.activation(name, None, self.linear(m.linear1, sub["linear1"], h))
-            return self.linear(m.linear2, sub["linear2"], hidden)
-
-        if m.norm_first:
-            attn = self.attention(m.self_attn, sub["self_attn"],
-                                  self.layernorm(m.norm1, sub["norm1"], value))
-            h = self.add(attn, value, path)
-            out = self.add(feed_forward(self.layernorm(m.norm2, sub["norm2"], h)), h, path)
-            return self.close(out)
-        h = self.add(self.attention(m.self_attn, sub["self_attn"], value), value, path)
-        h = self.layernorm(m.norm1, sub["norm1"], h)
-        h = self.layernorm(m.norm2, sub["norm2"], self.add(feed_forward(h), h, path))
-        return h
-
-    def encoder(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        for i, layer in enumerate(m.layers):
-            value = self.encoder_layer(layer, f"{path}.layers.{i}", value)
-        if m.norm is not None:
-            value = self.layernorm(m.norm, f"{path}.norm", value)
-        return value
-
-    def token_layer(self, value: _Value, path: str) -> _Layer:
-        """The layer holding a class token and position embedding of token-major states."""
-        layer = self.layers[value.layer]
-        if layer.kind == "tokens" and self.is_open(value):
-            return layer
-        src = self.source(value, layer.size, layer.spatial_dims or 0, path)
-        tokens = self.new_layer("tokens", layer.size, path, None, 1)
-        tokens.groups.append(_Group(src[0], "residual", src[1]))
-        return tokens
-
-    def prepend(self, attr: _Attr, value: _Value, path: str) -> _Value:
-        param = self.model.get_parameter(attr.target)
-        layer = self.token_layer(value, path)
-        if param.numel() != layer.size or "prepend" in layer.tokens:
-            raise TypeError(f"to_neural_graph: concatenation at '{path}' must prepend one "
-                            f"token of {layer.size} features")
-        layer.tokens["prepend"] = attr.target
-        return _Value(layer.index, tokens=True)
-
-    def position(self, attr: _Attr, value: _Value, path: str) -> _Value:
-        param = self.model.get_parameter(attr.target)
-        layer = self.token_layer(value, path)
-        if param.dim() != 3 or param.shape[0] != 1 or param.shape[2] != layer.size or \
-                "position" in layer.tokens:
-            raise TypeError(f"to_neural_graph: addition of '{attr.target}' at '{path}' must "
-                            f"add a (1, tokens, {layer.size}) position embedding")
-        layer.tokens["position"] = attr.target
-        return _Value(layer.index, tokens=True)
-
-    def conv(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        dims = len(m.kernel_size)
-        src, pre = self.source(value, m.in_channels, dims, path)
-        if self.layers[src].spatial_dims not in (dims, None):
-            raise TypeError(f"to_neural_graph: '{path}' is a {dims}-d convolution of "
-                            f"{self.layers[src].spatial_dims}-d states")
-        padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
-        params = {"stride": tuple(m.stride), "padding": padding,
-                  "dilation": tuple(m.dilation), "groups": m.groups,
-                  "padding_mode": m.padding_mode, "kernel_size": tuple(m.kernel_size)}
-        layer = self.new_layer("conv", m.out_channels, path, m, dims)
-        layer.groups.append(_Group(src, "conv", pre, m, path, params))
-        return _Value(layer.index)
-
-    def batchnorm(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        layer = self.layers[value.layer]
-        if not self.is_open(value) or layer.kind not in ("linear", "conv") or \
-                layer.batchnorm is not None or len(layer.groups) != 1:
-            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' must directly follow a "
-                            "Linear or Conv layer")
-        if layer.offset:
-            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' follows a constant "
-                            f"added to '{layer.path}'; only constants after it are supported")
-        if m.running_mean is None or not m.affine:
-            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' needs running "
-                            "statistics and affine parameters")
-        if m.training:
-            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' is in training mode "
-                            "(batch statistics); call model.eval() first")
-        if m.num_features != layer.size:
-            raise TypeError(f"to_neural_graph: BatchNorm at '{path}' has {m.num_features} "
-                            f"features, '{layer.path}' has {layer.size} neurons")
-        layer.batchnorm, layer.batchnorm_path = m, path
-        return value
-
-    def layernorm(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        shape = tuple(m.normalized_shape)
-        if len(shape) != 1 or m.weight is None or m.bias is None:
-            raise TypeError(f"to_neural_graph: LayerNorm at '{path}' must normalize one "
-                            "dimension of neurons, with affine parameters")
-        src, pre = self.source(value, shape[0], 0, path)
-        spatial = _dims(self.layers[src], pre)
-        if spatial and not value.tokens:
-            raise TypeError(f"to_neural_graph: LayerNorm at '{path}' normalizes a spatial "
-                            "axis, not the neurons")
-        layer = self.new_layer("layernorm", shape[0], path, m, spatial)
-        layer.groups.append(_Group(src, "layernorm", pre, m, path, {"eps": m.eps}))
-        return _Value(layer.index, tokens=value.tokens)
-
-    def activation(self, name: str, param: float | None, value: _Value) -> _Value:
-        if not self.is_open(value) or self.layers[value.layer].activation != "identity":
-            value = self.identity_layer([value], "")
-        layer = self.layers[value.layer]
-        layer.activation, layer.activation_param = name, param
-        return self.close(value)
-
-    def identity_layer(self, values: list[_Value], path: str) -> _Value:
-        """A parameter-free layer summing its sources through identity edges."""
-        sizes = {self.layers[v.layer].size for v in values}
-        dims = {self.layers[v.layer].spatial_dims for v in values}
-        if len(sizes) != 1:
-            raise TypeError(f"to_neural_graph: addition at '{path}' of layers with "
-                            f"{sorted(sizes)} neurons")
-        layer = self.new_layer("sum", sizes.pop(), path, None, dims.pop())
-        for v in values:
-            self.close(v)
-            layer.groups.append(_Group(v.layer, "residual", v.pre))
-        return _Value(layer.index)
-
-    def add(self, a: Any, b: Any, path: str) -> _Value:
-        if isinstance(a, _Value) and isinstance(b, (int, float)):
-            a, b = b, a
-        if isinstance(b, _Value) and isinstance(a, (int, float)):
-            if not self.is_open(b):
-                b = self.identity_layer([b], path)
-            self.layers[b.layer].offset += float(a)  # added after the layer's BatchNorm
-            return b
-        if isinstance(a, _Attr) and isinstance(b, _Value):
-            a, b = b, a
-        if isinstance(a, _Value) and isinstance(b, _Attr):
-            return self.position(b, a, path)
-        if not (isinstance(a, _Value) and isinstance(b, _Value)):
-            raise TypeError(f"to_neural_graph: unsupported addition at '{path}' of "
-                            f"{type(a).__name__} and {type(b).__name__}")
-        # The later layer hosts the sum; the other one becomes its residual source.
-        host, other = (a, b) if a.layer > b.layer else (b, a)
-        if not self.is_open(host) or self.layers[host.layer].kind in ("input", "sum"):
-            return self.identity_layer([a, b], path)
-        if self.layers[other.layer].size != self.layers[host.layer].size:
-            raise TypeError(f"to_neural_graph: residual addition at '{path}' of "
-                            f"{self.layers[other.layer].size} and "
-                            f"{self.layers[host.layer].size} neurons")
-        self.close(other)
-        self.layers[host.layer].groups.append(_Group(other.layer, "residual", other.pre))
-        return host
-
-    def select_token(self, value: _Value, index: Any, path: str) -> _Value:
-        if not (value.tokens and isinstance(index, tuple) and len(index) == 2
-                and index[0] == slice(None) and isinstance(index[1], int)):
-            raise TypeError(f"to_neural_graph: unsupported indexing at '{path}' (only "
-                            "[:, i], one token of token-major states)")
-        self.close(value)
-        return _Value(value.layer, (*value.pre, ("select_token", index[1])), tokens=False)
-
-    def pool(self, m: nn.Module, path: str, value: _Value) -> _Value:
-        native = _POOL_TWINS.get(type(m), type(m))
-        kwargs = TWINS[native].native_kwargs(m)
-        if kwargs.get("return_indices"):
-            raise TypeError(f"to_neural_graph: pooling at '{path}' returns indices")
-        self.close(value)
-        return _Value(value.layer, (*value.pre, ("pool", native.__name__, kwargs)))
-
-    def flatten(self, value: _Value, start_dim: int, end_dim: int, path: str) -> _Value:
-        if start_dim != 1 or end_dim != -1:
-            raise TypeError(f"to_neural_graph: flatten at '{path}' must flatten all "
-                            f"dimensions after the batch (start_dim 1, end_dim -1), got "
-                            f"({start_dim}, {end_dim})")
-        self.close(value)
-        if value.pre and value.pre[-1] == ("flatten",):
-            return value
-        return _Value(value.layer, (*value.pre, ("flatten",)))
-
-    # -- fx nodes ------------------------------------------------------------------
-    def call_module(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
-        path = str(node.target)
-        m = self.modules[path]
-        value = args[0] if args else None
-        if not isinstance(value, _Value):
-            raise TypeError(f"to_neural_graph: module '{path}' is not applied to a layer's "
-                            "neurons")
-        if isinstance(m, _LINEAR):
-            return self.linear(m, path, value)
-        if isinstance(m, _CONV) and len(m.kernel_size) in (1, 2):
-            return self.conv(m, path, value)
-        if type(m) in _BATCHNORM:
-            return self.batchnorm(m, path, value)
-        if type(m) is nn.LayerNorm:
-            return self.layernorm(m, path, value)
-        if type(m) in _ACTIVATION_MODULES:
-            name = _ACTIVATION_MODULES[type(m)]
-            if name == "identity":
-                return value
-            param = m.negative_slope if name == "leaky_relu" else (
-                m.omega_0 if name == "sine" else None)
-            if name == "gelu" and m.approximate != "none":
-                name = "gelu_tanh"
-                raise TypeError(f"to_neural_graph: GELU(approximate='tanh') at '{path}' "
-                                "is not supported")
-            return self.activation(name, param, value)
-        if isinstance(m, _PASS_THROUGH):
-            return value
-        if type(m) in _POOL_NATIVE or type(m) in _POOL_TWINS:
-            return self.pool(m, path, value)
-        if type(m) is nn.Flatten:
-            return self.flatten(value, m.start_dim, m.end_dim, path)
-        if _is_encoder_layer(m):
-            return self.encoder_layer(m, path, value)
-        if _is_encoder(m):
-            return self.encoder(m, path, value)
-        if _is_attention(m) and args[1:3] == (value, value) and not kwargs.get("need_weights"):
-            return ("attention", self.attention(m, path, value))
-        raise TypeError(f"to_neural_graph: unsupported module {type(m).__name__} at "
-                        f"'{path}'")
-
-    def call_function(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
-        target, path = node.target, node.name
-        if getattr(target, "__name__", "") == "check_input":
-            return None
-        if target in _ADD:
-            if kwargs.get("alpha", 1) != 1:
-                raise TypeError(f"to_neural_graph: torch.add with alpha at '{path}' is not "
-                                "supported")
-            return self.add(args[0], args[1], path)
-        if target in (operator.sub, operator.isub) and isinstance(args[1], (int, float)):
-            return self.add(args[0], -float(args[1]), path)
-        if target in _ACTIVATION_FUNCTIONS:
-            name = _ACTIVATION_FUNCTIONS[target]
-            param = None
-            if name == "leaky_relu":
-                param = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
-            return self.activation(name, param, args[0])
-        if target is torch.flatten:
-            start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
-            return self.flatten(args[0], start, end, path)
-        if target is getattr and args[1] == "shape":
-            return None
-        if target is operator.getitem and args[0] is None:
-            return None
-        if target is operator.getitem and isinstance(args[0], tuple) and \
-                args[0][0] == "attention" and args[1] == 0:
-            return args[0][1]
-        if target is operator.getitem and isinstance(args[0], _Value):
-            return self.select_token(args[0], args[1], path)
-        if target is torch.cat:
-            parts = args[0]
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-            if len(parts) == 2 and isinstance(parts[0], _Attr) and \
-                    isinstance(parts[1], _Value) and parts[1].tokens and dim == 1:
-                return self.prepend(parts[0], parts[1], path)
-            raise TypeError(f"to_neural_graph: unsupported concatenation at '{path}' (only "
-                            "a class token prepended to token-major states)")
-        if target in (F.dropout, F.dropout1d, F.dropout2d):
-            return args[0]
-        raise TypeError(f"to_neural_graph: unsupported function "
-                        f"{getattr(target, '__name__', target)} at '{path}'")
-
-    def call_method(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
-        name, path = str(node.target), node.name
-        value = args[0]
-        if name == "size":
-            return None
-        if name == "expand" and isinstance(value, _Attr):
-            return value
-        if name == "transpose" and isinstance(value, _Value) and \
-                sorted(a % 3 for a in args[1:3]) == [1, 2]:
-            return _Value(self.close(value).layer, value.pre, not value.tokens)
-        if name == "flatten" and len(args) == 2 and args[1] == 2 and not value.tokens:
-            self.close(value)
-            return _Value(value.layer, (*value.pre, ("flatten_spatial",)))
-        if name in _ACTIVATION_METHODS:
-            return self.activation(_ACTIVATION_METHODS[name], None, value)
-        if name in ("add", "add_", "__add__"):
-            return self.add(value, args[1], path)
-        if name == "flatten":
-            start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
-            return self.flatten(value, start, end, path)
-        if name in ("view", "reshape") and len(args) == 3 and args[2] == -1:
-            return self.flatten(value, 1, -1, path)
-        if name in ("contiguous",):
-            return value
-        raise TypeError(f"to_neural_graph: unsupported method .{name}() at '{path}'")
-
-    def run(self) -> int:
-        env: dict[fx.Node, Any] = {}
-        graph = _trace(self.model)
-        output = None
-        for node in graph.nodes:
-            args = fx.node.map_arg(node.args, lambda n: env[n])
-            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-            if node.op == "placeholder":
-                if any(isinstance(v, _Value) for v in env.values()):
-                    raise TypeError("to_neural_graph: networks with several inputs are not "
-                                    "supported")
-                env[node] = _Value(0, tokens=True)
-            elif node.op == "get_attr":
-                env[node] = _Attr(str(node.target))
-            elif node.op == "call_module":
-                env[node] = self.call_module(node, args, kwargs)
-            elif node.op == "call_function":
-                env[node] = self.call_function(node, args, kwargs)
-            elif node.op == "call_method":
-                env[node] = self.call_method(node, args, kwargs)
-            elif node.op == "output":
-                output = args[0]
-        if not isinstance(output, _Value) or output.pre or output.layer == 0:
-            raise TypeError("to_neural_graph: the network must return the neurons of its last "
-                            "layer (no pooling or flatten after it)")
-        self.close(output)
-        if output.tokens:
-            self.layers[output.layer].tokens["neurons_last"] = True
-        return output.layer
-
-
-def _dims(layer: _Layer, pre: tuple) -> int:
-    """Spatial (or token) axes left after the pending steps ``pre``."""
-    dims = layer.spatial_dims or 0
-    for step in pre:
-        if step[0] in ("flatten", "select_token"):
-            dims = 0
-        elif step[0] == "flatten_spatial":
-            dims = min(dims, 1)
-    return dims
-
-
-def _is_encoder_layer(m: nn.Module) -> bool:
-    return type(m).__name__ in ("TransformerEncoderLayer", "TransformerEncoderLayerAsGNN")
-
-
-def _is_encoder(m: nn.Module) -> bool:
-    return type(m).__name__ in ("TransformerEncoder", "TransformerEncoderAsGNN")
-
-
-def _is_attention(m: nn.Module) -> bool:
-    return type(m).__name__ in ("MultiheadAttention", "MultiHeadCrossAttentionAsGNN",
-                                "MultiHeadSelfAttentionAsGNN")
-
-
-def _map_shape(area: int, spatial_dims: int | None, path: str) -> tuple[int, ...]:
-    if spatial_dims == 1:
-        return (area,)
-    side = math.isqrt(area)
-    if side * side != area:
-        raise TypeError(f"to_neural_graph: '{path}' reads a flattened map of {area} "
-                        "positions per channel; only square maps are supported")
-    return (side, side)
 
 
 # --------------------------------------------------------------------------- building
@@ -695,17 +151,6 @@ def _kernel_shape(layers: list[_Layer], requested: Iterable[int] | None) -> tupl
     return grid
 
 
-def _placement(kernel: tuple[int, ...], grid: tuple[int, ...]) -> Tensor:
-    """Flat indices of a centred ``kernel`` inside the flattened ``grid``."""
-    if len(kernel) < len(grid):
-        kernel = (1,) * (len(grid) - len(kernel)) + tuple(kernel)
-    ranges = [torch.arange(k) + (g - k) // 2 for k, g in zip(kernel, grid)]
-    index = torch.zeros((), dtype=torch.long)
-    for r, g in zip(ranges, grid):
-        index = index.unsqueeze(-1) * g + r
-    return index.reshape(-1)
-
-
 def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
                     kernel_shape: Iterable[int] | None = None) -> Data:
     """The neural graph of ``model`` (see the module docstring for every field).
@@ -721,9 +166,8 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
     """
     if batchnorm not in ("fold", "nodes"):
         raise ValueError(f"batchnorm must be 'fold' or 'nodes', got {batchnorm!r}")
-    builder = _Builder(model)
-    output = builder.run()
-    layers = _reachable(builder.layers, output)
+    traced, output = read_network(model)
+    layers = _reachable(traced, output)
     fold = batchnorm == "fold"
     grid = _kernel_shape(layers, kernel_shape)
     width = math.prod(grid)
@@ -760,7 +204,7 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
     meta, n_edges = [], 0
     for index, layer in enumerate(layers):
         lo, hi = offsets[index], offsets[index] + layer.size
-        node_activation[lo:hi] = ACTIVATIONS.index(layer.activation)
+        node_activation[lo:hi] = activation_id(layer.activation)
         bias = _layer_bias(layer, fold)
         if bias is not None:
             x[lo:hi, 0] = bias.to(**factory)
@@ -859,7 +303,7 @@ def _fill_group(layer: _Layer, group: _Group, src: _Layer, fold: bool, grid: tup
         local, kernel = parameter_edges(weight, groups)
         edge_index[:] = local
         kernel = kernel.reshape(local.shape[1], -1)
-    place = _placement(shape, grid)
+    place = kernel_placement(shape, grid)
     if place.numel() == 1:
         edge_attr[:, int(place)] = kernel[:, 0]
         edge_mask[:, int(place)] = True
@@ -892,7 +336,7 @@ def group_weight(graph: Data, layer: int, group: dict[str, Any]) -> Tensor:
         shape = tuple(group["params"]["map_shape"])
     else:
         shape = (1,)
-    values = _kernel_columns(graph.edge_attr[start:stop], shape, grid)
+    values = kernel_columns(graph.edge_attr[start:stop], shape, grid)
     if kind in ("residual", "layernorm", "attention"):
         return values.new_zeros(n_out).index_copy(0, dst, values[:, 0])
     k = math.prod(shape)
@@ -912,15 +356,6 @@ def group_weight(graph: Data, layer: int, group: dict[str, Any]) -> Tensor:
     if kind == "linear":
         return out.view(n_out, per_group)
     return out.view(n_out, -1)
-
-
-def _kernel_columns(attr: Tensor, shape: tuple[int, ...], grid: tuple[int, ...]) -> Tensor:
-    """The columns of ``edge_attr`` that hold a centred kernel of ``shape``."""
-    place = _placement(shape, grid)
-    first = int(place[0])
-    if torch.equal(place, torch.arange(first, first + place.numel())):
-        return attr[:, first:first + place.numel()]
-    return attr[:, place.to(attr.device)]
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from neural_graphs.activations import Sine
+
 __all__ = [
     "SIREN",
     "Sine",
@@ -23,24 +25,6 @@ __all__ = [
     "siren_layer_keys",
     "stack_siren_params",
 ]
-
-
-class Sine(nn.Module):
-    r"""The SIREN activation :math:`\sin(\omega_0 x)`.
-
-    Args:
-        omega_0 (float): frequency factor (default 30, as in the SIREN paper).
-    """
-
-    def __init__(self, omega_0: float = 30.0) -> None:
-        super().__init__()
-        self.omega_0 = float(omega_0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sin(self.omega_0 * x)
-
-    def extra_repr(self) -> str:
-        return f"omega_0={self.omega_0}"
 
 
 class SIREN(nn.Module):

@@ -23,7 +23,8 @@ from torch_geometric.data import Data
 
 from modules import Conv1dAsGNN, Conv2dAsGNN
 from modules.convert import TWINS
-from neural_graphs.graph import ACTIVATIONS, group_weight
+from neural_graphs.activations import activate
+from neural_graphs.graph import group_weight
 
 __all__ = ["run_neural_graph"]
 
@@ -59,26 +60,6 @@ def _apply_pre(state: Tensor, pre: list) -> Tensor:
         else:
             raise ValueError(f"unknown pre-processing step {step[0]!r}")
     return state
-
-
-def _activate(z: Tensor, name: str, param: float | None) -> Tensor:
-    if name == "identity":
-        return z
-    if name == "relu":
-        return torch.relu(z)
-    if name == "leaky_relu":
-        return F.leaky_relu(z, param)
-    if name == "gelu":
-        return F.gelu(z)
-    if name == "silu":
-        return F.silu(z)
-    if name == "tanh":
-        return torch.tanh(z)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    if name == "sine":
-        return torch.sin(param * z)
-    raise ValueError(f"unknown activation {name!r}; known: {ACTIVATIONS}")
 
 
 def _channels(v: Tensor, state: Tensor) -> Tensor:
@@ -198,7 +179,7 @@ def _update(graph: Data, index: int, layer: dict[str, Any],
         z = z + layer["offset"]
     for r in residuals:
         z = z + r
-    return _activate(z, layer["activation"], layer["activation_param"])
+    return activate(z, layer["activation"], layer["activation_param"])
 
 
 def _attention(layer: dict[str, Any], states: dict[int, Tensor]) -> Tensor:

@@ -34,6 +34,7 @@ from torch_geometric.data import Data
 from neural_graphs.graph import EDGE_TYPES, to_neural_graph
 from neural_graphs.inr import SIREN
 from utils.atomic import atomic_write
+from utils.cli import HelpFormatter, positive_int
 
 __all__ = ["draw_neural_graph", "edge_colour_values", "main", "model_by_name", "sample_edges"]
 
@@ -181,11 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         "neuron (coloured by its bias), one line per weight or kernel (coloured by the "
         "weight; a kernel by the mean of its entries), subsampled per layer for big "
         "networks.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("model", choices=MODEL_NAMES, metavar="MODEL",
                         help=f"the network: one of {', '.join(MODEL_NAMES)} (siren: 2-32-32-1)")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    parser.add_argument("--max-edges", type=int, default=20_000,
+    parser.add_argument("--max-edges", type=positive_int, default=20_000,
                         help="draw at most this many edges (an equal share per layer)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the network's initialisation and of the edge sample")
@@ -195,16 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kernel", choices=("mean", "centre"), default="mean",
                         help="the value that colours a kernel edge: the mean of its "
                         "entries, or its centre entry")
-    parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")
+    parser.add_argument("--dpi", type=positive_int, default=150, help="resolution of the PNG")
     return parser
 
 
 def main(argv: Sequence[str] | None = None,
          build: Callable[[str], nn.Module] = model_by_name) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_edges < 1:
-        print(f"--max-edges must be at least 1, got {args.max_edges}", file=sys.stderr)
-        return 2
     torch.manual_seed(args.seed)
     model = build(args.model).eval()
     if args.checkpoint is not None:

@@ -15,15 +15,12 @@ All but ``FlatMLP`` are invariant to permutations of hidden neurons.
 """
 
 from neural_graphs.encoders.baselines import NFN, FlatMLP, StatNN
-from neural_graphs.encoders.common import (
-    FourierFeatures,
-    GraphEmbedding,
-    ProbeFeatures,
-    Readout,
-    probe_activations,
-)
+from neural_graphs.encoders.batch import KernelGrid
 from neural_graphs.encoders.dng import DNGEncoder
+from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding
 from neural_graphs.encoders.gnn import NGGNN
+from neural_graphs.encoders.probes import ProbeFeatures, probe_activations
+from neural_graphs.encoders.readouts import Readout
 from neural_graphs.encoders.transformer import NGTransformer
 
 ENCODERS = {"NGGNN": NGGNN, "NGTransformer": NGTransformer, "DNGEncoder": DNGEncoder,
@@ -37,6 +34,7 @@ __all__ = [
     "FlatMLP",
     "FourierFeatures",
     "GraphEmbedding",
+    "KernelGrid",
     "NGTransformer",
     "ProbeFeatures",
     "Readout",

@@ -16,6 +16,7 @@ from torch_geometric.data import Batch
 from neural_graphs.encoders import NFN, NGGNN, DNGEncoder, FlatMLP, NGTransformer, StatNN
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN
+from utils.cli import HelpFormatter, positive_int
 
 REFERENCE_SIZES: dict[str, Callable[[int], nn.Module]] = {
     "NGGNN (hidden 32)": lambda out: NGGNN(out, hidden=32),
@@ -42,13 +43,13 @@ def forward_backward(model: nn.Module, batch: Batch) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neural_graphs.encoders",
                                      description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128,
-                        help="graphs per batch (default 128)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="timed forward+backward runs (default 2)")
-    parser.add_argument("--out-dim", type=int, default=10,
-                        help="encoder output size (default 10)")
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--batch-size", type=positive_int, default=128,
+                        help="graphs per batch")
+    parser.add_argument("--repeats", type=positive_int, default=2,
+                        help="timed forward+backward runs")
+    parser.add_argument("--out-dim", type=positive_int, default=10,
+                        help="encoder output size")
     args = parser.parse_args(argv)
     batch = siren_graphs(args.batch_size)
     print(f"{args.batch_size} SIREN graphs, {batch.num_nodes} nodes, "

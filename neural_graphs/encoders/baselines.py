@@ -11,15 +11,15 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from neural_graphs.encoders.common import (
+from neural_graphs.encoders.batch import (
     as_batch,
     check_one_architecture,
     edge_ptr,
     graph_ids,
-    head_mlp,
     node_ptr,
     require_fields,
 )
+from neural_graphs.encoders.readouts import head_mlp
 
 __all__ = ["NFN", "FlatMLP", "StatNN", "STATISTICS", "segment_statistics"]
 

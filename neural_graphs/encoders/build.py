@@ -3,11 +3,13 @@
 The jobs (``MNIST_INR_Classification_Train``, ``MNIST_INR_Dilation_Train``,
 ``CNN_Generalization_Train``) name encoders ``flatmlp``, ``statnn``, ``nfn``, ``ngnn``,
 ``ngt`` and ``dng`` and size each by one width and one depth; :func:`build_encoder` maps
-those to the constructors (NG-T's widths follow its node width as in the reference).
+those to the constructors (NG-T's widths follow its node width as in the reference)
+through the registry :data:`ENCODER_BUILDERS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -17,9 +19,53 @@ from neural_graphs.encoders.dng import DNGEncoder
 from neural_graphs.encoders.gnn import NGGNN
 from neural_graphs.encoders.transformer import NGTransformer
 
-__all__ = ["ENCODER_NAMES", "GRAPH_ENCODER_NAMES", "build_encoder"]
+__all__ = ["ENCODER_BUILDERS", "ENCODER_NAMES", "GRAPH_ENCODER_NAMES", "build_encoder"]
 
-ENCODER_NAMES = ("flatmlp", "statnn", "nfn", "ngnn", "ngt", "dng")
+#: A builder: ``(out_dim, hidden, layers, probes, deg, fourier) -> encoder``.
+Builder = Callable[[int, int, int, int, "Tensor | None", dict[str, Any]], nn.Module]
+
+
+def _flatmlp(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
+             fourier: dict[str, Any]) -> nn.Module:
+    return FlatMLP(out_dim, hidden=hidden, num_layers=layers)
+
+
+def _statnn(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
+            fourier: dict[str, Any]) -> nn.Module:
+    return StatNN(out_dim, hidden=hidden, num_layers=layers)
+
+
+def _nfn(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
+         fourier: dict[str, Any]) -> nn.Module:
+    return NFN(out_dim, mode="hnp", channels=hidden, num_layers=layers)
+
+
+def _ngnn(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
+          fourier: dict[str, Any]) -> nn.Module:
+    return NGGNN(out_dim, hidden=hidden, num_layers=layers, num_probes=probes, deg=deg,
+                 **fourier)
+
+
+def _ngt(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
+         fourier: dict[str, Any]) -> nn.Module:
+    return NGTransformer(
+        out_dim, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
+        heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
+        edge_hidden=hidden, head_hidden=2 * hidden, num_probes=probes, **fourier)
+
+
+def _dng(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
+         fourier: dict[str, Any]) -> nn.Module:
+    return DNGEncoder(out_dim, hidden=hidden, num_probes=probes, **fourier)
+
+
+#: Short name -> builder, in the order the jobs list them.
+ENCODER_BUILDERS: dict[str, Builder] = {
+    "flatmlp": _flatmlp, "statnn": _statnn, "nfn": _nfn, "ngnn": _ngnn, "ngt": _ngt,
+    "dng": _dng,
+}
+ENCODER_NAMES = tuple(ENCODER_BUILDERS)
+#: The encoders that read the graph itself (and offer probe features).
 GRAPH_ENCODER_NAMES = ("ngnn", "ngt", "dng")
 
 
@@ -44,25 +90,12 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
         ValueError: unknown name, or probes asked of an encoder without them.
         ImportError: ``nfn`` without the ``nfn`` package.
     """
-    if name not in ENCODER_NAMES:
+    builder = ENCODER_BUILDERS.get(name)
+    if builder is None:
         raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODER_NAMES}")
     if probes and name not in GRAPH_ENCODER_NAMES:
         raise ValueError(f"the {name} encoder has no probe features (only "
                          f"{', '.join(GRAPH_ENCODER_NAMES)} do), got probes={probes}")
     fourier: dict[str, Any] = {k: v for k, v in (("rff_dim", rff_dim), ("rff_sigma", rff_sigma))
                                if v is not None}
-    if name == "flatmlp":
-        return FlatMLP(out_dim, hidden=hidden, num_layers=layers)
-    if name == "statnn":
-        return StatNN(out_dim, hidden=hidden, num_layers=layers)
-    if name == "nfn":
-        return NFN(out_dim, mode="hnp", channels=hidden, num_layers=layers)
-    if name == "ngnn":
-        return NGGNN(out_dim, hidden=hidden, num_layers=layers, num_probes=probes, deg=deg,
-                     **fourier)
-    if name == "ngt":
-        return NGTransformer(
-            out_dim, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
-            heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
-            edge_hidden=hidden, head_hidden=2 * hidden, num_probes=probes, **fourier)
-    return DNGEncoder(out_dim, hidden=hidden, num_probes=probes, **fourier)
+    return builder(out_dim, hidden, layers, probes, deg, fourier)

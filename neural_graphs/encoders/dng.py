@@ -7,15 +7,9 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from neural_graphs.encoders.common import (
-    GRAPH_FIELDS,
-    FourierFeatures,
-    GraphEmbedding,
-    Readout,
-    as_batch,
-    head_mlp,
-    require_fields,
-)
+from neural_graphs.encoders.batch import GRAPH_FIELDS, KernelGrid, as_batch, require_fields
+from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding
+from neural_graphs.encoders.readouts import Readout, head_mlp
 from neural_graphs.graph import EDGE_TYPES, layer_snapshots
 
 __all__ = ["DNGEncoder"]
@@ -25,8 +19,8 @@ class DNGEncoder(nn.Module):
     r"""DNG-Encoder: one message-passing step per layer of the network, in order.
 
     Input neurons start from their features: a learned vector per input index (the
-    position embedding of :class:`~neural_graphs.encoders.common.GraphEmbedding`). At step :math:`t`
-    (:func:`~neural_graphs.layer_snapshots`), the neurons of layer :math:`t` receive
+    position embedding of :class:`~neural_graphs.encoders.embeddings.GraphEmbedding`). At
+    step :math:`t` (:func:`~neural_graphs.layer_snapshots`), the neurons of layer :math:`t` receive
     multiplicative messages along their incoming edges, one head per kernel element
     :math:`k` (``K = prod(kernel_shape)`` heads; a Linear edge fills the centre head):
 
@@ -40,7 +34,7 @@ class DNGEncoder(nn.Module):
     ``edge_mask`` false, send nothing), :math:`T` an edge-type embedding (residual edges
     are edges of the snapshot whose sources lie further back), and :math:`u_i` the
     neuron's own features (Fourier features of its bias, position and activation
-    embeddings, optional probes; :class:`~neural_graphs.encoders.common.GraphEmbedding`).
+    embeddings, optional probes; :class:`~neural_graphs.encoders.embeddings.GraphEmbedding`).
     Edges are not updated. Graphs of any architectures batch together: a step only
     touches the neurons of that layer in each graph.
 
@@ -54,6 +48,8 @@ class DNGEncoder(nn.Module):
         rff_sigma (float): their standard deviation (3 for INRs, 1 for CNNs in the paper).
         num_probes (int): probe inputs for Linear-chain networks (0: none, the paper).
         max_layers (int): hidden-layer slots of the position embedding.
+        kernel_shape (tuple, optional): the kernel grid weights are read on (default:
+            the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -63,9 +59,11 @@ class DNGEncoder(nn.Module):
 
     def __init__(self, out_dim: int, hidden: int = 128, head_dim: int | None = None,
                  readout: str = "cat", head_hidden: int | None = None, rff_dim: int = 128,
-                 rff_sigma: float = 3.0, num_probes: int = 0, max_layers: int = 32) -> None:
+                 rff_sigma: float = 3.0, num_probes: int = 0, max_layers: int = 32,
+                 kernel_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         head_dim = head_dim or hidden
+        self.kernels = KernelGrid(kernel_shape)
         self.embed = GraphEmbedding(hidden, 0, rff_dim, rff_sigma, max_layers, num_probes)
         self.edge_rff = FourierFeatures(rff_dim, rff_sigma, in_features=1)
         self.edge_proj = nn.Linear(2 * rff_dim, head_dim)
@@ -86,9 +84,10 @@ class DNGEncoder(nn.Module):
         heads = heads + self.edge_type(batch.edge_type).unsqueeze(1)
         return heads * batch.edge_mask.unsqueeze(-1).to(heads.dtype)
 
-    def forward(self, graphs: Batch | Data) -> Tensor:
+    def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
         batch = as_batch(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
+        batch = self.kernels(batch)
         own = self.embed.nodes(batch)
         state = own.new_zeros(batch.num_nodes, own.shape[-1])
         inputs = (batch.node_type == 0).nonzero().squeeze(1)

@@ -10,14 +10,9 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.aggr import DegreeScalerAggregation
 from torch_geometric.utils import degree
 
-from neural_graphs.encoders.common import (
-    GRAPH_FIELDS,
-    GraphEmbedding,
-    Readout,
-    as_batch,
-    head_mlp,
-    require_fields,
-)
+from neural_graphs.encoders.batch import GRAPH_FIELDS, KernelGrid, as_batch, require_fields
+from neural_graphs.encoders.embeddings import GraphEmbedding
+from neural_graphs.encoders.readouts import Readout, head_mlp
 
 __all__ = ["NGGNN", "PNAEdgeConv", "EdgeUpdate"]
 
@@ -53,11 +48,25 @@ class PNAEdgeConv(MessagePassing):
         # Placeholder histogram; NGGNN calibrates the scalers on its first batch.
         aggr = DegreeScalerAggregation(list(aggregators), list(scalers), torch.ones(2))
         super().__init__(aggr=aggr, node_dim=0)
+        self.channels, self.edge_dim = channels, edge_dim
+        self.aggregators, self.scalers = list(aggregators), list(scalers)
         self.edge_encoder = nn.Linear(edge_dim, 2 * channels)
         self.pre_target = nn.Linear(channels, channels)
         self.pre_source = nn.Linear(channels, channels, bias=False)
         self.post = nn.Linear((len(aggregators) * len(scalers) + 1) * channels, channels)
         self.lin = nn.Linear(channels, channels)
+
+    def reset_parameters(self) -> None:
+        """Draw every weight afresh (the constructor's initialisation, in its order); the
+        degree calibration of the scalers is kept."""
+        super().reset_parameters()
+        for lin in (self.edge_encoder, self.pre_target, self.pre_source, self.post, self.lin):
+            lin.reset_parameters()
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.channels}, {self.channels}, "
+                f"edge_dim={self.edge_dim}, aggregators={self.aggregators}, "
+                f"scalers={self.scalers})")
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         # MLP([h_i, h_j]) = W_t h_i + W_s h_j + b: both halves per node, then gathered.
@@ -96,7 +105,7 @@ class EdgeUpdate(nn.Module):
 class NGGNN(nn.Module):
     r"""NG-GNN: a neural graph read by PNA message passing with edge updates.
 
-    Node and edge features start from :class:`~neural_graphs.encoders.common.GraphEmbedding`
+    Node and edge features start from :class:`~neural_graphs.encoders.embeddings.GraphEmbedding`
     (Fourier features of biases and weights, position, activation and edge-type
     embeddings, optional probe features). Each of ``num_layers`` layers runs
     :class:`PNAEdgeConv` along the network's edges (input to output, as the reference);
@@ -117,7 +126,7 @@ class NGGNN(nn.Module):
             CNN zoos).
         num_layers (int): message-passing layers.
         readout (str): ``"cat"``, ``"mean"``, ``"max"`` or ``"mean_max"``
-            (:class:`~neural_graphs.encoders.common.Readout`).
+            (:class:`~neural_graphs.encoders.readouts.Readout`).
         head_hidden (int, optional): width of the output MLP (default ``hidden``).
         rff_dim (int): Fourier frequencies of scalars.
         rff_sigma (float): their standard deviation (3, the reference's GNN).
@@ -127,6 +136,8 @@ class NGGNN(nn.Module):
         update_edges (bool): update edge features between layers.
         deg (Tensor, optional): in-degree histogram for the PNA scalers.
         aggregators, scalers: PNA aggregators and scalers.
+        kernel_shape (tuple, optional): the kernel grid weights are read on (default:
+            the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -139,10 +150,12 @@ class NGGNN(nn.Module):
                  rff_sigma: float = 3.0, num_probes: int = 0, max_layers: int = 32,
                  update_edges: bool = True, deg: Tensor | None = None,
                  aggregators: tuple[str, ...] = AGGREGATORS,
-                 scalers: tuple[str, ...] = SCALERS) -> None:
+                 scalers: tuple[str, ...] = SCALERS,
+                 kernel_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.kernels = KernelGrid(kernel_shape)
         self.embed = GraphEmbedding(hidden, hidden, rff_dim, rff_sigma, max_layers, num_probes)
         self.node_in = nn.Linear(hidden, hidden)
         self.edge_in = nn.Linear(hidden, hidden)
@@ -175,9 +188,10 @@ class NGGNN(nn.Module):
             conv.aggr_module.reset_parameters()
         self.degree_calibrated.fill_(True)
 
-    def forward(self, graphs: Batch | Data) -> Tensor:
+    def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
         batch = as_batch(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
+        batch = self.kernels(batch)
         edge_index = batch.edge_index
         if not bool(self.degree_calibrated):
             self.calibrate(torch.bincount(degree(edge_index[1], batch.num_nodes,

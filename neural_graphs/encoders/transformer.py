@@ -11,16 +11,16 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
-from neural_graphs.encoders.common import (
+from neural_graphs.encoders.batch import (
     GRAPH_FIELDS,
-    GraphEmbedding,
-    Readout,
+    KernelGrid,
     as_batch,
     graph_ids,
-    head_mlp,
     node_ptr,
     require_fields,
 )
+from neural_graphs.encoders.embeddings import GraphEmbedding
+from neural_graphs.encoders.readouts import Readout, head_mlp
 
 __all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer"]
 
@@ -164,6 +164,8 @@ class NGTransformer(nn.Module):
         max_layers (int): hidden-layer slots of the position embedding.
         update_edges (bool): update edge features between layers.
         modulate_v (bool): multiplicative edge term on the values.
+        kernel_shape (tuple, optional): the kernel grid weights are read on (default:
+            the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -176,10 +178,11 @@ class NGTransformer(nn.Module):
                  node_hidden: int = 128, edge_hidden: int = 64, head_hidden: int = 128,
                  readout: str = "cat", rff_dim: int = 128, rff_sigma: float = 1.0,
                  num_probes: int = 0, max_layers: int = 32, update_edges: bool = True,
-                 modulate_v: bool = True) -> None:
+                 modulate_v: bool = True, kernel_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.kernels = KernelGrid(kernel_shape)
         self.embed = GraphEmbedding(node_dim, edge_dim, rff_dim, rff_sigma, max_layers,
                                     num_probes)
         self.node_in = _xavier_linear(node_dim, node_dim)
@@ -205,9 +208,10 @@ class NGTransformer(nn.Module):
         count = count.index_put(index, torch.ones_like(e[:, 0]), accumulate=True)
         return dense + (count == 0).unsqueeze(-1).to(e.dtype) * self.no_edge
 
-    def forward(self, graphs: Batch | Data) -> Tensor:
+    def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
         batch = as_batch(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
+        batch = self.kernels(batch)
         h = self.node_in(self.embed.nodes(batch))
         e = self.edge_in(self.embed.edges(batch))
         h, mask = to_dense_batch(h, graph_ids(batch), batch_size=batch.num_graphs)
