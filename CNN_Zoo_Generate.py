@@ -21,12 +21,12 @@ import torch
 from neural_graphs.zoo import (
     DATASETS,
     FAMILIES,
-    ConfigMismatchError,
+    StoreError,
     ZooConfig,
     generate_zoo,
     load_data,
 )
-from utils.cli import checked_device
+from utils.cli import HelpFormatter, checked_device, non_negative_int, positive_int
 
 
 def _epochs(text: str) -> list[int]:
@@ -44,42 +44,45 @@ def _epochs(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m CNN_Zoo_Generate", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
         epilog="Many processes: torchrun --nproc_per_node=N -m CNN_Zoo_Generate --networks "
         "1000 ... (each process takes whole groups; give CPU processes --threads 1)")
     parser.add_argument("--family", choices=FAMILIES, default="small",
                         help="small: 3 conv layers of 16 channels, 3x3, stride 2 (Small CNN "
                         "Zoo); wild: 2-5 conv layers, 4-32 channels, kernels 3/5/7, residual "
-                        "connections, BatchNorm, six activations (default small)")
-    parser.add_argument("--num", "--networks", dest="num", type=int, default=1000,
+                        "connections, BatchNorm, six activations")
+    parser.add_argument("--num", "--networks", dest="num", type=positive_int, default=1000,
                         help="number of networks (each with one member per checkpoint epoch); "
                         "under torchrun spell it --networks (torchrun takes --num for its "
                         "own --numa-binding)")
     parser.add_argument("--out", required=True, help="output folder (created; resumed if it "
                         "holds a zoo of the same configuration)")
     parser.add_argument("--data-dir", default="data", help="folder with MNIST/raw/t10k-*.gz, "
-                        "cifar-10-batches-py/ or cifar-100-python/ (default data)")
+                        "cifar-10-batches-py/ or cifar-100-python/")
     parser.add_argument("--dataset", choices=DATASETS, default="mnist",
                         help="mnist: halves of the MNIST test set; cifar10-gs / cifar100-gs: "
-                        "CIFAR train / test sets in grey (default mnist)")
+                        "CIFAR train / test sets in grey")
     parser.add_argument("--download", action="store_true",
                         help="download MNIST / CIFAR-100 when absent (CIFAR-10 must be "
                         "extracted by hand)")
-    parser.add_argument("--train-images", type=int, default=None,
+    parser.add_argument("--train-images", type=positive_int, default=None,
                         help="keep the first N training images (default all: 5,000 for mnist)")
-    parser.add_argument("--test-images", type=int, default=None,
+    parser.add_argument("--test-images", type=positive_int, default=None,
                         help="keep the first N measurement images (default all)")
     parser.add_argument("--epochs", type=_epochs, default=[1, 2, 4, 8],
                         help="checkpoint epochs, comma-separated; 0 is the initialisation "
                         "(default 1,2,4,8)")
-    parser.add_argument("--batch-size", type=int, default=32, help="per network (default 32)")
-    parser.add_argument("--group-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="training images per step, per network")
+    parser.add_argument("--group-size", type=positive_int, default=None,
                         help="networks trained at once (default 16, the fastest on CPU; "
                         "larger on a GPU): small, at most so many per train fraction and "
                         "activation; wild, hyper-parameter draws per architecture")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the whole zoo (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the whole zoo")
     parser.add_argument("--device", default=None, help="torch device (default cuda:LOCAL_RANK "
                         "when CUDA is available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default torch's choice)")
     return parser
 
@@ -88,8 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.device is not None:
         checked_device(parser, args.device)
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         manifest = generate_zoo(config, data, args.out, device=args.device)
-    except ConfigMismatchError as err:
+    except StoreError as err:  # another configuration in --out, or a damaged zoo there
         print(f"error: {err}", file=sys.stderr)
         return 2
     final = manifest.get("test_acc_final_epoch")

@@ -32,60 +32,106 @@ import torch
 
 from neural_graphs.inr_fit import (
     RECIPES,
-    ConfigMismatchError,
+    SPLITS,
     FitConfig,
+    StoreError,
     images_digest,
     keep_freed_memory,
+    limit_counts,
     run_fit,
     stratified_limit,
     stratified_split,
+)
+from utils.cli import (
+    HelpFormatter,
+    checked_device,
+    default_device,
+    non_negative_int,
+    positive_float,
+    positive_int,
 )
 from utils.DataLoader_GNN import load_mnist
 
 TEST_SPLIT_SIZES = {"train": 7000, "val": 1000, "test": 2000}
 TRAIN_SOURCE_VAL = 5000
+# the split sizes of each --mnist-source (MNIST: 60,000 training and 10,000 test images)
+SOURCE_SPLIT_SIZES = {"test-split": TEST_SPLIT_SIZES,
+                      "train": {"train": 60000 - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL,
+                                "test": 10000}}
+
+
+def smallest_limit(sizes: dict[str, int]) -> int:
+    """The smallest ``--limit`` that leaves every split of ``sizes`` at least one image."""
+    return next(n for n in range(len(sizes), sum(sizes.values()) + 1)
+                if min(limit_counts(sizes, n).values()) >= 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m MNIST_INR_Fit", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="published",
                         help="published: reference init, 2,000 Adam steps; fast: SIREN "
                              "first-layer init, 300 steps")
     parser.add_argument("--data-dir", default="data",
                         help="folder holding MNIST/raw/*.gz (utils.DataLoader_GNN layout)")
-    parser.add_argument("--mnist-source", choices=("train", "test-split"), default="train",
+    parser.add_argument("--mnist-source", choices=tuple(SOURCE_SPLIT_SIZES), default="train",
                         help="train: the 60k training images split 55k/5k (stratified) plus "
                              "the 10k test images as test; test-split: only the 10k test "
                              "images, split 7,000/1,000/2,000 stratified by label")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=non_negative_int, default=None,
                         help="Adam steps per INR (default: the recipe's)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=positive_float, default=None,
                         help="Adam learning rate (default: the recipe's, 1e-3)")
-    parser.add_argument("--limit", type=int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="fit a stratified subset of this many images, in the split "
-                             "proportions (quick trials)")
-    parser.add_argument("--copies", type=int, default=0,
+                             "proportions (quick trials); every split must get an image "
+                             "(default: every image)")
+    parser.add_argument("--copies", type=non_negative_int, default=0,
                         help="extra INRs per training image, from other initialisations")
     parser.add_argument("--out", default=None,
                         help="output folder (default: data/mnist_inrs_<recipe>)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--device", default=default_device(),
+                        help="torch device; under torchrun, CUDA processes take "
+                             "cuda:LOCAL_RANK")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seeds the split and every INR's initialisation")
-    parser.add_argument("--batch-inrs", type=int, default=64,
+    parser.add_argument("--batch-inrs", type=positive_int, default=64,
                         help="INRs fitted together in one optimizer group")
-    parser.add_argument("--shard-size", type=int, default=512,
+    parser.add_argument("--shard-size", type=positive_int, default=512,
                         help="INRs per shard file (the unit a killed run redoes)")
-    parser.add_argument("--stop-psnr", type=float, default=None,
+    parser.add_argument("--stop-psnr", type=positive_float, default=None,
                         help="per-INR early stop: an INR whose PSNR (dB) reaches this stops "
                              "(default: every INR takes every step)")
-    parser.add_argument("--check-every", type=int, default=25,
+    parser.add_argument("--check-every", type=positive_int, default=25,
                         help="steps between early-stopping checks and progress updates")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="precision of the fit (the shards keep it)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads per process (default: torch's choice)")
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the checks that need several flags at once (parser errors,
+    exit 2): a ``--limit`` that leaves a split empty, a ``--device`` torch cannot use."""
+    args = parser.parse_args(argv)
+    if args.limit is not None:
+        sizes = SOURCE_SPLIT_SIZES[args.mnist_source]
+        total = sum(sizes.values())
+        if args.limit > total:
+            parser.error(f"--limit {args.limit}: --mnist-source {args.mnist_source} has "
+                         f"{total} images")
+        counts = limit_counts(sizes, args.limit)
+        empty = [name for name in SPLITS if counts.get(name, 0) == 0]
+        if empty:
+            parser.error(f"--limit {args.limit} leaves split(s) {', '.join(empty)} without an "
+                         f"image ({', '.join(f'{k} {v}' for k, v in counts.items())}); with "
+                         f"--mnist-source {args.mnist_source} the smallest limit is "
+                         f"{smallest_limit(sizes)}")
+    args.device = checked_device(parser, args.device)
+    return args
 
 
 def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
@@ -114,25 +160,16 @@ def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     recipe = RECIPES[args.recipe]
     steps = recipe["steps"] if args.steps is None else args.steps
     lr = recipe["lr"] if args.lr is None else args.lr
-    for name, value, low in (("--steps", steps, 0), ("--copies", args.copies, 0),
-                             ("--batch-inrs", args.batch_inrs, 1),
-                             ("--shard-size", args.shard_size, 1),
-                             ("--check-every", args.check_every, 1)):
-        if value < low:
-            parser.error(f"{name} must be >= {low}, got {value}")
-    if not lr > 0:
-        parser.error(f"--lr must be positive, got {lr}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     keep_freed_memory()
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(args.device)
+    device = args.device
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     out = args.out or os.path.join("data", f"mnist_inrs_{args.recipe}")
@@ -158,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = run_fit(images, labels, splits, config, out, device, rank, world_size,
                            extra={"data_dir": str(args.data_dir)})
-    except ConfigMismatchError as err:
+    except StoreError as err:  # another configuration in --out, or a damaged set there
         print(f"error: {err}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start

@@ -38,6 +38,7 @@ from torch_geometric.data import Data
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN
 from neural_graphs.permute import permute_graph
+from utils.store import StoreError, check_kind
 
 __all__ = [
     "AugmentDraw",
@@ -253,13 +254,15 @@ class INRGraphDataset(Dataset):
         return graph
 
 
-class InvalidINRSet(ValueError):
-    """A folder that is not a finished INR set of ``python -m MNIST_INR_Fit``."""
+class InvalidINRSet(StoreError):
+    """A folder that is not a finished INR set of ``python -m MNIST_INR_Fit`` (a
+    :class:`~utils.store.StoreError`)."""
 
 
 def check_inr_dir(inr_dir: str | Path) -> dict[str, Any]:
     """The manifest of the finished INR set in ``inr_dir``; :class:`InvalidINRSet` saying
-    what is wrong otherwise (no such folder, no manifest: fit unfinished, shards missing)."""
+    what is wrong otherwise (no such folder, no manifest: fit unfinished, another kind of
+    set such as a CNN zoo, shards missing)."""
     path = Path(inr_dir)
     if not path.is_dir():
         raise InvalidINRSet(f"{path} is not a folder; expected the --out folder of "
@@ -272,6 +275,11 @@ def check_inr_dir(inr_dir: str | Path) -> dict[str, Any]:
                             "to finish it")
     try:
         manifest = json.loads(manifest_path.read_text())
+        check_kind(path, manifest, "inr-set")
+    except (ValueError, OSError) as err:  # StoreError is a ValueError
+        raise InvalidINRSet(str(err) if isinstance(err, StoreError) else
+                            f"{manifest_path} is unreadable ({err})") from None
+    try:
         missing = [s["file"] for s in manifest["shards"] if not (path / s["file"]).is_file()]
         splits = manifest["inrs"]["split"]
     except (ValueError, KeyError, TypeError) as err:
@@ -290,6 +298,11 @@ def load_inr_splits(inr_dir: str | Path, augment: INRAugment | None = None, seed
                     targets: Tensor | None = None) -> dict[str, INRGraphDataset]:
     """The ``train``, ``val`` and ``test`` splits of a set written by ``MNIST_INR_Fit``, in
     the set's order within each split (the set is read, and its shards checked, once).
+
+    Raises:
+        InvalidINRSet: the folder is not a finished INR set (:func:`check_inr_dir`).
+        StoreError: a damaged shard or an INR with non-finite weights
+            (:func:`~neural_graphs.inr_fit.load_inr_set`).
 
     Args:
         inr_dir: the set's folder.

@@ -1,33 +1,22 @@
-"""Fit one SIREN per image, many at once: the MNIST INR set of the neural-graphs experiments.
+"""The MNIST INR set of the neural-graphs experiments: one SIREN fitted per image.
 
-The fitting core (:func:`fit_sirens`) trains ``n`` SIRENs of one architecture together,
-held as stacked tensors (``{"net.0.weight": [n, 32, 2], ...}``, the SIREN state_dict keys
-with a leading INR dimension). The forward and backward passes are written out by hand: each
-layer is one batched matrix product (``torch.bmm``) with the bias folded in as an extra
-column of the weight matrix; the first layer, on the pixel grid every INR shares, is
-separable (its sines come from those of the grid's axis values), and its weight gradient is
-one GEMM over all INRs. Adam runs on the stacked tensors. Each INR's loss is its own mean
-squared error, and the losses are summed, not averaged, over INRs, so every INR gets exactly
-the gradient and the Adam update it would get alone (``torch.optim.Adam`` on a single
-``SIREN``; the tests hold this to 1e-10 in float64). INRs that reach ``stop_psnr`` leave the
-batch (per-INR early stopping).
-
-The data set around it (:func:`run_fit`, driven by ``python -m MNIST_INR_Fit``): the INRs are
-cut into shards, each written atomically with a metadata file that holds its sha256; a run
-that is killed continues with the shards it has not finished, ``torchrun`` ranks take every
-``world_size``-th shard, and whichever process finds every shard done writes
-``manifest.json``. :func:`load_inr_set` reads a finished set back.
+:func:`run_fit` (driven by ``python -m MNIST_INR_Fit``) fits the INRs of a
+:class:`FitConfig` with the batched core :func:`~neural_graphs.siren_fit.fit_sirens` and
+keeps them in the store of :mod:`utils.store`: the INRs are cut into shards, each written
+atomically with a metadata file that holds its sha256; a run that is killed continues with
+the shards it has not finished (a damaged shard is fitted again), ``torchrun`` ranks take
+every ``world_size``-th shard, and whichever process finds every shard done writes
+``manifest.json`` (kind ``inr-set``) and ``renders.png``. :func:`load_inr_set` reads a
+finished set back, every shard checked against its sha256 and every INR for finite weights.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +26,18 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from neural_graphs.inr import (
-    SIREN,
-    make_coordinates,
-    render,
-    siren_from_params,
-    siren_layer_keys,
-    stack_siren_params,
+from neural_graphs.inr import render, siren_from_params
+from neural_graphs.siren_fit import (
+    FitResult,
+    fit_sirens,
+    init_siren_params,
+    inr_seed,
+    keep_freed_memory,
+    psnr_from_mse,
 )
-from utils.atomic import atomic_write, write_text_atomic
-from utils.checksums import file_hexdigest
+from utils import store
+from utils.atomic import atomic_write
+from utils.store import ConfigMismatchError, StoreError
 
 __all__ = [
     "ConfigMismatchError",
@@ -55,11 +46,14 @@ __all__ = [
     "InrPlan",
     "RECIPES",
     "SPLITS",
+    "StoreError",
     "check_config",
     "fit_sirens",
+    "images_digest",
     "init_siren_params",
     "inr_seed",
     "keep_freed_memory",
+    "limit_counts",
     "load_inr_set",
     "parameter_statistics",
     "psnr_from_mse",
@@ -81,283 +75,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 MANIFEST = "manifest.json"
 CONFIG_FILE = "fit_config.json"
 RENDERS = "renders.png"
-
-
-def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
-    """Make glibc's malloc keep freed blocks (up to ``threshold_bytes``) for reuse instead
-    of unmapping them: the fitting loop allocates the same few-MB tensors every step, and
-    with glibc's defaults each of them is a fresh ``mmap`` whose pages fault in again,
-    which costs as much system time as the computation itself on CPU. Process-wide, like
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; returns False (and changes
-    nothing) where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, min(threshold_bytes, 1 << 25))
-                and mallopt(m_trim_threshold, threshold_bytes))
-
-
-def psnr_from_mse(mse: Tensor) -> Tensor:
-    r"""Peak signal-to-noise ratio for pixel values in :math:`[0, 1]`:
-    :math:`10 \log_{10}(1 / \text{MSE})` dB (the raw, unclipped INR output)."""
-    return -10.0 * torch.log10(mse)
-
-
-# --------------------------------------------------------------------------- initialisation
-
-
-def inr_seed(seed: int, image_index: int, copy: int) -> int:
-    """The seed of the initialisation of INR ``copy`` of image ``image_index``: a pure
-    function of the three, so an INR starts the same whatever shard, rank or batch fits it."""
-    state = np.random.SeedSequence([int(seed), int(image_index), int(copy)]).generate_state(2)
-    return int(state[0]) << 32 | int(state[1])
-
-
-def init_siren_params(seeds: Sequence[int], first_layer_init: str = "reference",
-                      dtype: torch.dtype = torch.float32,
-                      device: torch.device | str = "cpu", **siren_kwargs: Any
-                      ) -> dict[str, Tensor]:
-    """Stacked parameters of ``SIREN(first_layer_init=..., **siren_kwargs)`` built after
-    ``torch.manual_seed(s)`` for each ``s`` of ``seeds`` (the global RNG is left as it was)."""
-    nets = []
-    with torch.random.fork_rng(devices=[]):
-        for seed in seeds:
-            torch.manual_seed(seed)
-            nets.append(SIREN(first_layer_init=first_layer_init, **siren_kwargs))
-    return {key: value.to(dtype=dtype, device=device)
-            for key, value in stack_siren_params(nets).items()}
-
-
-# --------------------------------------------------------------------------- fitting core
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit_sirens` returns.
-
-    Attributes:
-        params: fitted stacked parameters (the state_dict keys, leading INR dimension).
-        mse: final mean squared error per INR, of the returned parameters.
-        psnr: the same as PSNR in dB.
-        steps: Adam steps each INR took (fewer than asked when it reached ``stop_psnr``).
-    """
-
-    params: dict[str, Tensor]
-    mse: Tensor
-    psnr: Tensor
-    steps: Tensor
-
-
-class _StackedSirens:
-    r"""Stacked SIREN parameters in one flat buffer ``[n, D]``: per layer the augmented
-    matrix :math:`[W_l \mid b_l]` of shape ``[out, in + 1]``, so that a ones row appended to
-    each layer's input makes the bias part of the matrix product, forward and backward.
-
-    The hand-written forward and backward (:meth:`loss_and_grad`) keep activations
-    feature-major, ``[n, features, P]``. On a Cartesian grid (``axes`` given: the default
-    grid of :func:`~neural_graphs.inr.make_coordinates`) the first layer is separable,
-    :math:`z_{kp} = a_{k,c(p)} + b_{k,r(p)}` with :math:`a = \omega_0 (w_{k,x} x_c + b_k)`
-    and :math:`b = \omega_0 w_{k,y} y_r`, so its sines and cosines come from those of the
-    :math:`H + W` axis values by :math:`\sin(a + b) = \sin a \cos b + \cos a \sin b`
-    and :math:`\cos(a + b) = \cos a \cos b - \sin a \sin b` instead of :math:`H W`
-    evaluations; the same sums in another rounding, about 1e-7 relative in float32.
-    """
-
-    def __init__(self, params: dict[str, Tensor], omega_0: float, out_offset: float) -> None:
-        self.layers = siren_layer_keys(params)
-        self.shapes = [(params[w].shape[1], params[w].shape[2] + 1) for w, _ in self.layers]
-        self.omega_0 = float(omega_0)
-        self.out_offset = float(out_offset)
-        count = params[self.layers[0][0]].shape[0]
-        self.flat = torch.cat([torch.cat([params[w], params[b].unsqueeze(-1)], dim=2)
-                               .reshape(count, -1) for w, b in self.layers], dim=1).contiguous()
-
-    def augmented(self, flat: Tensor) -> list[Tensor]:
-        """Views ``[n, out, in + 1]`` of each layer's ``[W | b]`` in ``flat``."""
-        sizes = [rows * cols for rows, cols in self.shapes]
-        return [part.view(flat.shape[0], *shape)
-                for part, shape in zip(flat.split(sizes, dim=1), self.shapes)]
-
-    def to_params(self, flat: Tensor) -> dict[str, Tensor]:
-        """The state_dict-named stacked parameters held in ``flat``."""
-        params = {}
-        for (weight_key, bias_key), matrix in zip(self.layers, self.augmented(flat)):
-            params[weight_key] = matrix[..., :-1].contiguous()
-            params[bias_key] = matrix[..., -1].contiguous()
-        return params
-
-    def _first_layer(self, matrix: Tensor, grid: Tensor,
-                     axes: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
-        """Sines (with a ones row appended) and cosines of the first layer."""
-        count, width = matrix.shape[0], matrix.shape[1]
-        points = grid.shape[1]
-        hidden = torch.empty(count, width + 1, points, dtype=matrix.dtype, device=matrix.device)
-        hidden[:, width] = 1.0
-        if axes is None:
-            z = torch.mm((matrix * self.omega_0).reshape(count * width, -1), grid)
-            z = z.view(count, width, points)
-            torch.sin(z, out=hidden[:, :width])
-            return hidden, z.cos_()
-        xs, ys = axes
-        along_x = torch.addcmul(matrix[..., 2:3], matrix[..., 0:1], xs).mul_(self.omega_0)
-        along_y = (matrix[..., 1:2] * ys).mul_(self.omega_0)
-        sin_x, cos_x = torch.sin(along_x).unsqueeze(2), torch.cos(along_x).unsqueeze(2)
-        sin_y, cos_y = torch.sin(along_y).unsqueeze(3), torch.cos(along_y).unsqueeze(3)
-        grid_shape = (count, width, ys.shape[0], xs.shape[0])
-        sines = hidden[:, :width].view(grid_shape)
-        torch.mul(cos_y, sin_x, out=sines).addcmul_(sin_y, cos_x)
-        cosines = torch.mul(cos_y, cos_x).addcmul_(sin_y, sin_x, value=-1.0)
-        return hidden, cosines.view(count, width, points)
-
-    def loss_and_grad(self, flat: Tensor, grid: Tensor, target: Tensor,
-                      axes: tuple[Tensor, Tensor] | None = None,
-                      with_grad: bool = True) -> tuple[Tensor, Tensor | None]:
-        r"""Per-INR MSE of the stacked SIRENs ``flat`` against ``target``, and the gradient
-        of the sum of those MSEs, flat like ``flat``.
-
-        With :math:`u_l = W_l h_{l-1} + b_l`, :math:`h_l = \sin(\omega_0 u_l)`, output
-        :math:`y = u_L + c` and :math:`E = \frac{1}{P}\sum_p (y_p - t_p)^2`:
-        :math:`\delta_L = 2 (y - t) / P`, :math:`\delta_l = \omega_0 \cos(\omega_0 u_l)
-        \odot W_{l+1}^T \delta_{l+1}`, :math:`\partial E / \partial [W_l \mid b_l] =
-        \delta_l [h_{l-1}; 1]^T`.
-
-        Shapes:
-            - flat: :math:`(n, D)`; grid: :math:`(\text{in} + 1, P)` (coordinates, then a
-              ones row); target: :math:`(n, \text{out}, P)`; axes: :math:`(W,)` and
-              :math:`(H,)` with :math:`P = H W`, row-major
-            - output: :math:`(n,)` and :math:`(n, D)`
-        """
-        matrices = self.augmented(flat)
-        omega = self.omega_0
-        hidden, cosine = self._first_layer(matrices[0], grid, axes)
-        hiddens, cosines = [hidden], [cosine]
-        for matrix in matrices[1:-1]:
-            z = torch.bmm(matrix * omega, hiddens[-1])
-            hidden = torch.empty(z.shape[0], z.shape[1] + 1, z.shape[2], dtype=z.dtype,
-                                 device=z.device)
-            hidden[:, -1] = 1.0
-            torch.sin(z, out=hidden[:, :-1])
-            hiddens.append(hidden)
-            cosines.append(z.cos_())
-        residual = torch.bmm(matrices[-1], hiddens[-1]).add_(self.out_offset).sub_(target)
-        mse = residual.square().mean(dim=(1, 2))
-        if not with_grad:
-            return mse, None
-        count = flat.shape[0]
-        delta = residual.mul_(2.0 / (residual.shape[1] * residual.shape[2]))
-        grads = [torch.bmm(delta, hiddens[-1].transpose(1, 2))]
-        for depth in range(len(matrices) - 2, -1, -1):
-            upper = matrices[depth + 1][..., :-1] * omega  # [n, out, in]
-            if upper.shape[1] == 1:  # outer product: a broadcast, not a matrix product
-                delta = cosines[depth].mul_(delta).mul_(upper.transpose(1, 2))
-            else:
-                delta = torch.bmm(upper.transpose(1, 2), delta).mul_(cosines[depth])
-            if depth == 0:
-                grad = torch.mm(delta.reshape(-1, delta.shape[2]), grid.t())
-            else:
-                grad = torch.bmm(delta, hiddens[depth - 1].transpose(1, 2))
-            grads.append(grad)
-        return mse, torch.cat([grad.reshape(count, -1) for grad in reversed(grads)], dim=1)
-
-
-def fit_sirens(params: dict[str, Tensor], images: Tensor, steps: int, lr: float = 1e-3,
-               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-               omega_0: float = 30.0, out_offset: float = 0.5, stop_psnr: float | None = None,
-               check_every: int = 25, coords: Tensor | None = None,
-               on_check: Callable[[int, Tensor], None] | None = None) -> FitResult:
-    r"""Fit stacked SIRENs, INR ``i`` to image ``i``, by Adam on the per-INR MSE.
-
-    Every INR follows exactly the trajectory of ``torch.optim.Adam(siren.parameters(), lr,
-    betas, eps)`` minimising ``((siren(coords) - image) ** 2).mean()`` alone: the loss
-    summed over INRs has, for each INR's parameters, that INR's gradient, and Adam is
-    elementwise.
-
-    Args:
-        params (dict): initial stacked SIREN parameters (not modified).
-        images (Tensor): targets in :math:`[0, 1]`, row-major on the grid of
-            :func:`~neural_graphs.inr.make_coordinates` (or of ``coords``).
-        steps (int): Adam steps per INR.
-        lr, betas, eps: Adam hyper-parameters (torch defaults but ``lr``).
-        omega_0 (float): sine frequency of the SIRENs.
-        out_offset (float): constant added to the SIREN output.
-        stop_psnr (float, optional): an INR whose PSNR reaches this (checked every
-            ``check_every`` steps, on the loss of the step's forward pass) stops there.
-        check_every (int): steps between early-stopping checks and ``on_check`` calls.
-        coords (Tensor, optional): :math:`(H W, \text{in})` coordinates instead of the
-            default grid.
-        on_check (callable, optional): ``on_check(step, psnr_of_active_inrs)``.
-
-    Shapes:
-        - images: :math:`(n, H, W)`
-    """
-    stacked = _StackedSirens(params, omega_0, out_offset)
-    flat = stacked.flat
-    count = flat.shape[0]
-    if images.dim() != 3 or images.shape[0] != count:
-        raise ValueError(f"images must be [{count}, H, W] (one per INR), got "
-                         f"{tuple(images.shape)}")
-    if steps < 0 or check_every < 1:
-        raise ValueError(f"steps must be >= 0 and check_every >= 1, got {steps}, {check_every}")
-    height, width = images.shape[1:]
-    axes = None
-    if coords is None:
-        if stacked.shapes[0][1] != 3:
-            raise ValueError("the default grid is 2-D; give coords for SIRENs with "
-                             f"{stacked.shapes[0][1] - 1} input features")
-        coords = make_coordinates(height, width, dtype=flat.dtype, device=flat.device)
-        axes = (coords[:width, 0].contiguous(), coords[::width, 1].contiguous())
-    if coords.shape != (height * width, stacked.shapes[0][1] - 1):
-        raise ValueError(f"coords must be [{height * width}, {stacked.shapes[0][1] - 1}] for "
-                         f"{height}x{width} images, got {tuple(coords.shape)}")
-    coords = coords.to(dtype=flat.dtype, device=flat.device)
-    grid = torch.cat([coords.t(), coords.new_ones(1, coords.shape[0])]).contiguous()
-    target = images.to(dtype=flat.dtype, device=flat.device).reshape(count, 1, -1)
-    beta1, beta2 = betas
-    final_flat = flat.clone()
-    final_mse = torch.full((count,), float("nan"), dtype=flat.dtype, device=flat.device)
-    done_steps = torch.full((count,), steps, dtype=torch.long, device=flat.device)
-    active = torch.arange(count, device=flat.device)
-    exp_avg = torch.zeros_like(flat)
-    exp_avg_sq = torch.zeros_like(flat)
-    for step in range(1, steps + 1):
-        mse, grad = stacked.loss_and_grad(flat, grid, target, axes)
-        if (step - 1) % check_every == 0:
-            psnr = psnr_from_mse(mse)
-            if on_check is not None:
-                on_check(step - 1, psnr)
-            if stop_psnr is not None:
-                finished = psnr >= stop_psnr
-                if bool(finished.any()):
-                    stopped = active[finished]
-                    final_flat[stopped] = flat[finished]
-                    final_mse[stopped] = mse[finished]
-                    done_steps[stopped] = step - 1
-                    keep = ~finished
-                    active, flat, grad = active[keep], flat[keep], grad[keep]
-                    exp_avg, exp_avg_sq, target = exp_avg[keep], exp_avg_sq[keep], target[keep]
-                    if active.numel() == 0:
-                        break
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        flat.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
-    if active.numel():
-        mse, _ = stacked.loss_and_grad(flat, grid, target, axes, with_grad=False)
-        final_flat[active] = flat
-        final_mse[active] = mse
-    return FitResult(params=stacked.to_params(final_flat), mse=final_mse,
-                     psnr=psnr_from_mse(final_mse), steps=done_steps)
-
+RENDER_LABEL_WIDTH = 80  # pixels left of the grid of renders.png for the row labels
+RENDER_TEXT_HEIGHT = 16  # pixels above (split names) and below (PSNRs) the grid
 
 # --------------------------------------------------------------------------- splits
 
@@ -393,19 +112,26 @@ def stratified_split(labels: np.ndarray, sizes: dict[str, int], seed: int
     return parts
 
 
-def stratified_limit(splits: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:
-    """The first images of each split (given in stratified order, as
-    :func:`stratified_split` returns them), ``limit`` in all, shared between the splits in
-    proportion to their sizes (largest remainders), so the subset keeps the split
-    proportions and each part stays stratified."""
-    total = sum(len(part) for part in splits.values())
+def limit_counts(sizes: dict[str, int], limit: int) -> dict[str, int]:
+    """How many images of each split (of ``sizes``) a ``limit`` keeps: ``limit`` shared in
+    proportion to the split sizes by largest remainders (ties: the earlier split)."""
+    total = sum(sizes.values())
     if not 1 <= limit <= total:
         raise ValueError(f"--limit must be between 1 and {total}, got {limit}")
-    shares = {name: limit * len(part) / total for name, part in splits.items()}
+    shares = {name: limit * size / total for name, size in sizes.items()}
     counts = {name: math.floor(share) for name, share in shares.items()}
     leftover = limit - sum(counts.values())
     for name in sorted(shares, key=lambda k: counts[k] - shares[k])[:leftover]:
         counts[name] += 1
+    return counts
+
+
+def stratified_limit(splits: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:
+    """The first images of each split (given in stratified order, as
+    :func:`stratified_split` returns them), ``limit`` in all, shared between the splits in
+    proportion to their sizes (:func:`limit_counts`), so the subset keeps the split
+    proportions and each part stays stratified."""
+    counts = limit_counts({name: len(part) for name, part in splits.items()}, limit)
     return {name: part[:counts[name]] for name, part in splits.items()}
 
 
@@ -456,10 +182,6 @@ class FitConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-class ConfigMismatchError(ValueError):
-    """``--out`` holds INRs of another configuration."""
-
-
 def images_digest(images: np.ndarray, labels: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
@@ -493,48 +215,15 @@ class InrPlan:
                    split)
 
 
-def _shard_paths(out: Path, shard: int) -> tuple[Path, Path]:
-    return out / f"shard_{shard:05d}.pt", out / f"shard_{shard:05d}.json"
-
-
-def _shard_done(out: Path, shard: int, config_digest: str) -> dict[str, Any] | None:
-    """The metadata of a finished shard whose file matches its checksum, else None."""
-    data_path, meta_path = _shard_paths(out, shard)
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    if meta.get("config_sha256") != config_digest:
-        raise ConfigMismatchError(f"{meta_path} belongs to another configuration (its "
-                                  f"config_sha256 differs from {out / CONFIG_FILE})")
-    if not data_path.is_file() or file_hexdigest(data_path) != meta["sha256"]:
-        tqdm.write(f"{data_path}: missing or not matching the sha256 in {meta_path.name}; "
-                   "fitting this shard again")
-        return None
-    return meta
-
-
 def check_config(out: Path, config: FitConfig) -> None:
     """Record ``config`` in ``out``, or raise :class:`ConfigMismatchError` when ``out``
     already holds INRs of another configuration (nothing is changed then)."""
-    path = out / CONFIG_FILE
-    wanted = config.to_dict()
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        differ = sorted(key for key in set(saved) | set(wanted)
-                        if saved.get(key) != wanted.get(key))
-        if differ:
-            lines = ", ".join(f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
-                              for key in differ)
-            raise ConfigMismatchError(
-                f"{out} holds INRs fitted with another configuration ({lines}). Nothing was "
-                "changed: give another --out, or rerun with the recorded settings to "
-                "continue that run.")
-        return
-    if any(out.glob("shard_*")) or (out / MANIFEST).exists():
-        raise ConfigMismatchError(f"{out} holds shards but no {CONFIG_FILE}: it was not "
-                                  "written by this program; give another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(wanted, indent=2) + "\n")
+    store.check_config(out, config.to_dict(), CONFIG_FILE, "INRs")
+
+
+def _shard_done(out: Path, shard: int, digest: str) -> dict[str, Any] | None:
+    return store.shard_done(out, shard, digest, log=tqdm.write,
+                            redo="fitting this shard again")
 
 
 def _fit_shard(out: Path, shard: int, rows: np.ndarray, plan: InrPlan, images: np.ndarray,
@@ -579,18 +268,10 @@ def _fit_shard(out: Path, shard: int, rows: np.ndarray, plan: InrPlan, images: n
                "split": [plan.split[r] for r in rows],
                "psnr": psnr,
                "steps": torch.cat([p.steps for p in pieces]).cpu()}
-    buffer = io.BytesIO()
-    torch.save(content, buffer)
-    data_path, meta_path = _shard_paths(out, shard)
-    with atomic_write(data_path) as f:
-        f.write(buffer.getvalue())
-    meta = {"shard": shard, "file": data_path.name,
-            "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
-            "count": len(rows), "first_inr": int(rows[0]), "config_sha256": config.digest(),
-            "seconds": round(time.perf_counter() - start, 3),
-            "psnr_mean": float(psnr.double().mean())}
-    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
-    return meta
+    return store.write_shard(out, shard, content, {
+        "shard": shard, "count": len(rows), "first_inr": int(rows[0]),
+        "config_sha256": config.digest(), "seconds": round(time.perf_counter() - start, 3),
+        "psnr_mean": float(psnr.double().mean())}, indent=2)
 
 
 PUBLISHED_STATISTICS: dict[str, dict[str, float]] = {
@@ -619,11 +300,13 @@ def _psnr_summary(psnr: np.ndarray) -> dict[str, float]:
             "p95": float(quantiles[4]), "max": float(psnr.max())}
 
 
-def _write_renders(path: Path, params: dict[str, Tensor], images: np.ndarray,
-                   plan: InrPlan, config: FitConfig, per_split: int = 6,
+def _write_renders(path: Path, params: dict[str, Tensor], psnr: np.ndarray,
+                   images: np.ndarray, plan: InrPlan, config: FitConfig, per_split: int = 6,
                    zoom: int = 3) -> None:
-    """A PNG grid: one column per INR (the first ``per_split`` of each split, in
-    :data:`SPLITS` order), the image on top, the INR's render (clipped to [0, 1]) below."""
+    """A labelled PNG grid: one column per INR (the first ``per_split`` of each split, in
+    :data:`SPLITS` order, the split named above its first column), the image in the row
+    ``original``, the INR's render (clipped to [0, 1]) in the row ``INR render``, and the
+    INR's PSNR (dB, of the raw output: the manifest's) under each render."""
     import cv2
 
     picks = [row for name in SPLITS
@@ -633,13 +316,29 @@ def _write_renders(path: Path, params: dict[str, Tensor], images: np.ndarray,
                      out_offset=config.out_offset).clamp(0, 1).mul(255).round()
     height, width = images.shape[1:]
     gap = 2
-    canvas = np.full((2 * height + 3 * gap, len(picks) * (width + gap) + gap), 128, np.uint8)
+    tiles = np.full((2 * height + 3 * gap, len(picks) * (width + gap) + gap), 128, np.uint8)
     for column, row in enumerate(picks):
         left = gap + column * (width + gap)
-        canvas[gap:gap + height, left:left + width] = images[plan.image_index[row]]
-        canvas[2 * gap + height:2 * gap + 2 * height, left:left + width] = (
+        tiles[gap:gap + height, left:left + width] = images[plan.image_index[row]]
+        tiles[2 * gap + height:2 * gap + 2 * height, left:left + width] = (
             renders[column].numpy().astype(np.uint8))
-    canvas = cv2.resize(canvas, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    tiles = cv2.resize(tiles, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    margin, strip = RENDER_LABEL_WIDTH, RENDER_TEXT_HEIGHT
+    canvas = np.full((tiles.shape[0] + 2 * strip, tiles.shape[1] + margin), 255, np.uint8)
+    canvas[strip:strip + tiles.shape[0], margin:] = tiles
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+    def text(words: str, x: int, y: int) -> None:
+        cv2.putText(canvas, words, (x, y), font, scale, 0, 1, cv2.LINE_AA)
+
+    for label, tile_row in (("original", 0), ("INR render", 1)):
+        text(label, 4, strip + zoom * (gap + tile_row * (height + gap) + height // 2))
+    step = zoom * (width + gap)
+    for column, row in enumerate(picks):
+        left = margin + zoom * gap + column * step
+        if column == 0 or plan.split[picks[column - 1]] != plan.split[row]:
+            text(plan.split[row], left, strip - 5)
+        text(f"{psnr[row]:.1f} dB", left, canvas.shape[0] - 5)
     ok, encoded = cv2.imencode(".png", canvas)
     if not ok:
         raise RuntimeError(f"could not encode {path}")
@@ -647,16 +346,9 @@ def _write_renders(path: Path, params: dict[str, Tensor], images: np.ndarray,
         f.write(encoded.tobytes())
 
 
-def _read_shard(path: Path, sha256: str) -> dict[str, Any]:
-    raw = path.read_bytes() if path.is_file() else None
-    if raw is None or hashlib.sha256(raw).hexdigest() != sha256:
-        raise RuntimeError(f"{path} is missing or does not match its sha256 {sha256}")
-    return torch.load(io.BytesIO(raw), weights_only=True)
-
-
 def _assemble_manifest(out: Path, config: FitConfig, plan: InrPlan, images: np.ndarray,
                        metas: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    shards = [_read_shard(out / meta["file"], meta["sha256"]) for meta in metas]
+    shards = [store.read_shard(out, meta, "inr-set") for meta in metas]
     params = {key: torch.cat([s["params"][key] for s in shards]) for key in shards[0]["params"]}
     psnr = torch.cat([s["psnr"] for s in shards]).double().numpy()
     steps = torch.cat([s["steps"] for s in shards]).numpy()
@@ -686,15 +378,15 @@ def _assemble_manifest(out: Path, config: FitConfig, plan: InrPlan, images: np.n
         "statistics_train": parameter_statistics({k: v[train] for k, v in params.items()}),
         "published_statistics": PUBLISHED_STATISTICS,
         "renders": {"file": RENDERS, "layout": "one column per INR: the first 6 of train, "
-                    "val and test; top row the image, bottom row the INR render"},
+                    "val and test; top row the image, bottom row the INR render, its PSNR "
+                    "below it"},
         **extra,
         "inrs": {"image_index": plan.image_index.tolist(), "copy": plan.copy.tolist(),
                  "label": labels.tolist(), "split": splits,
                  "psnr": [round(float(v), 4) for v in psnr], "steps": steps.tolist()},
     }
-    _write_renders(out / RENDERS, params, images, plan, config)
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    _write_renders(out / RENDERS, params, psnr, images, plan, config)
+    return store.write_manifest(out, "inr-set", manifest)
 
 
 def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray],
@@ -768,15 +460,40 @@ def load_inr_set(out_dir: str | Path) -> tuple[dict[str, Tensor], Tensor, list[s
         ``{"net.0.weight": [n, 32, 2], ...}`` (:func:`siren_from_params` and
         :func:`render` take them), labels ``[n]``, the split name of each INR, and the
         manifest (configuration, per-INR image index, copy, PSNR and steps, statistics).
+
+    Raises:
+        FileNotFoundError: no manifest (the fit has not finished).
+        StoreError: the folder is another kind of set (a CNN zoo), a shard is missing or
+            damaged (re-running the fit command repairs it), or an INR holds weights that
+            are not finite (the message names its shard and index).
     """
     out = Path(out_dir)
-    path = out / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {out} is not a finished INR set (run "
-                                "python -m MNIST_INR_Fit with the same --out to finish it)")
-    manifest = json.loads(path.read_text())
-    shards = [_read_shard(out / s["file"], s["sha256"]) for s in manifest["shards"]]
-    params = {key: torch.cat([s["params"][key] for s in shards]) for key in shards[0]["params"]}
-    labels = torch.cat([s["labels"] for s in shards])
-    splits = [name for s in shards for name in s["split"]]
+    manifest = store.read_manifest(out, "inr-set", missing=(
+        f"{out / MANIFEST} is missing: {out} is not a finished INR set (run "
+        "python -m MNIST_INR_Fit with the same --out to finish it)"))
+    parts, first = [], 0
+    for entry in manifest["shards"]:
+        shard = store.read_shard(out, entry, "inr-set")
+        _check_finite(out / entry["file"], shard["params"], first, manifest)
+        first += len(shard["split"])
+        parts.append(shard)
+    params = {key: torch.cat([s["params"][key] for s in parts]) for key in parts[0]["params"]}
+    labels = torch.cat([s["labels"] for s in parts])
+    splits = [name for s in parts for name in s["split"]]
     return params, labels, splits, manifest
+
+
+def _check_finite(path: Path, params: dict[str, Tensor], first: int,
+                  manifest: dict[str, Any]) -> None:
+    """Raise :class:`StoreError` naming the first INR of a shard whose weights are not
+    all finite."""
+    for key, value in params.items():
+        bad = (~value.reshape(value.shape[0], -1).isfinite().all(1)).nonzero().flatten()
+        if bad.numel():
+            index = int(bad[0])
+            image = manifest.get("inrs", {}).get("image_index", [None] * (first + index + 1))
+            raise StoreError(
+                f"INR {index} of shard {path} (INR {first + index} of the set, image "
+                f"{image[first + index]}) holds weights that are not finite (NaN or inf) in "
+                f"{key}, as do {bad.numel() - 1} other INR(s) of that shard: the set cannot "
+                "be used as it is; fit a new set (e.g. with a lower --lr) into another --out")

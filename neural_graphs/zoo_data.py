@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from neural_graphs.graph import GRAPH_FORMAT
 from utils.atomic import atomic_write
+from utils.store import MANIFEST, StoreError, check_kind, require_complete
 
 __all__ = [
     "CACHE_FORMAT",
@@ -53,7 +54,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test: fractions of the n
 
 
 def _manifest_path(zoo_dir: str | Path) -> Path:
-    path = Path(zoo_dir) / "manifest.json"
+    path = Path(zoo_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --zoo-dir must be a folder written by "
                                 "python -m CNN_Zoo_Generate")
@@ -218,15 +219,21 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
         progress: show a progress bar (default: when stderr is a terminal).
 
     Raises:
-        FileNotFoundError: no manifest; RuntimeError: an incomplete zoo or a shard whose
-        checksum differs (from :func:`neural_graphs.zoo.load_zoo`).
+        FileNotFoundError: no manifest; :class:`~utils.store.StoreError`: another kind of
+        set (an INR set), an incomplete zoo or a damaged shard (re-running the generator
+        repairs it).
     """
     from neural_graphs.zoo import load_zoo
 
     zoo_dir = Path(zoo_dir)
     manifest_bytes = _manifest_path(zoo_dir).read_bytes()
     checksum = hashlib.sha256(manifest_bytes).hexdigest()
-    manifest = json.loads(manifest_bytes)
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as err:
+        raise StoreError(f"{zoo_dir / MANIFEST} is unreadable ({err})") from None
+    check_kind(zoo_dir, manifest, "cnn-zoo")
+    require_complete(zoo_dir, manifest, "cnn-zoo")
     family = str(manifest.get("config", {}).get("family"))
     grid = tuple(int(k) for k in (kernel_shape or family_kernel_shape(manifest)))
     if len(grid) != 2 or min(grid) < 1:
@@ -237,10 +244,6 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
         graphs = [Data(**fields) for fields in content["graphs"]]
         return ZooGraphs(graphs, grid, family, checksum, int(content["architectures"]))
 
-    if not manifest.get("complete"):
-        raise RuntimeError(f"{zoo_dir} is incomplete ({manifest.get('shards_done')} of "
-                           f"{manifest.get('groups')} shards); run python -m CNN_Zoo_Generate "
-                           "again with the same flags to finish it")
     members = load_zoo(zoo_dir)
     if not members:
         raise ValueError(f"{zoo_dir} holds no members")

@@ -1,5 +1,9 @@
 """Data loaders for MNIST, CIFAR-100 and CWRU, without torchvision.
 
+The image files are read (and downloaded) by :mod:`utils.images`, the loaders built by the
+one loader factory :func:`utils.job_data.split_loaders`; their public names are importable
+from here as well.
+
 Every ``get_dataloaders_*`` function returns ``(train_loader, val_loader)``; both yield
 ``(float32 tensor, int64 label tensor)`` batches.
 
@@ -23,35 +27,42 @@ an epoch-end checkpoint then sees exactly the batches it would have seen uninter
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import pickle
-import random
-import tarfile
-import tempfile
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
-from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset
 
-from utils.atomic import atomic_write
-from utils.checksums import file_hexdigest
 from utils.CWRU_Data_Preprocessing import (
     ARRAY_FILE_NAME,
     WINDOW,
     default_array_file,
     preprocess_cwru,
 )
+from utils.images import (
+    CIFAR100_FOLDER,
+    CIFAR100_MD5,
+    CIFAR100_TARBALL,
+    CIFAR100_URL,
+    MNIST_MD5,
+    MNIST_MIRRORS,
+    download_file,
+    is_writable,
+    load_cifar100,
+    load_mnist,
+    md5sum,
+    read_idx,
+)
+from utils.job_data import EpochSampler, set_epoch, split_loaders
 
 __all__ = [
+    "CIFAR100_FOLDER",
     "CIFAR100_MD5",
+    "CIFAR100_TARBALL",
     "CIFAR100_URL",
     "CWRU_WINDOWS_CACHE_ENV",
     "MNIST_MD5",
@@ -73,239 +84,8 @@ __all__ = [
     "set_epoch",
 ]
 
-MNIST_MIRRORS: tuple[str, ...] = ("https://ossci-datasets.s3.amazonaws.com/mnist/",)
-MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
+
 MNIST_TEST_SPLIT_TRAIN = 8000  # source="test-split": first 8,000 t10k images train, rest val
-
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-CIFAR100_TARBALL = "cifar-100-python.tar.gz"
-CIFAR100_FOLDER = "cifar-100-python"
-
-# IDX type codes -> big-endian numpy dtypes.
-_IDX_DTYPES = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-# --------------------------------------------------------------------------- downloads
-
-
-def md5sum(path: str | Path) -> str:
-    """Hex md5 digest of a file."""
-    return file_hexdigest(path, "md5")
-
-
-def _writable(folder: Path) -> bool:
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    # Mode bits too: root passes os.access even on folders meant to be read-only.
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
-
-
-def download_file(
-    url: str,
-    dest: str | Path,
-    md5: str | None = None,
-    timeout: float = 60.0,
-    progress: bool = True,
-) -> Path:
-    """Download ``url`` (http(s):// or file://) to ``dest`` with a progress bar.
-
-    The data goes to a temporary file beside ``dest`` that replaces ``dest`` only once it
-    is complete and its md5 matches; on any failure the temporary file is deleted and
-    ``dest`` is left as it was. A checksum mismatch raises RuntimeError.
-    """
-    dest = Path(dest)
-    digest = hashlib.md5()
-    with atomic_write(dest) as f, urllib.request.urlopen(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                  disable=not progress) as bar:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-        if md5 is not None and digest.hexdigest() != md5.lower():
-            raise RuntimeError(
-                f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; "
-                "the download was deleted"
-            )
-    return dest
-
-
-def _fetch(dest: Path, md5: str, urls: Sequence[str], download: bool, hint: str) -> Path:
-    """Return ``dest`` after checking its md5, downloading it from ``urls`` if needed.
-
-    Raises FileNotFoundError when the file is absent and cannot be downloaded, RuntimeError
-    when only a file with the wrong checksum can be had. ``hint`` ends the message.
-    """
-    place = f"Place {dest.name} (md5 {md5}) in {dest.parent}/."
-    corrupt = None
-    if dest.is_file():
-        got = md5sum(dest)
-        if got == md5:
-            return dest
-        corrupt = f"{dest} exists but its md5 is {got}, expected {md5}."
-        if not download:
-            raise RuntimeError(f"{corrupt} Replace it with a good copy. {place} {hint}".strip())
-    elif not download:
-        raise FileNotFoundError(f"{dest} is missing and download=False. {place} {hint}".strip())
-    if not _writable(dest.parent):
-        # Root passes os.access on read-only folders: without this a download would create
-        # (and on failure delete) a temporary file in, e.g., the shared data folder.
-        state = corrupt or f"{dest} is missing."
-        raise (RuntimeError if corrupt else FileNotFoundError)(
-            f"{state} {dest.parent} is read-only, so nothing is downloaded into it. "
-            f"{place} Or pass a writable data directory. {hint}".strip())
-
-    errors, mismatch = [], False
-    for url in urls:
-        try:
-            return download_file(url, dest, md5)
-        except RuntimeError as err:
-            mismatch = True
-            errors.append(f"{url}: {err}")
-        except (OSError, ValueError) as err:  # URLError and HTTPError are OSErrors
-            errors.append(f"{url}: {err}")
-    tried = "; ".join(errors) if errors else "no download URL given"
-    state = corrupt or f"{dest} is missing."
-    msg = f"{state} Download failed ({tried}). {place} {hint}"
-    if mismatch or corrupt:
-        raise RuntimeError(msg.strip())
-    raise FileNotFoundError(msg.strip())
-
-
-# --------------------------------------------------------------------------- MNIST
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Parse a gzip-compressed IDX file into a native-endian numpy array."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r})")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: IDX header truncated")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: IDX payload has {len(raw) - header} bytes, header says {expected}"
-        )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
-
-
-def load_mnist(
-    data_dir: str | Path = "data",
-    split: str = "train",
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    hint: str = "",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Load one MNIST split (``"train"`` or ``"t10k"``) as uint8 images [N, 28, 28], int64 labels.
-
-    Files live in ``data_dir/MNIST/raw`` and are md5-checked against ``MNIST_MD5``; absent
-    files are downloaded from ``mirrors`` (default ``MNIST_MIRRORS``) when ``download``.
-    """
-    if split not in ("train", "t10k"):
-        raise ValueError(f"MNIST split must be 'train' or 't10k', got {split!r}")
-    raw_dir = Path(data_dir) / "MNIST" / "raw"
-    bases = MNIST_MIRRORS if mirrors is None else tuple(mirrors)
-    arrays = []
-    for kind in ("images-idx3", "labels-idx1"):
-        name = f"{split}-{kind}-ubyte.gz"
-        urls = [base.rstrip("/") + "/" + name for base in bases]
-        arrays.append(read_idx(_fetch(raw_dir / name, MNIST_MD5[name], urls, download, hint)))
-    images, labels = arrays
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"MNIST {split} files in {raw_dir} disagree: images {images.shape}, "
-            f"labels {labels.shape}"
-        )
-    return images.astype(np.uint8, copy=False), labels.astype(np.int64)
-
-
-# --------------------------------------------------------------------------- CIFAR-100
-
-
-def _extract_cifar100(tarball: Path, data_dir: Path) -> None:
-    """Extract train/test/meta of the tarball into data_dir/cifar-100-python, file by file."""
-    target = data_dir / CIFAR100_FOLDER
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".cifar-100-extract.") as tmp:
-        with tarfile.open(tarball, "r:gz") as tar:
-            members = [
-                m for m in tar.getmembers()
-                if m.isfile() and m.name in {f"{CIFAR100_FOLDER}/{n}" for n in
-                                             ("train", "test", "meta")}
-            ]
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, members=members, filter="data")
-            else:  # Python < 3.10.12: members were restricted to three plain files above
-                tar.extractall(tmp, members=members)
-        for name in ("meta", "test", "train"):
-            src = Path(tmp) / CIFAR100_FOLDER / name
-            if not src.is_file():
-                raise RuntimeError(f"{tarball} has no {CIFAR100_FOLDER}/{name}")
-            os.replace(src, target / name)
-
-
-def _read_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    # The pickles come from the md5-checked tarball, so unpickling them is trusted.
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="bytes")
-    data = np.asarray(entry[b"data"], dtype=np.uint8)
-    labels = np.asarray(entry[b"fine_labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
-        raise ValueError(f"{path}: unexpected CIFAR-100 arrays {data.shape}, {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 99):
-        raise ValueError(f"{path}: fine labels outside 0-99")
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def load_cifar100(
-    data_dir: str | Path = "data",
-    download: bool = True,
-    url: str | Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Load CIFAR-100 as ``(train_x, train_y, test_x, test_y)``; images uint8 [N, 3, 32, 32].
-
-    Uses ``data_dir/cifar-100-python/{train,test}`` when present, otherwise extracts
-    ``data_dir/cifar-100-python.tar.gz`` (md5-checked, downloaded from ``url``, default
-    ``CIFAR100_URL``, when absent and ``download``).
-    """
-    data_dir = Path(data_dir)
-    folder = data_dir / CIFAR100_FOLDER
-    if not ((folder / "train").is_file() and (folder / "test").is_file()):
-        urls = [CIFAR100_URL] if url is None else [url] if isinstance(url, str) else list(url)
-        hint = (
-            f"Alternatively place the extracted {CIFAR100_FOLDER}/train and "
-            f"{CIFAR100_FOLDER}/test in {data_dir}/."
-        )
-        tarball = _fetch(data_dir / CIFAR100_TARBALL, CIFAR100_MD5, urls, download, hint)
-        if not _writable(data_dir):
-            raise FileNotFoundError(f"{folder}/train and test are absent and {data_dir} is "
-                                    f"read-only, so {tarball.name} is not extracted there. "
-                                    f"{hint}")
-        _extract_cifar100(tarball, data_dir)
-    train_x, train_y = _read_cifar_pickle(folder / "train")
-    test_x, test_y = _read_cifar_pickle(folder / "test")
-    return train_x, train_y, test_x, test_y
 
 
 def random_resized_crop_params(
@@ -443,99 +223,13 @@ class SignalDataset(Dataset):
         return self.x[row].unsqueeze(0), self.y[row]
 
 
-# --------------------------------------------------------------------------- sampling
 
-
-class EpochSampler(Sampler[int]):
-    """Single-process sampler whose order is a pure function of ``(seed, epoch)``."""
-
-    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True) -> None:
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        self.num_samples = int(num_samples)
-        self.seed = int(seed)
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the order of this epoch."""
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        return iter(order.tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-class _WorkerInit:
-    """Seeds Python, NumPy and torch in each worker from (seed, epoch, rank, worker id)."""
-
-    def __init__(self, seed: int, rank: int) -> None:
-        self.seed = seed
-        self.rank = rank
-
-    def __call__(self, worker_id: int) -> None:
-        info = torch.utils.data.get_worker_info()
-        epoch = getattr(info.dataset, "epoch", 0) if info is not None else 0
-        state = np.random.SeedSequence([self.seed, epoch, self.rank, worker_id]).generate_state(2)
-        random.seed(int(state[0]))
-        np.random.seed(int(state[0]))
-        torch.manual_seed(int(state[0]) << 32 | int(state[1]))
-        # OpenCV's own thread pool gains nothing on 32x32 images and can stall forked workers.
-        cv2.setNumThreads(1)
-
-
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Prepare ``loader`` for ``epoch``: sets the epoch on its sampler and its dataset.
-
-    Call it before iterating over each epoch (train and val alike). Workers are created
-    anew at every epoch (``persistent_workers`` is off), so they see the new epoch.
-    """
-    for obj in (loader.sampler, loader.dataset):
-        if hasattr(obj, "set_epoch"):
-            obj.set_epoch(epoch)
-
-
-def _make_loaders(
-    train_set: Dataset,
-    val_set: Dataset,
-    batch_size: int,
-    seed: int,
-    num_workers: int,
-    pin_memory: bool,
-    distributed: bool,
-) -> tuple[DataLoader, DataLoader]:
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    rank = 0
-    if distributed:
-        # Validation is padded by DistributedSampler to a multiple of the world size.
-        train_sampler: Sampler = DistributedSampler(train_set, shuffle=True, seed=seed)
-        val_sampler: Sampler = DistributedSampler(val_set, shuffle=False, seed=seed)
-        rank = train_sampler.rank
-    else:
-        train_sampler = EpochSampler(len(train_set), seed=seed, shuffle=True)
-        val_sampler = SequentialSampler(val_set)
-    loaders = []
-    for dataset, sampler in ((train_set, train_sampler), (val_set, val_sampler)):
-        loaders.append(
-            DataLoader(
-                dataset,
-                batch_size=batch_size,
-                sampler=sampler,
-                num_workers=num_workers,
-                pin_memory=pin_memory and torch.cuda.is_available(),
-                worker_init_fn=_WorkerInit(seed, rank),
-                # Own generator: the loader's worker base seed must not consume the global
-                # torch RNG, which the model's initialisation and dropout use.
-                generator=torch.Generator().manual_seed(seed),
-            )
-        )
-    return loaders[0], loaders[1]
+def _make_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, seed: int,
+                  num_workers: int, pin_memory: bool,
+                  distributed: bool) -> tuple[DataLoader, DataLoader]:
+    train, val = split_loaders((train_set, val_set), batch_size, seed, distributed,
+                               num_workers, pin_memory, graphs=False)
+    return train, val
 
 
 # --------------------------------------------------------------------------- public loaders
@@ -665,7 +359,7 @@ def _resolve_array_file(data_dir: Path, array_file: str | Path | None) -> Path:
     path = default_array_file(data_dir)
     if path.is_file():
         return path
-    if not _writable(path.parent):
+    if not is_writable(path.parent):
         # A read-only data folder (e.g. ../shared/data) keeps its windows in this repo.
         path = _fallback_array_file(data_dir)
         if path.is_file():
@@ -719,4 +413,5 @@ def get_dataloaders_CWRU(
     val_set = SignalDataset(arrays["x"], arrays["y"], val_idx)  # shares train_set's memory
     return _make_loaders(train_set, val_set, batch_size, seed, num_workers, pin_memory,
                          distributed)
+
 

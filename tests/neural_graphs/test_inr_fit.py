@@ -23,6 +23,7 @@ from neural_graphs.inr import (
 from neural_graphs.inr_fit import (
     ConfigMismatchError,
     FitConfig,
+    StoreError,
     fit_sirens,
     init_siren_params,
     load_inr_set,
@@ -163,7 +164,13 @@ def test_run_fit_writes_shards_manifest_and_resumes_identically(
     for shard in manifest["shards"]:
         assert file_hexdigest(tmp_path / "whole" / shard["file"]) == shard["sha256"]
     grid = cv2.imread(str(tmp_path / "whole" / "renders.png"), cv2.IMREAD_GRAYSCALE)
-    assert grid.shape == (3 * (2 * 28 + 6), 3 * (16 * 30 + 2))  # 6 + 4 + 6 columns, zoom 3
+    # 6 + 4 + 6 columns, zoom 3, a label margin on the left and text strips above and below
+    margin, strip = inr_fit.RENDER_LABEL_WIDTH, inr_fit.RENDER_TEXT_HEIGHT
+    assert grid.shape == (3 * (2 * 28 + 6) + 2 * strip, 3 * (16 * 30 + 2) + margin)
+    for rows in (slice(strip, strip + 3 * 32), slice(strip + 3 * 32, strip + 3 * 62)):
+        assert (grid[rows, :margin] < 128).any()  # the row labels: original / INR render
+    assert (grid[-strip:, margin:] < 128).sum() > 16 * 10  # a PSNR under every render
+    assert (grid[:strip, margin:] < 128).any()  # the split names
     params, loaded_labels, split_names, loaded = load_inr_set(tmp_path / "whole")
     assert params["net.0.weight"].shape == (50, 32, 2)
     assert params["net.4.bias"].shape == (50, 1)
@@ -206,7 +213,7 @@ def test_run_fit_refuses_an_out_folder_of_another_configuration(tmp_path: Path) 
     config = _config(images, labels, copies=0, steps=2)
     run_fit(images, labels, splits, config, tmp_path, progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ConfigMismatchError, match=r"steps: 2 there, 3 now"):
+    with pytest.raises(ConfigMismatchError, match=r"steps: saved 2, now 3"):
         run_fit(images, labels, splits, _config(images, labels, copies=0, steps=3), tmp_path,
                 progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
@@ -236,3 +243,113 @@ def test_cli_on_real_mnist(shared_data: Path, tmp_path: Path,
     assert "2 of 2 shards already fitted" in capsys.readouterr().out
     assert MNIST_INR_Fit.main([*argv[:-6], "--steps", "4", *argv[-6:]]) == 2
     assert "another configuration" in capsys.readouterr().err
+    # a damaged shard: the same command refits it (and only it); a damaged configuration
+    # file is refused with the reason, exit 2
+    (tmp_path / "shard_00001.pt").write_bytes(b"torn")
+    with pytest.raises(StoreError, match="shard_00001.pt"):
+        load_inr_set(tmp_path)
+    assert MNIST_INR_Fit.main(argv) == 0
+    assert "1 of 2 shards already fitted" in capsys.readouterr().out
+    load_inr_set(tmp_path)
+    (tmp_path / "fit_config.json").write_text("{not json")
+    assert MNIST_INR_Fit.main(argv) == 2
+    assert "fit_config.json is unreadable" in capsys.readouterr().err
+
+
+def test_a_damaged_shard_is_named_and_refitting_repairs_only_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels, splits = _synthetic_set(20)
+    config = _config(images, labels, copies=0, steps=2)
+    run_fit(images, labels, splits, config, tmp_path, progress=False)
+    before, _, _, _ = load_inr_set(tmp_path)
+    shard = tmp_path / "shard_00001.pt"
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated
+    with pytest.raises(StoreError, match=r"shard_00001\.pt") as caught:
+        load_inr_set(tmp_path)
+    assert "damaged" in str(caught.value) and "run the same python -m MNIST_INR_Fit" in str(
+        caught.value)
+    real_fit_shard, calls = inr_fit._fit_shard, []
+
+    def recorded(*args, **kwargs):
+        calls.append(args[1])
+        return real_fit_shard(*args, **kwargs)
+
+    monkeypatch.setattr(inr_fit, "_fit_shard", recorded)
+    run_fit(images, labels, splits, config, tmp_path, progress=False)
+    assert calls == [1]  # only the damaged shard is fitted again
+    after, _, _, _ = load_inr_set(tmp_path)
+    assert all(torch.equal(after[key], before[key]) for key in before)
+
+
+def _rewrite_shard(folder: Path, index: int, change) -> None:
+    """Edit a shard's content and record its new checksum, as a fit would have."""
+    data_path, meta_path = folder / f"shard_{index:05d}.pt", folder / f"shard_{index:05d}.json"
+    content = torch.load(data_path, weights_only=True)
+    change(content)
+    torch.save(content, data_path)
+    digest = file_hexdigest(data_path)
+    meta = json.loads(meta_path.read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in [meta, *[e for e in manifest["shards"] if e["file"] == data_path.name]]:
+        entry["sha256"] = digest
+    meta_path.write_text(json.dumps(meta))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_load_inr_set_names_an_inr_with_non_finite_weights(tmp_path: Path) -> None:
+    images, labels, splits = _synthetic_set(20)
+    run_fit(images, labels, splits, _config(images, labels, copies=0, steps=1), tmp_path,
+            progress=False)
+
+    def poison(content: dict) -> None:
+        content["params"]["net.2.weight"][3, 0, 0] = float("nan")
+
+    _rewrite_shard(tmp_path, 1, poison)
+    with pytest.raises(StoreError, match=r"INR 3 of shard .*shard_00001\.pt \(INR 11 of the "
+                       r"set.*not finite.*net\.2\.weight"):
+        load_inr_set(tmp_path)
+
+
+def test_fit_parser_refuses_impossible_values(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = MNIST_INR_Fit.build_parser()
+    base = ["--mnist-source", "test-split"]
+    for flags, says in ((["--limit", "3"], "leaves split(s) val without an image"),
+                        (["--limit", "20000"], "has 10000 images"),
+                        (["--limit", "0"], "must be >= 1"),
+                        (["--stop-psnr", "-1"], "must be > 0 and finite"),
+                        (["--stop-psnr", "nan"], "must be > 0 and finite"),
+                        (["--lr", "0"], "must be > 0 and finite"),
+                        (["--steps", "-1"], "must be >= 0"),
+                        (["--copies", "-1"], "must be >= 0"),
+                        (["--batch-inrs", "0"], "must be >= 1"),
+                        (["--shard-size", "0"], "must be >= 1"),
+                        (["--check-every", "0"], "must be >= 1"),
+                        (["--threads", "0"], "must be >= 1"),
+                        (["--seed", "-2"], "must be >= 0"),
+                        (["--device", "nonsense"], "--device")):
+        with pytest.raises(SystemExit) as exit_info:
+            MNIST_INR_Fit.parse_args(parser, base + flags)
+        assert exit_info.value.code == 2, flags
+        assert says in capsys.readouterr().err, flags
+    smallest = MNIST_INR_Fit.smallest_limit(MNIST_INR_Fit.TEST_SPLIT_SIZES)
+    assert smallest == 6
+    args = MNIST_INR_Fit.parse_args(parser, base + ["--limit", str(smallest)])
+    assert args.device == torch.device(MNIST_INR_Fit.default_device())
+    with pytest.raises(SystemExit):
+        MNIST_INR_Fit.parse_args(parser, base + ["--limit", str(smallest - 1)])
+    assert "the smallest limit is 6" in capsys.readouterr().err
+    train_smallest = MNIST_INR_Fit.smallest_limit(MNIST_INR_Fit.SOURCE_SPLIT_SIZES["train"])
+    counts = inr_fit.limit_counts(MNIST_INR_Fit.SOURCE_SPLIT_SIZES["train"], train_smallest)
+    assert min(counts.values()) == 1
+
+
+def test_fit_help_gives_every_flag_a_text_and_its_default_once() -> None:
+    text = MNIST_INR_Fit.build_parser().format_help()
+    options = [action for action in MNIST_INR_Fit.build_parser()._actions
+               if action.option_strings and action.dest != "help"]
+    for action in options:
+        assert action.help, action.dest
+    flat = " ".join(text.split())
+    for flag in ("--recipe", "--batch-inrs", "--dtype", "--device", "--stop-psnr", "--steps"):
+        entry = flat.split(f" {flag} ", 1)[1].split(" --", 1)[0]
+        assert entry.count("default") == 1, (flag, entry)

@@ -14,6 +14,7 @@ from torch import nn
 
 import CNN_Zoo_Generate
 from neural_graphs import zoo
+from utils.checksums import file_hexdigest
 
 ALLOWED = (nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU,
            nn.Tanh, nn.Sigmoid, nn.Dropout, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear,
@@ -207,7 +208,7 @@ def test_zoo_end_to_end_and_rebuilt_members_reproduce_accuracy(tmp_path: Path,
     saved = json.loads((tmp_path / "manifest.json").read_text())
     assert saved["complete"] and saved["config"]["family"] == family
     for shard in saved["shards"]:
-        assert zoo._sha256((tmp_path / shard["file"]).read_bytes()) == shard["sha256"]
+        assert file_hexdigest(tmp_path / shard["file"]) == shard["sha256"]
     members = _check_members_reproduce(tmp_path, data)
     alive = sum(n["diverged_epoch"] is None for s in saved["shards"] for n in s["networks"])
     assert len(members) == saved["members"] >= alive * 2
@@ -223,7 +224,7 @@ def test_resume_after_interruption_and_corrupt_shard(tmp_path: Path) -> None:
     quiet = {"device": "cpu", "progress": False, "log": lambda line: None}
     partial = zoo.generate_zoo(config, data, tmp_path / "a", max_groups=2, **quiet)
     assert not partial["complete"] and partial["shards_done"] == 2
-    with pytest.raises(RuntimeError, match="incomplete"):
+    with pytest.raises(zoo.StoreError, match="incomplete"):
         zoo.load_zoo(tmp_path / "a")
     kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("shard_*.pt")}
     shard = sorted(kept)[0]
@@ -324,3 +325,84 @@ def test_cifar_grey_scale(tmp_path: Path) -> None:
     assert data100.num_classes == 100 and data100.train_x.shape == (6, 1, 32, 32)
     with pytest.raises(ValueError, match="--test-images must be between 1 and 3"):
         zoo.load_data("cifar10-gs", tmp_path, test_images=4)
+
+
+def test_a_damaged_shard_of_a_finished_zoo_is_named_and_the_generator_repairs_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = synthetic_data(train=32, test=16)
+    config = zoo.ZooConfig(num=8, group_size=4, epochs=[0], batch_size=16)
+    quiet = {"device": "cpu", "progress": False, "log": lambda line: None}
+    zoo.generate_zoo(config, data, tmp_path, **quiet)
+    before = zoo.load_zoo(tmp_path)
+    shards = sorted(tmp_path.glob("shard_*.pt"))
+    kept = {p.name: p.stat().st_mtime_ns for p in shards[1:]}
+    shards[0].write_bytes(shards[0].read_bytes()[:64])  # truncated
+    with pytest.raises(zoo.StoreError, match=shards[0].name) as caught:
+        zoo.load_zoo(tmp_path)
+    assert "damaged" in str(caught.value)
+    assert "run the same python -m CNN_Zoo_Generate command again" in str(caught.value)
+    assert zoo.generate_zoo(config, data, tmp_path, **quiet)["complete"]
+    assert {p.name: p.stat().st_mtime_ns for p in shards[1:]} == kept  # only it redone
+    after = zoo.load_zoo(tmp_path)
+    assert [(m.network, m.epoch) for m in after] == [(m.network, m.epoch) for m in before]
+    for x, y in zip(after, before):
+        assert all(torch.equal(x.state_dict[k], y.state_dict[k]) for k in x.state_dict)
+    (tmp_path / "config.json").write_text("{")  # the command line refuses a damaged folder
+    code = CNN_Zoo_Generate.main(["--num", "8", "--out", str(tmp_path), "--data-dir",
+                                  str(tmp_path / "no_data")])
+    assert code == 2 and "is missing" in capsys.readouterr().err
+
+
+def test_a_zoo_and_an_inr_set_say_what_they_are(tmp_path: Path) -> None:
+    from neural_graphs.inr_data import InvalidINRSet, check_inr_dir
+    from neural_graphs.inr_fit import FitConfig, images_digest, load_inr_set, run_fit
+    from neural_graphs.zoo_data import load_zoo_graphs
+
+    data = synthetic_data(train=32, test=16)
+    quiet = {"device": "cpu", "progress": False, "log": lambda line: None}
+    zoo.generate_zoo(zoo.ZooConfig(num=2, epochs=[0]), data, tmp_path / "zoo", **quiet)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    labels = np.arange(6) % 3
+    config = FitConfig(recipe="fast", first_layer_init="siren", steps=1, lr=1e-3, seed=0,
+                       source="synthetic", limit=None, copies=0, batch_inrs=6, shard_size=6,
+                       stop_psnr=None, check_every=1, dtype="float32",
+                       images_sha256=images_digest(images, labels))
+    run_fit(images, labels, {"train": np.arange(4), "val": np.array([4]),
+                             "test": np.array([5])}, config, tmp_path / "inrs", progress=False)
+    is_zoo = r"is a CNN zoo \(manifest kind 'cnn-zoo'\), not an INR set; pass it as --zoo-dir"
+    is_set = r"is an INR set \(manifest kind 'inr-set'\), not a CNN zoo; pass it as --inr-dir"
+    with pytest.raises(zoo.StoreError, match=is_zoo):
+        load_inr_set(tmp_path / "zoo")
+    with pytest.raises(InvalidINRSet, match=is_zoo):
+        check_inr_dir(tmp_path / "zoo")
+    with pytest.raises(zoo.StoreError, match=is_set):
+        zoo.load_zoo(tmp_path / "inrs")
+    with pytest.raises(zoo.StoreError, match=is_set):
+        load_zoo_graphs(tmp_path / "inrs", cache=False)
+    # manifests written before the kind was recorded are recognised by their contents
+    for folder in ("zoo", "inrs"):
+        manifest = json.loads((tmp_path / folder / "manifest.json").read_text())
+        del manifest["kind"]
+        (tmp_path / folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(zoo.StoreError, match=is_zoo):
+        load_inr_set(tmp_path / "zoo")
+    with pytest.raises(zoo.StoreError, match=is_set):
+        zoo.load_zoo(tmp_path / "inrs")
+    assert len(zoo.load_zoo(tmp_path / "zoo")) == 2 and load_inr_set(tmp_path / "inrs")
+
+
+def test_generator_help_and_parser(capsys: pytest.CaptureFixture) -> None:
+    text = " ".join(CNN_Zoo_Generate.build_parser().format_help().split())
+    assert "(default: 1000)" in text.split("--networks NUM ", 1)[1].split(" --out", 1)[0]
+    for action in CNN_Zoo_Generate.build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            entry = " ".join((action.help or "").split())
+            assert entry and entry.count("default") <= 1, action.dest
+    for flags in (["--num", "0"], ["--batch-size", "0"], ["--group-size", "-1"],
+                  ["--seed", "-1"], ["--threads", "0"], ["--train-images", "0"],
+                  ["--device", "nonsense"]):
+        with pytest.raises(SystemExit) as exit_info:
+            CNN_Zoo_Generate.main(["--out", "unused", *flags])
+        assert exit_info.value.code == 2, flags
+    capsys.readouterr()

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from utils import DataLoader_GNN as dl
+from utils import images as image_files
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
              np.float32: 0x0D, np.float64: 0x0E}
@@ -120,7 +121,7 @@ def http_root(tmp_path):
 def mnist_dir(tmp_path, monkeypatch):
     """data_dir with tiny MNIST files whose md5s replace the real ones."""
     sums = make_mnist(tmp_path / "data" / "MNIST" / "raw")
-    monkeypatch.setattr(dl, "MNIST_MD5", sums)
+    monkeypatch.setattr(image_files, "MNIST_MD5", sums)
     return tmp_path / "data"
 
 
@@ -172,7 +173,7 @@ def test_mnist_test_split_fixture(tmp_path, monkeypatch):
     for name, arr in (("t10k-images-idx3-ubyte.gz", images),
                       ("t10k-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))):
         sums[name] = md5(write_idx_gz(raw / name, arr))
-    monkeypatch.setattr(dl, "MNIST_MD5", sums)
+    monkeypatch.setattr(image_files, "MNIST_MD5", sums)
     train, val = dl.get_dataloaders_MNIST(tmp_path, batch_size=5, download=False,
                                           source="test-split")
     assert len(train.dataset) == 8000 and len(val.dataset) == 10
@@ -186,7 +187,7 @@ def test_mnist_test_split_fixture(tmp_path, monkeypatch):
 
 def test_mnist_missing_training_images_points_to_test_split(tmp_path, monkeypatch):
     sums = make_mnist(tmp_path / "MNIST" / "raw")
-    monkeypatch.setattr(dl, "MNIST_MD5", sums)
+    monkeypatch.setattr(image_files, "MNIST_MD5", sums)
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
         (tmp_path / "MNIST" / "raw" / name).unlink()
     with pytest.raises(FileNotFoundError, match="training images are missing") as info:
@@ -244,7 +245,7 @@ def test_mnist_download_from_local_http_mirror(http_root, tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="checksum mismatch"):
         dl.get_dataloaders_MNIST(data, mirrors=[base], source="test-split")
     assert not any((data / "MNIST" / "raw").iterdir())
-    monkeypatch.setattr(dl, "MNIST_MD5", sums)
+    monkeypatch.setattr(image_files, "MNIST_MD5", sums)
     bad_first = [tmp_path.joinpath("nowhere").as_uri() + "/", base]  # falls through to base
     train, val = dl.get_dataloaders_MNIST(data, batch_size=8, mirrors=bad_first)
     assert len(train.dataset) == 70 and len(val.dataset) == 30
@@ -256,7 +257,7 @@ def test_nothing_is_downloaded_into_a_read_only_folder(tmp_path, monkeypatch):
     temporary download file appears in it, and the error says why."""
     mirror = tmp_path / "mirror"
     sums = make_mnist(mirror)
-    monkeypatch.setattr(dl, "MNIST_MD5", sums)
+    monkeypatch.setattr(image_files, "MNIST_MD5", sums)
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
@@ -279,7 +280,7 @@ def test_nothing_is_downloaded_into_a_read_only_folder(tmp_path, monkeypatch):
 def test_cifar_tarball_is_not_extracted_into_a_read_only_folder(tmp_path, monkeypatch):
     data = tmp_path / "data"
     make_cifar_tarball(data / "cifar-100-python.tar.gz")
-    monkeypatch.setattr(dl, "CIFAR100_MD5", md5(data / "cifar-100-python.tar.gz"))
+    monkeypatch.setattr(image_files, "CIFAR100_MD5", md5(data / "cifar-100-python.tar.gz"))
     data.chmod(0o555)
     try:
         with pytest.raises(FileNotFoundError, match="read-only, so cifar-100-python.tar.gz "
@@ -297,7 +298,7 @@ def test_cifar_tarball_is_not_extracted_into_a_read_only_folder(tmp_path, monkey
 def cifar_dir(tmp_path, monkeypatch):
     tarball = tmp_path / "mirror" / "cifar-100-python.tar.gz"
     arrays = make_cifar_tarball(tarball)
-    monkeypatch.setattr(dl, "CIFAR100_MD5", md5(tarball))
+    monkeypatch.setattr(image_files, "CIFAR100_MD5", md5(tarball))
     data = tmp_path / "data"
     dl.load_cifar100(data, url=tarball.as_uri())
     return data, arrays

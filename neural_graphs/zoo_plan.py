@@ -1,0 +1,326 @@
+"""The plan of a model zoo: its images, its configuration, and which networks train together.
+
+:func:`load_data` gives the images a zoo trains and measures on (:class:`ZooData`);
+:class:`ZooConfig` is everything that decides a zoo's contents; :func:`plan_zoo` draws
+every network's hyper-parameters (and, for the ``wild`` family, its architecture) and
+puts them into groups that train as one stacked network; :func:`assign_groups` splits the
+groups over ``torchrun`` ranks by estimated cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neural_graphs.zoo_cnn import ACTIVATIONS
+from utils.images import grey, load_cifar10, load_cifar100, load_mnist
+
+__all__ = [
+    "DATASETS",
+    "FAMILIES",
+    "FORMAT_VERSION",
+    "HPARAM_SPACE",
+    "WILD_SPACE",
+    "ZooConfig",
+    "ZooData",
+    "assign_groups",
+    "load_data",
+    "plan_zoo",
+]
+
+FORMAT_VERSION = 1
+FAMILIES = ("small", "wild")
+DATASETS = ("mnist", "cifar10-gs", "cifar100-gs")
+
+
+# The sampled hyper-parameters (ranges in the spirit of Unterthiner et al. 2020, widened at
+# the bad end so the accuracies spread: tiny train fractions, learning rates too small for
+# SGD and too large for Adam, initialisations far from the default).
+HPARAM_SPACE: dict[str, Any] = {
+    "optimizer": ["adam", "sgd"],
+    "lr": {"adam": [1e-4, 3e-2], "sgd": [1e-3, 3e-1]},  # log-uniform, per optimizer
+    "weight_decay": [1e-8, 1e-2],      # log-uniform, L2 added to the gradient
+    "init_scale": [0.1, 4.0],          # log-uniform multiplier on torch's default init
+    "dropout": [0.0, 0.5],             # uniform, before the final linear layer
+    "train_fraction": [0.1, 0.25, 0.5, 1.0],
+    "activation": {"small": ["relu", "tanh"], "wild": list(ACTIVATIONS)},
+}
+WILD_SPACE: dict[str, Any] = {
+    "depth": [2, 5],
+    "channels": [4, 32],
+    "kernel_size": [3, 5, 7],
+    "residual": {"none": 0.5, "identity": 0.25, "projection": 0.25},
+    "batch_norm": 0.5,                 # probability, per skeleton
+    "stride2_when_small": 0.5,         # probability of stride 2 once the input is <= 7 wide
+}
+
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class ZooData:
+    """Images the zoo trains on (``train_*``) and measures on (``test_*``), normalised.
+
+    ``*_x``: float32 ``[M, C, H, W]`` after ``(x / 255 - mean) / std`` with the mean and
+    standard deviation of the training images; ``*_y``: int64 ``[M]``.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    mean: float
+    std: float
+    digest: str
+
+    @classmethod
+    def from_uint8(cls, name: str, train_x: np.ndarray, train_y: np.ndarray,
+                   test_x: np.ndarray, test_y: np.ndarray, num_classes: int) -> ZooData:
+        """Normalise uint8 images ``[M, C, H, W]`` (or ``[M, H, W]``) and int labels."""
+        arrays = []
+        for x in (train_x, test_x):
+            if x.dtype != np.uint8 or x.ndim not in (3, 4):
+                raise ValueError(f"images must be uint8 [M, H, W] or [M, C, H, W], got "
+                                 f"{x.dtype} {x.shape}")
+            arrays.append(x[:, None] if x.ndim == 3 else x)
+        if len(arrays[0]) != len(train_y) or len(arrays[1]) != len(test_y):
+            raise ValueError(f"images and labels disagree: {len(arrays[0])} / {len(train_y)} "
+                             f"train, {len(arrays[1])} / {len(test_y)} test")
+        digest = hashlib.sha256()
+        for a in (arrays[0], train_y, arrays[1], test_y):
+            digest.update(np.ascontiguousarray(a).tobytes())
+        train = arrays[0].astype(np.float64) / 255.0
+        mean, std = float(train.mean()), float(train.std())
+        if std == 0:
+            raise ValueError("the training images are constant (standard deviation 0)")
+        to_tensor = lambda x: torch.from_numpy(  # noqa: E731
+            ((x.astype(np.float64) / 255.0 - mean) / std).astype(np.float32))
+        return cls(name, to_tensor(arrays[0]), torch.as_tensor(train_y, dtype=torch.long),
+                   to_tensor(arrays[1]), torch.as_tensor(test_y, dtype=torch.long),
+                   int(num_classes), mean, std, digest.hexdigest())
+
+    def to(self, device: torch.device | str) -> ZooData:
+        return ZooData(self.name, self.train_x.to(device), self.train_y.to(device),
+                       self.test_x.to(device), self.test_y.to(device), self.num_classes,
+                       self.mean, self.std, self.digest)
+
+
+def load_data(dataset: str, data_dir: str | Path, train_images: int | None = None,
+              test_images: int | None = None, download: bool = False) -> ZooData:
+    """The zoo's images: ``mnist`` trains on the first half of the MNIST test set (5,000
+    images) and measures on the second half; ``cifar10-gs`` / ``cifar100-gs`` train on the
+    CIFAR training set and measure on its test set, in grey. ``train_images`` /
+    ``test_images`` keep the first so many of each (default all)."""
+    if dataset == "mnist":
+        images, labels = load_mnist(data_dir, "t10k", download=download,
+                                    hint="The zoo uses the MNIST test set (t10k) only.")
+        half = len(images) // 2
+        pools = (images[:half], labels[:half], images[half:], labels[half:])
+        classes = 10
+    elif dataset == "cifar10-gs":
+        tx, ty, vx, vy = load_cifar10(data_dir)
+        pools, classes = (grey(tx), ty, grey(vx), vy), 10
+    elif dataset == "cifar100-gs":
+        tx, ty, vx, vy = load_cifar100(data_dir, download=download)
+        pools, classes = (grey(tx), ty, grey(vx), vy), 100
+    else:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    cut = []
+    for want, (x, y), what in ((train_images, pools[:2], "train"),
+                               (test_images, pools[2:], "test")):
+        if want is not None and not 1 <= want <= len(x):
+            raise ValueError(f"--{what}-images must be between 1 and {len(x)} for {dataset}, "
+                             f"got {want}")
+        n = len(x) if want is None else want
+        cut += [x[:n], y[:n]]
+    return ZooData.from_uint8(dataset, *cut, num_classes=classes)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class ZooConfig:
+    """Everything that decides a zoo's contents (paths and devices excluded)."""
+
+    family: str = "small"
+    num: int = 1000
+    seed: int = 0
+    dataset: str = "mnist"
+    train_images: int | None = None
+    test_images: int | None = None
+    epochs: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    batch_size: int = 32
+    group_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {list(FAMILIES)}, got {self.family!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
+        for name in ("num", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.group_size is None:
+            self.group_size = 16
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be at least 1, got {self.group_size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be non-negative, got {self.seed}")
+        epochs = sorted(set(int(e) for e in self.epochs))
+        if not epochs or epochs[0] < 0:
+            raise ValueError(f"epochs must be non-negative checkpoint epochs, got {self.epochs}")
+        self.epochs = epochs
+
+    def to_dict(self, data: ZooData) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "family": self.family, "num": self.num,
+                "seed": self.seed, "dataset": self.dataset,
+                "train_images": len(data.train_x), "test_images": len(data.test_x),
+                "image_shape": list(data.train_x.shape[1:]), "num_classes": data.num_classes,
+                "input_mean": data.mean, "input_std": data.std, "data_sha256": data.digest,
+                "epochs": self.epochs, "batch_size": self.batch_size,
+                "group_size": self.group_size, "hparam_space": HPARAM_SPACE,
+                "wild_space": WILD_SPACE if self.family == "wild" else None}
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _sample_hparams(rng: np.random.Generator, family: str) -> dict[str, Any]:
+    space = HPARAM_SPACE
+    seed = int(rng.integers(2**31 - 1))
+    optimizer = str(rng.choice(space["optimizer"]))
+    return {
+        "seed": seed,
+        "optimizer": optimizer,
+        "lr": _log_uniform(rng, *space["lr"][optimizer]),
+        "weight_decay": _log_uniform(rng, *space["weight_decay"]),
+        "init_scale": _log_uniform(rng, *space["init_scale"]),
+        "dropout": float(rng.uniform(*space["dropout"])),
+        "activation": str(rng.choice(space["activation"][family])),
+    }
+
+
+def _small_skeleton(in_channels: int, num_classes: int) -> dict[str, Any]:
+    layer = {"out_channels": 16, "kernel_size": 3, "stride": 2, "batch_norm": False,
+             "residual": "none"}
+    return {"in_channels": in_channels, "num_classes": num_classes,
+            "layers": [dict(layer) for _ in range(3)]}
+
+
+def _wild_skeleton(rng: np.random.Generator, in_channels: int, num_classes: int,
+                   size: int) -> dict[str, Any]:
+    space = WILD_SPACE
+    depth = int(rng.integers(space["depth"][0], space["depth"][1] + 1))
+    batch_norm = bool(rng.random() < space["batch_norm"])
+    kinds, probs = list(space["residual"]), list(space["residual"].values())
+    layers, width = [], in_channels
+    for _ in range(depth):
+        residual = str(rng.choice(kinds, p=probs))
+        out = int(rng.integers(space["channels"][0], space["channels"][1] + 1))
+        k = int(rng.choice(space["kernel_size"]))
+        if size > 7:
+            stride = 2
+        else:
+            stride = 2 if size > 1 and rng.random() < space["stride2_when_small"] else 1
+        if residual == "identity":
+            if stride == 1 and width >= space["channels"][0]:
+                out = width
+            else:
+                residual = "projection"
+        layers.append({"out_channels": out, "kernel_size": k, "stride": stride,
+                       "batch_norm": batch_norm, "residual": residual})
+        width, size = out, (size - 1) // stride + 1
+    return {"in_channels": in_channels, "num_classes": num_classes, "layers": layers}
+
+
+def plan_zoo(config: ZooConfig, in_channels: int, num_classes: int,
+             image_size: int) -> list[dict[str, Any]]:
+    """The zoo's groups: ``{"group", "train_fraction", "networks": [{"network", "arch",
+    "hparams"}]}``, deterministic in ``config``. Networks are numbered 0..num-1; within a
+    group they are ordered by activation (contiguous runs for :class:`StackedCNNs`)."""
+    rng = np.random.default_rng(config.seed)
+    fractions = HPARAM_SPACE["train_fraction"]
+    nets: list[dict[str, Any]] = []
+    batches: list[list[int]] = []
+    if config.family == "small":
+        skeleton = _small_skeleton(in_channels, num_classes)
+        buckets: dict[tuple[float, str], list[int]] = {}
+        for i in range(config.num):
+            hp = _sample_hparams(rng, "small")
+            hp["train_fraction"] = float(rng.choice(fractions))
+            nets.append({"network": i, "hparams": hp, "skeleton": skeleton})
+            buckets.setdefault((hp["train_fraction"], hp["activation"]), []).append(i)
+        for _, members in sorted(buckets.items()):
+            if members:
+                parts = math.ceil(len(members) / config.group_size)
+                batches += [list(part) for part in np.array_split(members, parts)]
+    else:
+        while len(nets) < config.num:
+            skeleton = _wild_skeleton(rng, in_channels, num_classes, image_size)
+            fraction = float(rng.choice(fractions))
+            group = []
+            for _ in range(min(config.group_size, config.num - len(nets))):
+                hp = _sample_hparams(rng, "wild")
+                hp["train_fraction"] = fraction
+                group.append(len(nets))
+                nets.append({"network": len(nets), "hparams": hp, "skeleton": skeleton})
+            batches.append(group)
+    groups = []
+    for g, members in enumerate(batches):
+        members = sorted((int(i) for i in members),
+                         key=lambda i: (nets[i]["hparams"]["activation"], i))
+        entries = []
+        for i in members:
+            hp = nets[i]["hparams"]
+            arch = {**nets[i]["skeleton"], "activation": hp["activation"],
+                    "dropout": hp["dropout"]}
+            entries.append({"network": i, "arch": arch, "hparams": hp})
+        groups.append({"group": g, "train_fraction": nets[members[0]]["hparams"]["train_fraction"],
+                       "networks": entries})
+    return groups
+
+
+def _macs(arch: dict[str, Any], size: int) -> int:
+    """Multiply-accumulates of one forward pass on a ``size x size`` image."""
+    total, width = 0, arch["in_channels"]
+    for layer in arch["layers"]:
+        out, k, s = layer["out_channels"], layer["kernel_size"], layer["stride"]
+        size = (size - 1) // s + 1
+        total += size * size * out * width * k * k
+        if layer["residual"] == "projection":
+            total += size * size * out * width
+        width = out
+    return total + width * arch["num_classes"]
+
+
+def _group_cost(group: dict[str, Any], config: ZooConfig, train_images: int, size: int) -> float:
+    macs = _macs(group["networks"][0]["arch"], size)
+    seen = group["train_fraction"] * train_images * max(config.epochs)
+    return len(group["networks"]) * macs * (3 * seen + train_images * len(config.epochs))
+
+
+def assign_groups(costs: Sequence[float], world_size: int) -> list[list[int]]:
+    """Split groups over ranks: largest first onto the least loaded rank (deterministic)."""
+    load = [0.0] * world_size
+    out: list[list[int]] = [[] for _ in range(world_size)]
+    for g in sorted(range(len(costs)), key=lambda g: (-costs[g], g)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        out[r].append(g)
+        load[r] += costs[g]
+    return [sorted(part) for part in out]
+
+
