@@ -10,7 +10,8 @@ from functools import partial
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 
-from utils.Train_Test import TrainConfig, main
+from jobs.twins import TrainConfig
+from utils.Train_Test import main
 
 SETUP = TrainConfig(
     script="CIFAR100_ResNet18_Train", model="resnet18", dataset="cifar100",
@@ -22,4 +23,4 @@ SETUP = TrainConfig(
 )
 
 if __name__ == "__main__":
-    sys.exit(main(SETUP))
+    sys.exit(main(SETUP.job()))

@@ -7,7 +7,8 @@ from functools import partial
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 
-from utils.Train_Test import TrainConfig, main
+from jobs.twins import TrainConfig
+from utils.Train_Test import main
 
 SETUP = TrainConfig(
     script="CIFAR100_VGG11_Train", model="vgg11", dataset="cifar100",
@@ -19,4 +20,4 @@ SETUP = TrainConfig(
 )
 
 if __name__ == "__main__":
-    sys.exit(main(SETUP))
+    sys.exit(main(SETUP.job()))

@@ -7,7 +7,8 @@ from functools import partial
 
 from torch.optim import AdamW
 
-from utils.Train_Test import TrainConfig, main
+from jobs.twins import TrainConfig
+from utils.Train_Test import main
 
 SETUP = TrainConfig(
     script="CIFAR100_ViT_Train", model="vit", dataset="cifar100",
@@ -18,4 +19,4 @@ SETUP = TrainConfig(
 )
 
 if __name__ == "__main__":
-    sys.exit(main(SETUP))
+    sys.exit(main(SETUP.job()))

@@ -38,9 +38,16 @@ from torch.utils.data import DataLoader
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree
 
+from jobs.encoder_jobs import (
+    EncoderDefaults,
+    encoder_side,
+    load_or_refuse,
+    per_encoder,
+    run_job,
+)
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
-from utils.encoder_jobs import EncoderDefaults, encoder_side, train_each_side
+from utils.cli import non_negative_int, positive_float, positive_int
 from utils.job_data import split_loaders
 from utils.tasks import scalar_regression
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
@@ -115,7 +122,7 @@ def encoder_settings(args: argparse.Namespace, side: str) -> tuple[int, int, int
 def make_encoder(side: str, hidden: int, layers: int, rff_dim: int,
                  rff_sigma: float, deg: Tensor | None = None) -> nn.Module:
     """The encoder ``side`` of :data:`ENCODER_NAMES` with one output
-    (:func:`utils.encoder_jobs.encoder_side`).
+    (:func:`jobs.encoder_jobs.encoder_side`).
 
     ``deg``: the in-degree histogram of the training graphs (NG-GNN's PNA scalers)."""
     if side not in GRAPH_ENCODER_NAMES:
@@ -161,18 +168,20 @@ class ZooCache:
         self._cache: dict[tuple, ZooSplits] = {}
 
     def get(self, args: argparse.Namespace) -> ZooSplits:
-        try:
-            key = (str(Path(args.zoo_dir).resolve()), manifest_checksum(args.zoo_dir),
-                   args.split_seed, args.graph_cache)
-            if key not in self._cache:
-                self._cache.clear()
-                zoo = load_zoo_graphs(args.zoo_dir, cache=args.graph_cache)
-                train, val, test = zoo.split(args.split_seed)
-                degrees = torch.cat([degree(g.edge_index[1], g.num_nodes, dtype=torch.long)
-                                     for g in train])
-                self._cache[key] = ZooSplits(zoo, train, val, test, torch.bincount(degrees))
-        except (FileNotFoundError, RuntimeError, ValueError) as err:
-            raise SystemExit(f"error: --zoo-dir: {err}") from None
+        """The splits; a folder that is not a readable zoo is refused with the reason
+        (:class:`~utils.Train_Test.JobRefused` naming ``--zoo-dir``)."""
+        return load_or_refuse("--zoo-dir", lambda: self._read(args))
+
+    def _read(self, args: argparse.Namespace) -> ZooSplits:
+        key = (str(Path(args.zoo_dir).resolve()), manifest_checksum(args.zoo_dir),
+               args.split_seed, args.graph_cache)
+        if key not in self._cache:
+            self._cache.clear()
+            zoo = load_zoo_graphs(args.zoo_dir, cache=args.graph_cache)
+            train, val, test = zoo.split(args.split_seed)
+            degrees = torch.cat([degree(g.edge_index[1], g.num_nodes, dtype=torch.long)
+                                 for g in train])
+            self._cache[key] = ZooSplits(zoo, train, val, test, torch.bincount(degrees))
         return self._cache[key]
 
 
@@ -218,97 +227,76 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", choices=LOSSES, default="bce",
                         help="bce: binary cross-entropy of the sigmoid output against the "
                         "test accuracy; mse: squared error of the sigmoid output")
-    parser.add_argument("--split-seed", type=int, default=0,
+    parser.add_argument("--split-seed", type=non_negative_int, default=0,
                         help="seed of the 80/10/10 split by network (the same for every "
                         "training seed)")
-    parser.add_argument("--hidden", type=int, default=None,
+    parser.add_argument("--hidden", type=positive_int, default=None,
                         help="main width of the encoder (ngnn: hidden, ngt: node dim, dng: "
-                        "embedding, nfn: channels, statnn: MLP width); default per encoder: "
-                        + ", ".join(f"{k} {v.hidden}" for k, v in ENCODER_DEFAULTS.items()))
-    parser.add_argument("--layers", type=int, default=None,
+                        "embedding, nfn: channels, statnn: MLP width); default "
+                        + per_encoder(ENCODER_DEFAULTS, "hidden"))
+    parser.add_argument("--layers", type=positive_int, default=None,
                         help="layers of the encoder (message-passing, attention, NFN or MLP "
                         "layers; dng has one step per network layer and ignores it); default "
-                        "per encoder: " + ", ".join(f"{k} {v.layers}"
-                                                    for k, v in ENCODER_DEFAULTS.items()))
-    parser.add_argument("--rff-dim", type=int, default=None,
+                        + per_encoder(ENCODER_DEFAULTS, "layers"))
+    parser.add_argument("--rff-dim", type=positive_int, default=None,
                         help="Fourier frequencies of weights and biases (graph encoders); "
-                        "default per encoder: " + ", ".join(
-                            f"{k} {ENCODER_DEFAULTS[k].rff_dim}" for k in GRAPH_ENCODER_NAMES))
-    parser.add_argument("--rff-sigma", type=float, default=1.0,
+                        "default " + per_encoder(ENCODER_DEFAULTS, "rff_dim",
+                                                 GRAPH_ENCODER_NAMES))
+    parser.add_argument("--rff-sigma", type=positive_float, default=1.0,
                         help="standard deviation of those frequencies (1 for CNNs, SPEC 4.2)")
     parser.add_argument("--no-graph-cache", dest="graph_cache", action="store_false",
                         help="neither read nor write the neural-graph cache in --zoo-dir "
                         "(for a read-only zoo folder)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice)")
 
 
-def make_job(loss: str, side: str) -> JobConfig:
-    """The job of one encoder (its default epochs) with the task of ``--loss``."""
-    return JobConfig(
-        script=SCRIPT, title="CNN accuracy predictor", epochs=ENCODER_DEFAULTS[side].epochs,
-        batch_size=128, lr=1e-3, optimizer=Adam, build_model=build_predictor,
-        loaders=zoo_loaders,
-        sides=SideFlag("--encoder", ENCODER_NAMES, default=DEFAULT_ENCODER, every=EVERY,
-                       help="weight-space encoder, or 'all' for each in turn, each with its "
-                       "default epochs unless --epochs is given ("
-                       + ", ".join(f"{k} {v.epochs}" for k, v in ENCODER_DEFAULTS.items())
-                       + ")"),
-        task=scalar_regression(loss), seeds=(0, 1, 2),
-        description="Predict the test accuracy of each network of --zoo-dir from its "
-        "weights; the final record carries kendall_tau, r2 and test_mse over the held-out "
-        "networks.",
-        extra_arguments=zoo_arguments,
-        resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
-                     "rff_sigma"),
-        labels={"dataset": "cnn_zoo"})
+def configure(args: argparse.Namespace) -> JobConfig:
+    """Set ``--threads``, convert the zoo (or read its cache) once, refused with the reason
+    when it cannot be read; then the task of ``--loss``."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    SPLITS.get(args)
+    return JOB.replace(task=scalar_regression(args.loss))
+
+
+# --------------------------------------------------------------------------- job
+
+
+JOB = JobConfig(
+    script=SCRIPT, title="CNN accuracy predictor",
+    epochs={side: ENCODER_DEFAULTS[side].epochs for side in ENCODER_NAMES},
+    batch_size=128, lr=1e-3, optimizer=Adam, build_model=build_predictor,
+    loaders=zoo_loaders,
+    sides=SideFlag("--encoder", ENCODER_NAMES, default=DEFAULT_ENCODER, every=EVERY,
+                   noun="encoder",
+                   help="weight-space encoder, or 'all' for each in turn (each with its "
+                   "default epochs unless --epochs is given)"),
+    task=scalar_regression("bce"), seeds=(0, 1, 2),
+    description="Predict the test accuracy of each network of --zoo-dir from its "
+    "weights; the final record carries kendall_tau, r2 and test_mse over the held-out "
+    "networks.",
+    extra_arguments=zoo_arguments,
+    resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
+                 "rff_sigma"),
+    labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    """The full command line, as the loop will read it; ``epochs`` None when not given."""
-    parser = build_parser(make_job("bce", DEFAULT_ENCODER))
-    parser.set_defaults(epochs=None)
-    return parser.parse_args(argv)
+    """The full command line, as the loop reads it (``epochs`` None when not given)."""
+    return build_parser(JOB).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train each chosen encoder through :func:`utils.Train_Test.main`, one at a time so
-    that each gets its own default epochs. The zoo is converted (or read from its cache)
-    first; an encoder that cannot read it is skipped with a note under ``--encoder all``
-    and an error (exit status 2) when asked for alone. Returns the first non-zero exit
-    status, else 0."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        known = _parse(argv)
-    except SystemExit as stop:  # argparse printed the problem
-        return int(stop.code or 0)
-    if known.threads is not None:
-        if known.threads < 1:
-            print(f"error: --threads must be at least 1, got {known.threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(known.threads)
-    try:
-        SPLITS.get(known)
-    except SystemExit as stop:
-        print(stop.code, file=sys.stderr)
-        return 2
-    alone = known.encoder != EVERY
-    chosen = [known.encoder] if alone else list(ENCODER_NAMES)
-    usable = []
-    for side in chosen:
-        if not alone:
-            try:
-                build_predictor(known, 0, side)
-            except SideUnavailable as err:
-                print(f"note: the {side} encoder is skipped: {err}", file=sys.stderr)
-                continue
-        usable.append(side)
-    return train_each_side(argv, usable, "--encoder", lambda side: make_job(known.loss, side),
-                           None if known.epochs is not None else
-                           lambda side: ENCODER_DEFAULTS[side].epochs)
+    """Train each chosen encoder through :func:`utils.Train_Test.main` (the command line
+    parsed once; each encoder with its own default epochs). The zoo is converted (or read
+    from its cache) first; an encoder that cannot read it is skipped with a note under
+    ``--encoder all`` and an error (exit status 2) when asked for alone. Returns the exit
+    status."""
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import sys
 
 from torch.optim import Adam
 
-from utils.Train_Test import TrainConfig, main
+from jobs.twins import TrainConfig
+from utils.Train_Test import main
 
 SETUP = TrainConfig(
     script="CWRU_1DCNN_Train", model="cwru", dataset="cwru",
@@ -18,4 +19,4 @@ SETUP = TrainConfig(
 )
 
 if __name__ == "__main__":
-    sys.exit(main(SETUP))
+    sys.exit(main(SETUP.job()))

@@ -19,11 +19,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from MNIST_INR_Classification_Train import run_job
+from jobs.encoder_jobs import (
+    RECIPE_DEFAULTS,
+    load_or_refuse,
+    recipe_arguments,
+    recipe_optimizer,
+    run_job,
+    with_recipe,
+)
+from jobs.inr_jobs import inr_dir_argument, split_loaders_of
 from neural_graphs.inr import render
 from neural_graphs.inr_data import check_inr_dir
-from utils.encoder_jobs import recipe_arguments, recipe_optimizer
-from utils.job_data import split_loaders
+from utils.cli import positive_int, probability
 from utils.tasks import classification
 from utils.Train_Test import JobConfig, SideFlag
 
@@ -82,52 +89,58 @@ def rendered_splits(inr_dir: str, chunk: int = 1024) -> dict[str, TensorDataset]
 _RENDERS: dict[str, dict[str, TensorDataset]] = {}
 
 
+def _renders(inr_dir: str) -> dict[str, TensorDataset]:
+    if inr_dir not in _RENDERS:
+        _RENDERS.clear()
+        _RENDERS[inr_dir] = rendered_splits(inr_dir)
+    return _RENDERS[inr_dir]
+
+
 def ceiling_loaders(args: argparse.Namespace, seed: int,
                     distributed: bool) -> tuple[DataLoader | None, ...]:
-    if args.inr_dir not in _RENDERS:
-        _RENDERS.clear()
-        _RENDERS[args.inr_dir] = rendered_splits(args.inr_dir)
-    data = _RENDERS[args.inr_dir]
-    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
-                         distributed, args.num_workers, str(args.device).startswith("cuda"))
+    """``(train, val, test)`` loaders of the rendered splits."""
+    return split_loaders_of(_renders(args.inr_dir), args, seed, distributed)
 
 
 def build_cnn(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
-    if args.channels < 1 or not 0 <= args.dropout < 1:
-        raise SystemExit(f"error: --channels must be at least 1 and --dropout in [0, 1), got "
-                         f"{args.channels} and {args.dropout}")
+    """The :class:`SmallCNN` of the flags."""
     return SmallCNN(args.channels, 10, args.dropout)
 
 
 def ceiling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--inr-dir", required=True,
-                        help="a finished INR set: the --out folder of python -m MNIST_INR_Fit")
-    parser.add_argument("--channels", type=int, default=16,
+    """The job's own flags: the INR set, the CNN's size and dropout, the recipe."""
+    inr_dir_argument(parser)
+    parser.add_argument("--channels", type=positive_int, default=16,
                         help="channels of the first convolution (the second has twice)")
-    parser.add_argument("--dropout", type=float, default=0.2,
-                        help="dropout before the linear classifier")
+    parser.add_argument("--dropout", type=probability, default=0.2,
+                        help="dropout before the linear classifier, in [0, 1)")
     recipe_arguments(parser)
 
 
-def make_job(known: argparse.Namespace, side: str) -> JobConfig:
-    return JobConfig(
-        script=SCRIPT, title="small CNN on INR renders", epochs=DEFAULT_EPOCHS,
-        batch_size=128, lr=1e-3, optimizer=recipe_optimizer(known), build_model=build_cnn,
-        loaders=ceiling_loaders,
-        sides=SideFlag("--encoder", ("cnn",), default="cnn",
-                       help="the classifier (only 'cnn')"),
-        task=classification(), seeds=(0, 1, 2),
-        description="Train a small CNN on the rendered INRs of --inr-dir (the ceiling of the "
-        "weight-space classifiers); the final record carries test_acc (percent).",
-        extra_arguments=ceiling_arguments,
-        resume_keys=("inr_dir", "channels", "dropout", "weight_decay", "warmup_steps",
-                     "max_grad_norm"),
-        labels={"dataset": "mnist_inr"})
+def configure(args: argparse.Namespace) -> JobConfig:
+    """Render the INR set once (a folder that is not a readable set is refused), then the
+    optimizer of the recipe flags."""
+    load_or_refuse("--inr-dir", lambda: _renders(args.inr_dir))
+    return with_recipe(JOB, args)
+
+
+JOB = JobConfig(
+    script=SCRIPT, title="small CNN on INR renders", epochs=DEFAULT_EPOCHS,
+    batch_size=128, lr=1e-3, optimizer=recipe_optimizer(RECIPE_DEFAULTS),
+    build_model=build_cnn, loaders=ceiling_loaders,
+    sides=SideFlag("--encoder", ("cnn",), default="cnn", help="the classifier (only 'cnn')"),
+    task=classification(), seeds=(0, 1, 2),
+    description="Train a small CNN on the rendered INRs of --inr-dir (the ceiling of the "
+    "weight-space classifiers); the final record carries test_acc (percent).",
+    extra_arguments=ceiling_arguments,
+    resume_keys=("inr_dir", "channels", "dropout", "weight_decay", "warmup_steps",
+                 "max_grad_norm"),
+    labels={"dataset": "mnist_inr"}, configure=configure, reads_data_dir=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job(argv, make_job, ceiling_arguments, ("cnn",), None, "cnn",
-                   lambda side: DEFAULT_EPOCHS)
+    """Train the CNN (the command line parsed once); returns the exit status."""
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ Encoders: the graph encoders ``ngnn``, ``ngt`` and ``dng`` give node embeddings
 neurons permutes the edit the same way. ``flatmlp`` predicts the flat parameter vector
 (not equivariant). The heads' last layers start at zero: before training the edited INR is
 the INR and the MSE is ``identity_mse``. The training recipe and flags are those of
-``MNIST_INR_Classification_Train`` (no augmentation: it would move the target).
+``MNIST_INR_Classification_Train`` (:mod:`jobs.inr_jobs`; no augmentation: it would move
+the target).
 """
 
 from __future__ import annotations
@@ -40,24 +41,34 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
-from MNIST_INR_Classification_Train import (
-    ENCODER_DEFAULTS,
+from jobs.encoder_jobs import (
+    RECIPE_DEFAULTS,
+    load_or_refuse,
+    materialize,
+    recipe_arguments,
+    recipe_optimizer,
+    run_job,
+    with_recipe,
+)
+from jobs.inr_jobs import (
+    INR_ENCODER_DEFAULTS,
     SPLITS,
     encoder_arguments,
     encoder_settings,
     first_graphs,
+    inr_manifest,
     make_encoder,
-    run_job,
+    split_loaders_of,
 )
 from neural_graphs.inr import render
-from neural_graphs.inr_data import check_inr_dir, graph_features_to_stacked, inr_set_images
-from utils.encoder_jobs import materialize, recipe_arguments, recipe_optimizer
-from utils.job_data import split_loaders
+from neural_graphs.inr_data import graph_features_to_stacked, inr_set_images
+from utils.cli import positive_int
 from utils.tasks import Task
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable
 
 SCRIPT = "MNIST_INR_Dilation_Train"
 EDIT_ENCODERS = ("flatmlp", "ngnn", "ngt", "dng")
+ENCODER_DEFAULTS = {side: INR_ENCODER_DEFAULTS[side] for side in EDIT_ENCODERS}
 DILATION_KERNEL = np.ones((3, 3), np.uint8)
 
 
@@ -262,17 +273,18 @@ def _splits(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 def dilation_loaders(args: argparse.Namespace, seed: int,
                      distributed: bool) -> tuple[DataLoader | None, ...]:
-    data = _splits(args, seed)
-    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
-                         distributed, args.num_workers, str(args.device).startswith("cuda"))
+    """``(train, val, test)`` loaders of the INR set's splits with dilated targets."""
+    return split_loaders_of(_splits(args, seed), args, seed, distributed)
 
 
 def _fit_config(inr_dir: str) -> dict[str, Any]:
-    return check_inr_dir(inr_dir).get("config", {})
+    return inr_manifest(inr_dir).get("config", {})
 
 
 def build_editor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
-    hidden, layers, probes = encoder_settings(args, side)
+    """An :class:`INREditor` of ``side`` for the set's SIRENs, its lazy parts built on the
+    first training INRs."""
+    hidden, layers, probes = encoder_settings(args, side, ENCODER_DEFAULTS)
     config = _fit_config(args.inr_dir)
     editor = INREditor(side, hidden, layers, probes, omega_0=config.get("omega_0", 30.0),
                        out_offset=config.get("out_offset", 0.5), head_hidden=args.head_hidden)
@@ -281,37 +293,47 @@ def build_editor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
 
 
 def dilation_arguments(parser: argparse.ArgumentParser) -> None:
-    encoder_arguments(parser)
+    """The job's own flags: the INR set, the editing encoders' sizes, the recipe, the edit
+    heads and the MNIST folder."""
+    encoder_arguments(parser, ENCODER_DEFAULTS)
     recipe_arguments(parser)
-    parser.add_argument("--head-hidden", type=int, default=64,
+    parser.add_argument("--head-hidden", type=positive_int, default=64,
                         help="width of the node and edge edit heads")
     parser.add_argument("--mnist-dir", default=None,
                         help="folder holding MNIST/raw (default: the --data-dir the INR set "
                         "was fitted from, recorded in its manifest)")
 
 
-def make_job(known: argparse.Namespace, side: str) -> JobConfig:
-    config = _fit_config(known.inr_dir) if getattr(known, "inr_dir", None) else {}
-    return JobConfig(
-        script=SCRIPT, title="MNIST INR dilation editor",
-        epochs=ENCODER_DEFAULTS[side].epochs, batch_size=128, lr=1e-3,
-        optimizer=recipe_optimizer(known), build_model=build_editor, loaders=dilation_loaders,
-        sides=SideFlag("--encoder", EDIT_ENCODERS, default="ngnn", every="all",
-                       help="weight-space encoder, or 'all' for each in turn (each with its "
-                       "default epochs unless --epochs is given)"),
-        task=dilation_task(config.get("omega_0", 30.0), config.get("out_offset", 0.5)),
-        seeds=(0, 1, 2),
-        description="Edit each INR of --inr-dir so that it draws its digit dilated (3x3); "
-        "the final record carries test_mse and identity_mse.",
-        extra_arguments=dilation_arguments,
-        resume_keys=("inr_dir", "hidden", "layers", "probes", "head_hidden", "weight_decay",
-                     "warmup_steps", "max_grad_norm"),
-        labels={"dataset": "mnist_inr_dilation"})
+def configure(args: argparse.Namespace) -> JobConfig:
+    """Read the INR set and its dilated MNIST targets once (refused with the reason when
+    either cannot be read), then the task of the set's rendering and the recipe's
+    optimizer."""
+    config = _fit_config(args.inr_dir)
+    load_or_refuse("--inr-dir", lambda: _splits(args, args.seeds[0]))
+    return with_recipe(JOB, args).replace(
+        task=dilation_task(config.get("omega_0", 30.0), config.get("out_offset", 0.5)))
+
+
+JOB = JobConfig(
+    script=SCRIPT, title="MNIST INR dilation editor",
+    epochs={side: ENCODER_DEFAULTS[side].epochs for side in EDIT_ENCODERS},
+    batch_size=128, lr=1e-3, optimizer=recipe_optimizer(RECIPE_DEFAULTS),
+    build_model=build_editor, loaders=dilation_loaders,
+    sides=SideFlag("--encoder", EDIT_ENCODERS, default="ngnn", every="all", noun="encoder",
+                   help="weight-space encoder, or 'all' for each in turn (each with its "
+                   "default epochs unless --epochs is given)"),
+    task=dilation_task(), seeds=(0, 1, 2),
+    description="Edit each INR of --inr-dir so that it draws its digit dilated (3x3); "
+    "the final record carries test_mse and identity_mse.",
+    extra_arguments=dilation_arguments,
+    resume_keys=("inr_dir", "hidden", "layers", "probes", "head_hidden", "weight_decay",
+                 "warmup_steps", "max_grad_norm"),
+    labels={"dataset": "mnist_inr_dilation"}, configure=configure, reads_data_dir=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job(argv, make_job, dilation_arguments, EDIT_ENCODERS, "all", "ngnn",
-                   lambda side: ENCODER_DEFAULTS[side].epochs)
+    """Train the chosen editors (the command line parsed once); returns the exit status."""
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import sys
 
 from torch.optim import SGD
 
-from utils.Train_Test import TrainConfig, main
+from jobs.twins import TrainConfig
+from utils.Train_Test import main
 
 SETUP = TrainConfig(
     script="MNIST_MLP_Train", model="mlp", dataset="mnist",
@@ -18,4 +19,4 @@ SETUP = TrainConfig(
 )
 
 if __name__ == "__main__":
-    sys.exit(main(SETUP))
+    sys.exit(main(SETUP.job()))

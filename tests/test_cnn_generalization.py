@@ -237,3 +237,32 @@ def test_help_lists_the_job_flags(capsys):
     for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}", "--loss {bce,mse}",
                  "--split-seed", "--hidden", "--rff-sigma"):
         assert flag in text
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--rff-sigma", "-1"], "--rff-sigma"), (["--rff-sigma", "nan"], "--rff-sigma"),
+    (["--hidden", "0"], "--hidden"), (["--rff-dim", "0"], "--rff-dim"),
+    (["--threads", "0"], "--threads"), (["--split-seed", "-1"], "--split-seed")])
+def test_the_parser_refuses_values_out_of_range(argv, flag, small_zoo, tmp_path, capsys):
+    assert train(["--zoo-dir", str(small_zoo), *argv] + dirs(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+    assert not (tmp_path / "log").exists()
+
+
+def test_help_shows_per_encoder_epochs_and_no_data_dir(capsys):
+    assert cgt.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "training epochs; default per encoder: statnn 100, nfn 40, ngnn 20, ngt 8, dng 8" \
+        in text
+    assert "[--data-dir" not in text and "(default: 20)" not in text
+
+
+def test_a_damaged_zoo_is_refused_with_the_reason_before_training(small_zoo, tmp_path, capsys):
+    zoo_dir = copy_zoo(small_zoo, tmp_path / "zoo")
+    shard = sorted(p for p in zoo_dir.iterdir() if p.suffix == ".pt")[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert train(["--zoo-dir", str(zoo_dir), "--no-graph-cache"] + dirs(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --zoo-dir: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and not (tmp_path / "log").exists()

@@ -18,12 +18,12 @@ import MNIST_INR_Classification_Train as classify
 import MNIST_INR_CNN_Ceiling as ceiling
 import MNIST_INR_Dilation_Train as dilation
 import MNIST_INR_Fit
+from jobs.encoder_jobs import materialize
 from neural_graphs.inr import SIREN, render, stack_siren_params
 from neural_graphs.inr_data import INRGraphDataset
 from neural_graphs.inr_fit import FitConfig, images_digest, load_inr_set, run_fit, stratified_split
 from neural_graphs.permute import hidden_permutation
 from tests.conftest import SHARED_DATA
-from utils.encoder_jobs import materialize
 from utils.optim import WarmupClipAdamW
 
 TINY = ["--hidden", "8", "--layers", "1", "--batch-size", "16", "--seeds", "0",
@@ -243,3 +243,84 @@ def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> N
     assert dilation.main([*argv, "--epochs", "2", "--resume"]) == 0
     records = _records(tmp_path / "dil" / "log", "MNIST_INR_Dilation_Train_ngnn_seed0")
     assert [r["epoch"] for r in records] == [1, 2, 2] and records[-1]["final"]
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+@pytest.mark.parametrize("main,argv,flag", [
+    (classify.main, ["--dropout", "1.5"], "--dropout"),
+    (classify.main, ["--probes", "-1"], "--probes"),
+    (classify.main, ["--hidden", "0"], "--hidden"),
+    (classify.main, ["--weight-decay", "-1"], "--weight-decay"),
+    (classify.main, ["--max-grad-norm", "nan"], "--max-grad-norm"),
+    (dilation.main, ["--head-hidden", "0"], "--head-hidden"),
+    (dilation.main, ["--layers", "0"], "--layers"),
+    (ceiling.main, ["--dropout", "1"], "--dropout"),
+    (ceiling.main, ["--channels", "0"], "--channels"),
+    (ceiling.main, ["--warmup-steps", "-3"], "--warmup-steps"),
+])
+def test_the_parsers_refuse_values_out_of_range(main, argv, flag, synthetic_set: Path,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--inr-dir", str(synthetic_set), *argv, *_dirs(tmp_path, "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def _help(main, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["--help"]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(classify.main, capsys)
+    assert "(default: 9)" not in text
+    assert "default per encoder: flatmlp 100, statnn 100, nfn 50, ngnn 9, ngt 4, dng 14" in text
+    edit = _help(dilation.main, capsys)
+    hidden = edit.split("--hidden HIDDEN ")[1].split("--layers")[0]
+    assert "nfn" not in hidden and "statnn" not in hidden and "flatmlp 256" in hidden
+    assert "default per encoder: flatmlp 2, ngnn 4, ngt 2, dng 1" in edit
+    assert "(default: 30)" in _help(ceiling.main, capsys)
+    for main in (classify.main, dilation.main, ceiling.main):
+        assert "[--data-dir" not in _help(main, capsys)
+
+
+def test_the_command_line_is_parsed_once(synthetic_set: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    parses = []
+    original = argparse.ArgumentParser.parse_known_args
+
+    def counting(self, *args, **kwargs):
+        parses.append(self.prog)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", counting)
+    argv = ["--inr-dir", str(synthetic_set), "--encoder", "statnn", "--epochs", "1", *TINY,
+            *_dirs(tmp_path, "once")]
+    assert classify.main(argv) == 0
+    assert parses == ["python -m MNIST_INR_Classification_Train"]
+
+
+def test_a_damaged_set_is_refused_with_the_reason_before_training(
+        synthetic_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    damaged = Path(shutil.copytree(synthetic_set, tmp_path / "damaged"))
+    shard = sorted(damaged.glob("shard_*.pt"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    for main in (classify.main, dilation.main, ceiling.main):
+        argv = ["--inr-dir", str(damaged), "--epochs", "1", *TINY, *_dirs(tmp_path, "x")]
+        if main is ceiling.main:
+            argv = argv[:argv.index("--hidden")] + argv[argv.index("--batch-size"):]
+        assert main(argv) == 2, main
+        err = capsys.readouterr().err
+        assert err.startswith("error: --inr-dir: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+        # The synthetic set has no MNIST images to dilate: the dilation job says so first.
+        assert ("sha256" in err) or (main is dilation.main and "image source" in err), err
+    assert not (tmp_path / "x").exists()

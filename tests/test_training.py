@@ -26,6 +26,7 @@ import CIFAR100_VGG11_Train
 import CIFAR100_ViT_Train
 import CWRU_1DCNN_Train
 import MNIST_MLP_Train
+from jobs.twins import build_twin
 from utils import DataLoader_GNN as dl
 from utils import Train_Test as tt
 
@@ -75,7 +76,7 @@ def write_mnist(data_dir: Path, monkeypatch: pytest.MonkeyPatch, n: int = 120) -
     write_idx_gz(raw / "t10k-images-idx3-ubyte.gz", images)
     write_idx_gz(raw / "t10k-labels-idx1-ubyte.gz", labels)
     sums = {p.name: dl.md5sum(p) for p in raw.iterdir()}
-    monkeypatch.setattr(dl, "MNIST_MD5", {**dl.MNIST_MD5, **sums})
+    monkeypatch.setattr("utils.images.MNIST_MD5", {**dl.MNIST_MD5, **sums})
     monkeypatch.setattr(dl, "MNIST_TEST_SPLIT_TRAIN", 90)
     return data_dir
 
@@ -101,7 +102,7 @@ def write_cifar(data_dir: Path, monkeypatch: pytest.MonkeyPatch, n_train: int = 
         info = tarfile.TarInfo("cifar-100-python/meta")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
-    monkeypatch.setattr(dl, "CIFAR100_MD5", dl.md5sum(tarball))
+    monkeypatch.setattr("utils.images.CIFAR100_MD5", dl.md5sum(tarball))
     dl.load_cifar100(data_dir, download=False)  # extracts cifar-100-python/
     return data_dir
 
@@ -578,7 +579,7 @@ def test_ddp_gloo_two_processes(tmp_path, one_thread):
     ckpt = torch.load(tmp_path / "ckpt" / "CWRU_1DCNN_Train_standard_seed0_last.pt",
                       weights_only=False)
     assert len(ckpt["rng"]) == 2
-    model = tt._build_twin("cwru", None, 0, "standard")
+    model = build_twin("cwru", None, 0, "standard")
     model.load_state_dict(ckpt["model"])
     model.eval()
     _, val = dl.get_dataloaders_CWRU(data, batch_size=64, seed=0)

@@ -141,10 +141,17 @@ def loss_gap(standard: dict[int, Run], twin: dict[int, Run]) -> float:
     return max(gaps) if gaps else math.nan
 
 
+def _mean_pm_std(mean: float, std: float, n: int, digits: int) -> str:
+    """``mean ± std (n=N)``; one seed has no spread to show: ``mean (n=1)``."""
+    if n == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
+
+
 def _acc(stats: SideStats | None) -> str:
     if stats is None:
         return "-"
-    return f"{stats.acc_mean:.2f} ± {stats.acc_std:.2f} (n={len(stats.seeds)})"
+    return _mean_pm_std(stats.acc_mean, stats.acc_std, len(stats.seeds), 2)
 
 
 def _seconds(stats: SideStats | None) -> str:
@@ -183,7 +190,7 @@ def _format(values: Sequence[float]) -> str:
         return "-"
     mean, std = _mean_std(finite)
     digits = 2 if max(abs(mean), std) >= 1 else 4
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(finite)})"
+    return _mean_pm_std(mean, std, len(finite), digits)
 
 
 def side_tables(runs: Logs, finals: Finals) -> str:
@@ -257,9 +264,12 @@ def draw_curves(runs: Logs) -> Any:
         unit = " (%)" if metric.endswith("_acc") else ""
         row[1].set(title=f"{script}: {metric.replace('_', ' ')}", xlabel="epoch",
                    ylabel=f"{metric.removeprefix('val_').replace('_', ' ')}{unit}")
+        epochs = sorted({e for runs_ in sides.values() for run in runs_.values() for e in run})
         for ax in row:
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if len(epochs) == 1:  # one point: autoscale would span +-5% of it in fractions
+                ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
             formatter = ScalarFormatter(useOffset=False)
             formatter.set_scientific(False)
             ax.yaxis.set_major_formatter(formatter)

@@ -278,3 +278,88 @@ def test_a_task_that_never_improves_still_has_a_best_checkpoint(tmp_path):
     run = tt.run_name("Toy_Map_Train", "linear", 0)
     final = records(tmp_path / "log", run)[-1]
     assert final["best_epoch"] == 1 and math.isnan(final["score"])
+
+
+# --------------------------------------------------------------------------- job declaration
+
+
+PER_SIDE_JOB = dataclasses.replace(GRAPH_JOB, script="Toy_Sides_Train",
+                                   epochs={"gcn": 2, "mean": 1, "broken": 1})
+
+
+def test_per_side_default_epochs_are_resolved_after_one_parse_and_shown_in_help(
+        tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tt.main(PER_SIDE_JOB, ["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "training epochs; default per side: gcn 2, mean 1, broken 1" in text
+    assert "(default: 2)" not in text and "(default: None)" not in text
+    assert train(PER_SIDE_JOB, ["--encoder", "all"] + dirs(tmp_path / "own")) == 0
+    assert [r["epoch"] for r in records(tmp_path / "own" / "log", "Toy_Sides_Train_gcn_seed0")
+            ] == [1, 2, 2]
+    assert [r["epoch"] for r in records(tmp_path / "own" / "log",
+                                        "Toy_Sides_Train_mean_seed0")] == [1, 1]
+    assert records(tmp_path / "own" / "log", "Toy_Sides_Train_mean_seed0")[0]["epochs"] == 1
+    assert train(PER_SIDE_JOB, ["--encoder", "gcn", "--epochs", "1"]
+                 + dirs(tmp_path / "given")) == 0
+    assert [r["epoch"] for r in records(tmp_path / "given" / "log",
+                                        "Toy_Sides_Train_gcn_seed0")] == [1, 1]
+    with pytest.raises(ValueError, match="epochs has no entry for"):
+        dataclasses.replace(GRAPH_JOB, epochs={"gcn": 2})
+
+
+def test_configure_sees_the_parsed_flags_once_and_may_refuse_before_any_run(
+        tmp_path, capsys, monkeypatch):
+    parses = []
+    original = argparse.ArgumentParser.parse_known_args
+
+    def counting(self, *args, **kwargs):
+        parses.append(self.prog)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", counting)
+    seen = []
+
+    def configure(args):
+        seen.append(args.lr)
+        return job.replace(optimizer=partial(SGD, momentum=0.5))
+
+    job = VECTOR_JOB.replace(script="Toy_Configured_Train", configure=configure, epochs=1)
+    assert train(job, ["--lr", "0.2"] + dirs(tmp_path)) == 0
+    assert seen == [0.2] and len(parses) == 1
+    ckpt = torch.load(tmp_path / "ckpt" / "Toy_Configured_Train_linear_seed0_last.pt",
+                      weights_only=False)
+    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.5
+
+    def refuse(args):
+        raise tt.JobRefused("--thing: not a readable set")
+
+    refused = job.replace(configure=refuse)
+    assert train(refused, dirs(tmp_path / "refused")) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --thing: not a readable set\n"
+    assert not (tmp_path / "refused").exists()
+
+
+def test_data_dir_is_a_flag_of_jobs_that_read_it_only(capsys):
+    assert "--data-dir" in tt.build_parser(VECTOR_JOB).format_help()
+    quiet = VECTOR_JOB.replace(reads_data_dir=False)
+    assert "--data-dir" not in tt.build_parser(quiet).format_help()
+    with pytest.raises(SystemExit) as stop:
+        tt.main(quiet, ["--data-dir", "data", "--device", "cpu"])
+    assert stop.value.code == 2 and "--data-dir" in capsys.readouterr().err
+
+
+def test_a_side_that_is_never_skippable_is_an_error_under_every(tmp_path, capsys):
+    class Missing(tt.SideUnavailable):
+        skippable = False
+
+    def build(args, seed, side):
+        if side == "broken":
+            raise Missing("a regression")
+        return ENCODERS[side]()
+
+    job = GRAPH_JOB.replace(script="Toy_Strict_Train", build_model=build, epochs=1)
+    assert train(job, ["--encoder", "all"] + dirs(tmp_path)) == 2
+    assert "the broken side cannot be built: a regression" in capsys.readouterr().err

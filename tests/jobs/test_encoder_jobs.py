@@ -1,5 +1,6 @@
-"""The shared pieces of the weight-space jobs: the encoder factory, flag rewriting, and
-one loop run per encoder."""
+"""The shared pieces of the weight-space jobs (jobs.encoder_jobs): the encoder factory,
+the optimizer recipe, argparse types for ranged numbers, refusing unreadable data sets, and
+running a job as a script's main."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+from jobs.encoder_jobs import (
+    encoder_side,
+    load_or_refuse,
+    materialize,
+    recipe_optimizer,
+    run_job,
+)
 from neural_graphs import to_neural_graph
 from neural_graphs.encoders import NGGNN, DNGEncoder, FlatMLP, NGTransformer, StatNN
 from neural_graphs.encoders.build import ENCODER_NAMES, build_encoder
-from utils.encoder_jobs import (
-    encoder_side,
-    materialize,
-    recipe_optimizer,
-    replace_flag,
-    train_each_side,
-)
+from utils.cli import non_negative_float, positive_float, probability
 from utils.optim import WarmupClipAdamW
-from utils.Train_Test import SideUnavailable
+from utils.store import StoreError
+from utils.Train_Test import JobRefused, SideUnavailable
 
 
 def _batch() -> Batch:
@@ -71,34 +74,6 @@ def test_encoder_side_turns_a_missing_package_into_side_unavailable(monkeypatch)
         encoder_side("nfn", 1, hidden=8, layers=1)
 
 
-def test_replace_flag_drops_every_spelling_and_appends_the_value():
-    argv = ["--encoder", "ngnn", "--seeds", "0", "--encoder=dng", "--lr", "0.1"]
-    assert replace_flag(argv, "--encoder", "ngt") == ["--seeds", "0", "--lr", "0.1",
-                                                      "--encoder", "ngt"]
-    assert replace_flag([], "--epochs", "3") == ["--epochs", "3"]
-
-
-def test_train_each_side_runs_each_side_with_its_epochs_and_keeps_the_first_failure(
-        monkeypatch):
-    import utils.encoder_jobs as jobs
-
-    seen = []
-
-    def fake_main(job, argv):
-        seen.append((job, argv))
-        return {"a": 0, "b": 3, "c": 4}[job]
-
-    monkeypatch.setattr(jobs, "train_main", fake_main)
-    status = train_each_side(["--encoder", "all", "--seeds", "1"], ["a", "b", "c"],
-                             "--encoder", lambda side: side, lambda side: len(side) + 1)
-    assert status == 3
-    assert seen[0] == ("a", ["--seeds", "1", "--encoder", "a", "--epochs", "2"])
-    assert [s[0] for s in seen] == ["a", "b", "c"]
-    seen.clear()
-    train_each_side(["--epochs", "7"], ["a"], "--encoder", lambda side: side, None)
-    assert seen == [("a", ["--epochs", "7", "--encoder", "a"])]
-
-
 def test_recipe_optimizer_builds_warmup_clip_adamw_and_rejects_negative_flags():
     args = argparse.Namespace(weight_decay=1e-3, warmup_steps=5, max_grad_norm=0.0)
     optimizer = recipe_optimizer(args)([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
@@ -108,3 +83,43 @@ def test_recipe_optimizer_builds_warmup_clip_adamw_and_rejects_negative_flags():
         "weight_decay"] == 1e-3
     with pytest.raises(SystemExit, match="non-negative"):
         recipe_optimizer(argparse.Namespace(weight_decay=-1, warmup_steps=0, max_grad_norm=0))
+
+
+@pytest.mark.parametrize("kind,good,bad", [
+    (probability, {"0": 0.0, "0.5": 0.5}, ["1", "1.5", "-0.1", "nan", "x"]),
+    (positive_float, {"1e-3": 1e-3, "2": 2.0}, ["0", "-1", "inf", "nan"]),
+    (non_negative_float, {"0": 0.0, "3.5": 3.5}, ["-1e-9", "inf", "nan", "x"]),
+])
+def test_ranged_number_types_refuse_values_outside_their_range(kind, good, bad):
+    for text, value in good.items():
+        assert kind(text) == value
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError):
+            kind(text)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--p", type=kind)
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--p", bad[0]])
+    assert stop.value.code == 2
+
+
+def test_load_or_refuse_turns_a_store_error_into_a_refusal_naming_the_flag():
+    def damaged():
+        raise StoreError("shard x.pt does not match its sha256")
+
+    with pytest.raises(JobRefused, match="^--inr-dir: shard x.pt does not match"):
+        load_or_refuse("--inr-dir", damaged)
+    with pytest.raises(JobRefused, match="--zoo-dir: .*absent"):
+        load_or_refuse("--zoo-dir", lambda: open("/absent/manifest.json"))
+    assert load_or_refuse("--inr-dir", lambda: 3) == 3
+
+
+def test_run_job_returns_the_exit_status_of_argparse(capsys):
+    from utils.Train_Test import JobConfig, SideFlag
+
+    job = JobConfig(script="Toy", title="toy", epochs=1, batch_size=1, lr=0.1,
+                    optimizer=torch.optim.SGD, build_model=lambda *a: torch.nn.Linear(1, 1),
+                    loaders=lambda *a: (), sides=SideFlag("--model", ("m",), default="m"))
+    assert run_job(job, ["--help"]) == 0
+    assert run_job(job, ["--epochs", "0", "--device", "cpu"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err

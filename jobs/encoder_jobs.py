@@ -1,5 +1,6 @@
 """What the weight-space training jobs share: the SPEC 4.1 optimizer recipe, encoders as
-sides of the training loop, and one loop run per encoder with its own default epochs.
+sides of the training loop, per-encoder defaults, argparse types for ranged numbers, and
+running a job whose inputs are checked before any run.
 
 Used by ``MNIST_INR_Classification_Train``, ``MNIST_INR_Dilation_Train``,
 ``MNIST_INR_CNN_Ceiling`` and ``CNN_Generalization_Train``.
@@ -8,27 +9,33 @@ Used by ``MNIST_INR_Classification_Train``, ``MNIST_INR_Dilation_Train``,
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from utils.cli import non_negative_float, non_negative_int
 from utils.optim import WarmupClipAdamW
-from utils.Train_Test import JobConfig, SideUnavailable
+from utils.Train_Test import JobConfig, JobRefused, SideUnavailable
 from utils.Train_Test import main as train_main
 
 __all__ = [
+    "RECIPE_DEFAULTS",
     "EncoderDefaults",
     "encoder_side",
+    "load_or_refuse",
     "materialize",
+    "per_encoder",
     "recipe_arguments",
     "recipe_optimizer",
-    "replace_flag",
-    "train_each_side",
+    "run_job",
+    "with_recipe",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,13 +51,33 @@ class EncoderDefaults:
     rff_dim: int = 128
 
 
+def per_encoder(defaults: Mapping[str, EncoderDefaults], key: str,
+                sides: Sequence[str] | None = None) -> str:
+    """``"per encoder: ngnn 32, dng 64"``: the ``key`` field of ``defaults`` for ``sides``
+    (all of them by default), for a flag's help."""
+    names = list(defaults) if sides is None else list(sides)
+    return "per encoder: " + ", ".join(f"{k} {getattr(defaults[k], key)}" for k in names)
+
+
+# --------------------------------------------------------------------------- argparse types
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+RECIPE_DEFAULTS = argparse.Namespace(weight_decay=5e-4, warmup_steps=100, max_grad_norm=10.0)
+
+
 def recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """The optimizer flags of the INR jobs (SPEC 4.1 values)."""
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
-    parser.add_argument("--warmup-steps", type=int, default=100,
+    parser.add_argument("--weight-decay", type=non_negative_float,
+                        default=RECIPE_DEFAULTS.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--warmup-steps", type=non_negative_int,
+                        default=RECIPE_DEFAULTS.warmup_steps,
                         help="optimizer steps of the linear learning-rate warm-up (the "
                         "reference's 1,000 is longer than a whole 20-minute run here)")
-    parser.add_argument("--max-grad-norm", type=float, default=10.0,
+    parser.add_argument("--max-grad-norm", type=non_negative_float,
+                        default=RECIPE_DEFAULTS.max_grad_norm,
                         help="clip the gradient norm to this (0: no clipping)")
 
 
@@ -63,6 +90,14 @@ def recipe_optimizer(args: argparse.Namespace) -> Callable[..., torch.optim.Opti
                          f"{args.max_grad_norm}")
     return partial(WarmupClipAdamW, weight_decay=args.weight_decay, amsgrad=True,
                    warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm or None)
+
+
+def with_recipe(job: JobConfig, args: argparse.Namespace) -> JobConfig:
+    """``job`` with the optimizer of the recipe flags in ``args``."""
+    return job.replace(optimizer=recipe_optimizer(args))
+
+
+# --------------------------------------------------------------------------- encoders
 
 
 def encoder_side(side: str, out_dim: int, **sizes: Any) -> nn.Module:
@@ -91,31 +126,25 @@ def materialize(model: nn.Module, example: Any) -> nn.Module:
     return model
 
 
-def replace_flag(argv: Sequence[str], flag: str, value: str) -> list[str]:
-    """``argv`` without any ``flag VALUE`` / ``flag=VALUE``, then ``flag value``."""
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == flag:
-            skip = True
-        elif not item.startswith(flag + "="):
-            out.append(item)
-    return out + [flag, value]
+# --------------------------------------------------------------------------- running
 
 
-def train_each_side(argv: Sequence[str], sides: Sequence[str], flag: str,
-                    make_job: Callable[[str], JobConfig],
-                    default_epochs: Callable[[str], int] | None) -> int:
-    """Train each of ``sides`` through :func:`utils.Train_Test.main`, one at a time: the
-    command line with ``flag`` set to the side and, when ``default_epochs`` is given (the
-    user gave no ``--epochs``), that side's default epochs. Returns the first non-zero exit
-    status, else 0."""
-    status = 0
-    for side in sides:
-        side_argv = replace_flag(argv, flag, side)
-        if default_epochs is not None:
-            side_argv += ["--epochs", str(default_epochs(side))]
-        code = train_main(make_job(side), side_argv)
-        status = status or code
-    return status
+def load_or_refuse(flag: str, load: Callable[[], T]) -> T:
+    """``load()``, its failure to read a data set (a :class:`utils.store.StoreError` or
+    another ``ValueError``, a missing file) turned into :class:`~utils.Train_Test.JobRefused`
+    naming ``flag``: the loop prints one ``error:`` line and exits with status 2."""
+    try:
+        return load()
+    except (ValueError, OSError) as err:
+        raise JobRefused(f"{flag}: {err}") from None
+
+
+def run_job(job: JobConfig, argv: Sequence[str] | None = None) -> int:
+    """:func:`utils.Train_Test.main` for a script's ``main``: the exit status, also when
+    argparse ends the command (``--help``: 0, a refused flag: 2, its message printed)."""
+    try:
+        return train_main(job, argv)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return int(stop.code or 0)
+        raise

@@ -1,0 +1,165 @@
+"""What the MNIST INR jobs share (``MNIST_INR_Classification_Train``,
+``MNIST_INR_Dilation_Train``, ``MNIST_INR_CNN_Ceiling``): the encoders' default sizes and
+epochs, their flags, the INR set's splits read once, and their loaders.
+
+Sized for at most about 20 CPU-minutes per run on 7,000 training INRs (one thread, CPU
+seconds of one training step on a 128-INR batch of the fast set, forward + backward:
+flatmlp 0.05, statnn 0.05, nfn 0.34, ngnn 2.1, ngt 5.0, dng 1.35; an epoch is 55 such steps
+plus the forward passes over the 1,000 validation INRs, the test adds 2,000 more).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torch_geometric.data import Batch
+
+from jobs.encoder_jobs import EncoderDefaults, encoder_side, load_or_refuse, per_encoder
+from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
+from neural_graphs.inr_data import INRAugment, INRGraphDataset, check_inr_dir, load_inr_splits
+from utils.cli import non_negative_int, positive_int
+from utils.job_data import split_loaders
+
+__all__ = [
+    "INR_ENCODER_DEFAULTS",
+    "SPLITS",
+    "INRSplits",
+    "encoder_arguments",
+    "encoder_settings",
+    "first_graphs",
+    "inr_dir_argument",
+    "inr_manifest",
+    "make_encoder",
+    "split_loaders_of",
+]
+
+INR_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
+    "flatmlp": EncoderDefaults(hidden=256, layers=2, epochs=100),
+    "statnn": EncoderDefaults(hidden=256, layers=2, epochs=100),
+    "nfn": EncoderDefaults(hidden=32, layers=3, epochs=50),
+    "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=9, probes=64),
+    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=4, probes=64),
+    "dng": EncoderDefaults(hidden=64, layers=1, epochs=14, probes=64),
+}
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def inr_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """``--inr-dir``, the INR set a job reads."""
+    parser.add_argument("--inr-dir", required=True,
+                        help="a finished INR set: the --out folder of python -m MNIST_INR_Fit")
+
+
+# What --hidden and --layers mean for each encoder.
+_WIDTH = {"flatmlp": "MLP width", "statnn": "MLP width", "nfn": "channels", "ngnn": "hidden",
+          "ngt": "node dim", "dng": "embedding"}
+_LAYERS = {"flatmlp": "MLP layers", "statnn": "MLP layers", "nfn": "NFN layers",
+           "ngnn": "message-passing layers", "ngt": "attention layers",
+           "dng": "ignored, one step per network layer"}
+
+
+def encoder_arguments(parser: argparse.ArgumentParser,
+                      defaults: Mapping[str, EncoderDefaults] = INR_ENCODER_DEFAULTS) -> None:
+    """``--inr-dir`` and the size flags of the encoders in ``defaults`` (the ones the job
+    offers; the help names theirs only)."""
+    inr_dir_argument(parser)
+    graph = [name for name in defaults if name in GRAPH_ENCODER_NAMES]
+    width = ", ".join(f"{name}: {_WIDTH[name]}" for name in defaults)
+    layers = ", ".join(f"{name}: {_LAYERS[name]}" for name in defaults)
+    parser.add_argument("--hidden", type=positive_int, default=None,
+                        help=f"main width of the encoder ({width}); default "
+                        + per_encoder(defaults, "hidden"))
+    parser.add_argument("--layers", type=positive_int, default=None,
+                        help=f"layers of the encoder ({layers}); default "
+                        + per_encoder(defaults, "layers"))
+    parser.add_argument("--probes", type=non_negative_int, default=None, metavar="K",
+                        help=f"probe inputs of the graph encoders ({', '.join(graph)}); "
+                        "default " + per_encoder(defaults, "probes", graph)
+                        + ", 0 for the others (which have none)")
+
+
+def encoder_settings(args: argparse.Namespace, side: str,
+                     defaults: Mapping[str, EncoderDefaults] = INR_ENCODER_DEFAULTS
+                     ) -> tuple[int, int, int]:
+    """``(hidden, layers, probes)`` of ``side`` from the flags and ``defaults``."""
+    own = defaults[side]
+    hidden = own.hidden if args.hidden is None else args.hidden
+    layers = own.layers if args.layers is None else args.layers
+    probes = own.probes if args.probes is None else args.probes
+    if hidden < 1 or layers < 1 or probes < 0:
+        raise SystemExit(f"error: --hidden and --layers must be at least 1 and --probes "
+                         f"non-negative, got {hidden}, {layers}, {probes}")
+    if probes and side not in GRAPH_ENCODER_NAMES:
+        raise SystemExit(f"error: --probes {probes}: the {side} encoder has no probe "
+                         f"features (only {', '.join(GRAPH_ENCODER_NAMES)} do)")
+    return hidden, layers, probes
+
+
+def make_encoder(side: str, out_dim: int, hidden: int, layers: int, probes: int) -> nn.Module:
+    """The encoder ``side`` with output size ``out_dim``
+    (:func:`jobs.encoder_jobs.encoder_side`)."""
+    return encoder_side(side, out_dim, hidden=hidden, layers=layers, probes=probes)
+
+
+def first_graphs(dataset: INRGraphDataset, count: int) -> Batch:
+    """The first ``count`` INRs of ``dataset`` as one batch, never augmented."""
+    count = min(count, len(dataset))
+    plain = INRGraphDataset({k: v[:count] for k, v in dataset.params.items()},
+                            dataset.labels[:count])
+    return Batch.from_data_list([plain[i] for i in range(count)])
+
+
+# --------------------------------------------------------------------------- data
+
+
+def inr_manifest(inr_dir: str) -> dict[str, Any]:
+    """The manifest of the INR set in ``inr_dir``; a folder that is not a finished INR set
+    is refused (:class:`~utils.Train_Test.JobRefused` naming ``--inr-dir``)."""
+    return load_or_refuse("--inr-dir", lambda: check_inr_dir(inr_dir))
+
+
+class INRSplits:
+    """The datasets of ``--inr-dir``, read once per (folder, augmentation, seed, targets)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, dict[str, INRGraphDataset]] = {}
+
+    def get(self, inr_dir: str, augment: bool, seed: int,
+            targets: Callable[[dict[str, Any]], Tensor] | None = None
+            ) -> dict[str, INRGraphDataset]:
+        """The ``train``, ``val`` and ``test`` datasets; ``targets(manifest)``, when given,
+        the per-INR targets. Raises what reading the set raises (a
+        :class:`utils.store.StoreError` for a damaged set)."""
+        key = (inr_dir, augment, seed, targets)
+        if key not in self._cache:
+            self._cache.clear()
+            manifest = check_inr_dir(inr_dir)
+            self._cache[key] = load_inr_splits(
+                inr_dir, INRAugment.default() if augment else None, seed,
+                None if targets is None else targets(manifest))
+        return self._cache[key]
+
+    def check(self, inr_dir: str, augment: bool, seed: int,
+              targets: Callable[[dict[str, Any]], Tensor] | None = None
+              ) -> dict[str, INRGraphDataset]:
+        """:meth:`get`, a set that cannot be read refused with the reason
+        (:class:`~utils.Train_Test.JobRefused` naming ``--inr-dir``): for a job's
+        ``configure``, before any run starts."""
+        return load_or_refuse("--inr-dir", lambda: self.get(inr_dir, augment, seed, targets))
+
+
+SPLITS = INRSplits()
+
+
+def split_loaders_of(data: Mapping[str, Any], args: argparse.Namespace, seed: int,
+                     distributed: bool) -> tuple[DataLoader | None, ...]:
+    """``(train, val, test)`` loaders of a job's splits (:func:`utils.job_data.split_loaders`
+    with the job's batch size, workers and pinning)."""
+    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
+                         distributed, args.num_workers, str(args.device).startswith("cuda"))
