@@ -15,7 +15,6 @@ early stopping). The data set around it is :mod:`neural_graphs.inr_fit`.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from neural_graphs.inr import SIREN, make_coordinates, siren_layer_keys, stack_siren_params
+from utils.memory import keep_freed_memory
 
 __all__ = [
     "FitResult",
@@ -34,28 +34,6 @@ __all__ = [
     "keep_freed_memory",
     "psnr_from_mse",
 ]
-
-def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
-    """Make glibc's malloc keep freed blocks (up to ``threshold_bytes``) for reuse instead
-    of unmapping them: the fitting loop allocates the same few-MB tensors every step, and
-    with glibc's defaults each of them is a fresh ``mmap`` whose pages fault in again,
-    which costs as much system time as the computation itself on CPU. Process-wide, like
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; returns False (and changes
-    nothing) where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, min(threshold_bytes, 1 << 25))
-                and mallopt(m_trim_threshold, threshold_bytes))
-
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
     r"""Peak signal-to-noise ratio for pixel values in :math:`[0, 1]`:

@@ -126,7 +126,7 @@ def test_warmup_and_clipping_of_the_optimizer() -> None:
     weight = torch.nn.Parameter(torch.zeros(3))
     reference = torch.nn.Parameter(torch.zeros(3))
     ours = WarmupClipAdamW([weight], lr=0.1, warmup_steps=4, max_grad_norm=1.0,
-                                    weight_decay=0.0)
+                           weight_decay=0.0)
     plain = torch.optim.AdamW([reference], lr=0.1, weight_decay=0.0)
     grads = [torch.tensor([30.0, 40.0, 0.0]), torch.tensor([0.3, -0.1, 0.2])]
     for step, grad in enumerate(grads * 3, start=1):
@@ -140,7 +140,7 @@ def test_warmup_and_clipping_of_the_optimizer() -> None:
         assert ours.param_groups[0]["lr"] == 0.1
     state = ours.state_dict()
     again = WarmupClipAdamW([torch.nn.Parameter(torch.zeros(3))], lr=0.1,
-                                     warmup_steps=4, max_grad_norm=1.0)
+                            warmup_steps=4, max_grad_norm=1.0)
     again.load_state_dict(state)
     assert again.param_groups[0]["warmup_step"] == 6
 

@@ -103,6 +103,7 @@ from utils.job_config import (
     SideUnavailable,
     job_of,
 )
+from utils.memory import allocator_setting, keep_freed_memory
 from utils.run_log import RunLog
 from utils.tasks import Task
 from utils.train_pass import (
@@ -270,6 +271,8 @@ def _describe_optimizer(optimizer: Optimizer) -> str:
     group = optimizer.param_groups[0]
     keys = ("lr", "momentum", "betas", "weight_decay")
     parts = [f"{k}={group[k]}" for k in keys if k in group and group[k] not in (0, 0.0)]
+    if getattr(optimizer, "warmup_steps", 0):
+        parts.append(f"warmup_steps={optimizer.warmup_steps}")
     return f"{type(optimizer).__name__}({', '.join(parts)})"
 
 
@@ -297,8 +300,10 @@ class _Run:
     def task(self) -> Task:
         return self.job.task
 
-    def build(self) -> RunState:
-        """Seed every generator with the run's seed, then build model and optimizer."""
+    def build(self, total_steps: int) -> RunState:
+        """Seed every generator with the run's seed, then build model and optimizer; an
+        optimizer whose schedule depends on the run's length (``plan_run``) is told the
+        run's ``total_steps``."""
         seed_everything(self.seed)
         model = self.job.build_model(self.args, self.seed, self.side).to(self.device)
         if self.world.rank > 0:
@@ -306,6 +311,8 @@ class _Run:
             torch.manual_seed(int(np.random.SeedSequence(
                 [self.seed, self.world.rank]).generate_state(1)[0]))
         optimizer = self.job.optimizer(model.parameters(), lr=self.args.lr)
+        if hasattr(optimizer, "plan_run"):
+            optimizer.plan_run(total_steps)
         scheduler = self.job.scheduler(optimizer) if self.job.scheduler else None
         return RunState(model, optimizer, scheduler,
                          torch.amp.GradScaler("cuda", enabled=self.args.amp))
@@ -341,7 +348,7 @@ class _Run:
             f"{params:,} parameters | {_describe_optimizer(run.optimizer)} | epochs "
             f"{self.args.epochs}, batch {self.args.batch_size} x {self.world.world_size} "
             f"process(es) | device {self.device}{' amp' if self.args.amp else ''} | "
-            f"started {_now()}")
+            f"{allocator_setting()} | started {_now()}")
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if not self.world.enabled:
@@ -456,7 +463,10 @@ def train_run(setup: JobConfig | JobSource, args: argparse.Namespace, seed: int,
     this = _Run(config, args, seed, side, device, job or World())
     train_loader, val_loader = loaders[0], loaders[1]
     test_loader = loaders[2] if len(loaders) > 2 else None
-    run = this.build()
+    steps_per_epoch = len(train_loader)
+    if args.max_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, args.max_train_batches)
+    run = this.build(args.epochs * steps_per_epoch)
     checkpoint = this.ckpts.load_last() if args.resume else None
     if checkpoint is not None:
         this.check_resume(checkpoint["config"])
@@ -511,6 +521,8 @@ def main(setup: JobConfig | JobSource, argv: Sequence[str] | None = None) -> int
             print(f"error: {err}", file=sys.stderr)
             return REFUSED
     world, device = init_distributed(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # the same tensors every step: no page faults for each of them
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     if device.type == "cpu":

@@ -20,25 +20,52 @@ class WarmupClipAdamW(AdamW):
     and restored from the optimizer's state dict with everything else (``--resume``).
     Under ``GradScaler`` the gradients are already unscaled when ``step`` runs.
 
+    The warm-up is either a number of steps (``warmup_steps``) or a fraction of the run
+    (``warmup_steps=None``): the training loop calls :meth:`plan_run` with the run's
+    number of optimizer steps, and the warm-up becomes ``warmup_fraction`` of them, at most
+    ``max_warmup_steps``. A short run then reaches its learning rate early, and a run as
+    long as the reference's gets the reference's warm-up.
+
     Args:
         params: parameters or parameter groups.
         lr (float): learning rate after the warm-up.
-        warmup_steps (int): steps of the linear warm-up (0: none).
+        warmup_steps (int, optional): steps of the linear warm-up (0: none; None: a
+            fraction of the run, set by :meth:`plan_run`).
+        warmup_fraction (float): with ``warmup_steps=None``, the warm-up's share of the run.
+        max_warmup_steps (int, optional): with ``warmup_steps=None``, the longest warm-up.
         max_grad_norm (float, optional): clip threshold (None: no clipping).
         **kwargs: :class:`torch.optim.AdamW` arguments (``weight_decay``, ``amsgrad``).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, warmup_steps: int = 0,
-                 max_grad_norm: float | None = None, **kwargs: Any) -> None:
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be non-negative, got {warmup_steps}")
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, warmup_steps: int | None = 0,
+                 max_grad_norm: float | None = None, warmup_fraction: float = 0.0,
+                 max_warmup_steps: int | None = None, **kwargs: Any) -> None:
+        if warmup_steps is not None and warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be non-negative or None, got {warmup_steps}")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        if max_warmup_steps is not None and max_warmup_steps < 0:
+            raise ValueError(f"max_warmup_steps must be non-negative or None, got "
+                             f"{max_warmup_steps}")
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
         super().__init__(params, lr=lr, **kwargs)
-        self.warmup_steps = warmup_steps
+        self.warmup_fraction = warmup_fraction
+        self.max_warmup_steps = max_warmup_steps
+        self.warmup_steps = 0 if warmup_steps is None else warmup_steps
+        self._warmup_of_run = warmup_steps is None
         self.max_grad_norm = max_grad_norm
         for group in self.param_groups:
             group.setdefault("warmup_step", 0)
+
+    def plan_run(self, total_steps: int) -> None:
+        """Told by the training loop how many optimizer steps the run will take: a warm-up
+        given as a fraction of the run becomes a number of steps (a fixed one stays)."""
+        if self._warmup_of_run:
+            steps = round(self.warmup_fraction * total_steps)
+            if self.max_warmup_steps is not None:
+                steps = min(steps, self.max_warmup_steps)
+            self.warmup_steps = steps
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

@@ -363,3 +363,58 @@ def test_a_side_that_is_never_skippable_is_an_error_under_every(tmp_path, capsys
     job = GRAPH_JOB.replace(script="Toy_Strict_Train", build_model=build, epochs=1)
     assert train(job, ["--encoder", "all"] + dirs(tmp_path)) == 2
     assert "the broken side cannot be built: a regression" in capsys.readouterr().err
+
+
+def test_a_warmup_given_as_a_fraction_is_sized_from_the_run_length(tmp_path):
+    """A 5-epoch run on 1,000 INRs used to end inside its fixed 100-step warm-up: the
+    loop now tells the optimizer the run's step count (epochs x batches per epoch, capped
+    by --max-train-batches) and the warm-up is a fraction of it."""
+    from utils.optim import WarmupClipAdamW
+
+    seen = []
+
+    def optimizer(params, lr):
+        opt = WarmupClipAdamW(params, lr=lr, warmup_steps=None, warmup_fraction=0.25,
+                              max_warmup_steps=1000)
+        seen.append(opt)
+        return opt
+
+    job = VECTOR_JOB.replace(optimizer=optimizer)
+    assert train(job, ["--epochs", "3", *dirs(tmp_path)]) == 0
+    assert seen[-1].warmup_steps == round(0.25 * 3 * 4)  # 32 samples, batch 8
+    assert train(job, ["--epochs", "3", "--max-train-batches", "2", *dirs(tmp_path)]) == 0
+    assert seen[-1].warmup_steps == round(0.25 * 3 * 2)
+    header = (tmp_path / "log" / "Toy_Map_Train_linear_seed0.txt").read_text().splitlines()[0]
+    assert "warmup_steps=2" in header
+
+
+def test_cpu_runs_keep_freed_memory_and_say_so_in_the_header(tmp_path):
+    """Training steps allocate the same large tensors every step; with glibc's defaults
+    each is a fresh mmap whose pages fault in again (system time as large as the compute)."""
+    import platform
+
+    from utils.memory import allocator_setting
+
+    assert train(VECTOR_JOB, ["--epochs", "1", *dirs(tmp_path)]) == 0
+    header = (tmp_path / "log" / "Toy_Map_Train_linear_seed0.txt").read_text().splitlines()[0]
+    assert allocator_setting() in header
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert "glibc keeps freed blocks (mmap threshold 32 MiB, trim threshold 1024 MiB)" \
+            in header
+
+
+def test_warmup_of_the_run_is_capped_and_a_fixed_warmup_stays():
+    from utils.optim import WarmupClipAdamW
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    of_run = WarmupClipAdamW(params, warmup_steps=None, warmup_fraction=0.05,
+                             max_warmup_steps=1000)
+    of_run.plan_run(30)
+    assert of_run.warmup_steps == 2
+    of_run.plan_run(86_000)
+    assert of_run.warmup_steps == 1000
+    fixed = WarmupClipAdamW(params, warmup_steps=7, warmup_fraction=0.05)
+    fixed.plan_run(10_000)
+    assert fixed.warmup_steps == 7
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        WarmupClipAdamW(params, warmup_steps=None, warmup_fraction=1.5)
