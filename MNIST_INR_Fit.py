@@ -36,7 +36,6 @@ from neural_graphs.inr_fit import (
     FitConfig,
     StoreError,
     images_digest,
-    keep_freed_memory,
     limit_counts,
     run_fit,
     stratified_limit,
@@ -51,6 +50,7 @@ from utils.cli import (
     positive_int,
 )
 from utils.DataLoader_GNN import load_mnist
+from utils.memory import keep_freed_memory
 
 TEST_SPLIT_SIZES = {"train": 7000, "val": 1000, "test": 2000}
 TRAIN_SOURCE_VAL = 5000

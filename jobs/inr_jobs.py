@@ -142,7 +142,7 @@ class INRSplits:
             manifest = check_inr_dir(inr_dir)
             self._cache[key] = load_inr_splits(
                 inr_dir, INRAugment.default() if augment else None, seed,
-                None if targets is None else targets(manifest))
+                None if targets is None else targets(manifest), manifest)
         return self._cache[key]
 
     def check(self, inr_dir: str, augment: bool, seed: int,

@@ -22,7 +22,6 @@ set's image digest); :func:`graph_features_to_stacked` inverts
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from torch_geometric.data import Data
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN
 from neural_graphs.permute import permute_graph
-from utils.store import StoreError, check_kind
+from utils.store import MANIFEST, StoreError, read_manifest
 
 __all__ = [
     "AugmentDraw",
@@ -267,18 +266,16 @@ def check_inr_dir(inr_dir: str | Path) -> dict[str, Any]:
     if not path.is_dir():
         raise InvalidINRSet(f"{path} is not a folder; expected the --out folder of "
                             "python -m MNIST_INR_Fit")
-    manifest_path = path / "manifest.json"
+    manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         shards = len(list(path.glob("shard_*.json")))
         raise InvalidINRSet(f"{path} has no manifest.json ({shards} finished shard(s)): not a "
                             "finished INR set; run python -m MNIST_INR_Fit with the same --out "
                             "to finish it")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        check_kind(path, manifest, "inr-set")
-    except (ValueError, OSError) as err:  # StoreError is a ValueError
-        raise InvalidINRSet(str(err) if isinstance(err, StoreError) else
-                            f"{manifest_path} is unreadable ({err})") from None
+        manifest = read_manifest(path, "inr-set")
+    except StoreError as err:
+        raise InvalidINRSet(str(err)) from None
     try:
         missing = [s["file"] for s in manifest["shards"] if not (path / s["file"]).is_file()]
         splits = manifest["inrs"]["split"]
@@ -295,7 +292,8 @@ def check_inr_dir(inr_dir: str | Path) -> dict[str, Any]:
 
 
 def load_inr_splits(inr_dir: str | Path, augment: INRAugment | None = None, seed: int = 0,
-                    targets: Tensor | None = None) -> dict[str, INRGraphDataset]:
+                    targets: Tensor | None = None, manifest: dict[str, Any] | None = None
+                    ) -> dict[str, INRGraphDataset]:
     """The ``train``, ``val`` and ``test`` splits of a set written by ``MNIST_INR_Fit``, in
     the set's order within each split (the set is read, and its shards checked, once).
 
@@ -309,11 +307,14 @@ def load_inr_splits(inr_dir: str | Path, augment: INRAugment | None = None, seed
         augment: augmentations of the training split (the others get none).
         seed: seed of the augmentation stream.
         targets: ``[n, ...]`` per-INR targets in the set's order (``graph.target``).
+        manifest: what :func:`check_inr_dir` returned, when the caller has checked the
+            folder already.
     """
     from neural_graphs.inr_fit import load_inr_set
 
-    check_inr_dir(inr_dir)
-    params, labels, splits, _ = load_inr_set(inr_dir)
+    if manifest is None:
+        manifest = check_inr_dir(inr_dir)
+    params, labels, splits, _ = load_inr_set(inr_dir, manifest)
     if targets is not None and targets.shape[0] != labels.shape[0]:
         raise ValueError(f"targets has {targets.shape[0]} rows, the set {labels.shape[0]} INRs")
     out = {}

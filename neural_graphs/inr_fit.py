@@ -32,11 +32,11 @@ from neural_graphs.siren_fit import (
     fit_sirens,
     init_siren_params,
     inr_seed,
-    keep_freed_memory,
     psnr_from_mse,
 )
 from utils import store
 from utils.atomic import atomic_write
+from utils.memory import keep_freed_memory  # public here since the first release
 from utils.store import ConfigMismatchError, StoreError
 
 __all__ = [
@@ -50,9 +50,9 @@ __all__ = [
     "check_config",
     "fit_sirens",
     "images_digest",
+    "keep_freed_memory",
     "init_siren_params",
     "inr_seed",
-    "keep_freed_memory",
     "limit_counts",
     "load_inr_set",
     "parameter_statistics",
@@ -72,7 +72,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fast": {"first_layer_init": "siren", "lr": 1e-3, "steps": 300},
 }
 
-MANIFEST = "manifest.json"
 CONFIG_FILE = "fit_config.json"
 RENDERS = "renders.png"
 RENDER_LABEL_WIDTH = 80  # pixels left of the grid of renders.png for the row labels
@@ -348,7 +347,8 @@ def _write_renders(path: Path, params: dict[str, Tensor], psnr: np.ndarray,
 
 def _assemble_manifest(out: Path, config: FitConfig, plan: InrPlan, images: np.ndarray,
                        metas: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    shards = [store.read_shard(out, meta, "inr-set") for meta in metas]
+    # Every shard was checked against its sha256 by _shard_done just before.
+    shards = [store.read_shard(out, meta, "inr-set", verify=False) for meta in metas]
     params = {key: torch.cat([s["params"][key] for s in shards]) for key in shards[0]["params"]}
     psnr = torch.cat([s["psnr"] for s in shards]).double().numpy()
     steps = torch.cat([s["steps"] for s in shards]).numpy()
@@ -451,9 +451,10 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
     return _assemble_manifest(out, config, plan, images, metas, extra or {})
 
 
-def load_inr_set(out_dir: str | Path) -> tuple[dict[str, Tensor], Tensor, list[str],
-                                               dict[str, Any]]:
+def load_inr_set(out_dir: str | Path, manifest: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Tensor], Tensor, list[str], dict[str, Any]]:
     """Read a finished INR set (every shard checked against its sha256 in the manifest).
+    ``manifest``: the set's manifest when the caller has read it already.
 
     Returns:
         ``(params, labels, splits, manifest)``: stacked SIREN parameters
@@ -468,9 +469,8 @@ def load_inr_set(out_dir: str | Path) -> tuple[dict[str, Tensor], Tensor, list[s
             are not finite (the message names its shard and index).
     """
     out = Path(out_dir)
-    manifest = store.read_manifest(out, "inr-set", missing=(
-        f"{out / MANIFEST} is missing: {out} is not a finished INR set (run "
-        "python -m MNIST_INR_Fit with the same --out to finish it)"))
+    if manifest is None:
+        manifest = store.read_manifest(out, "inr-set")
     parts, first = [], 0
     for entry in manifest["shards"]:
         shard = store.read_shard(out, entry, "inr-set")
@@ -491,9 +491,10 @@ def _check_finite(path: Path, params: dict[str, Tensor], first: int,
         bad = (~value.reshape(value.shape[0], -1).isfinite().all(1)).nonzero().flatten()
         if bad.numel():
             index = int(bad[0])
-            image = manifest.get("inrs", {}).get("image_index", [None] * (first + index + 1))
+            images = manifest.get("inrs", {}).get("image_index")
+            image = images[first + index] if images else None
             raise StoreError(
                 f"INR {index} of shard {path} (INR {first + index} of the set, image "
-                f"{image[first + index]}) holds weights that are not finite (NaN or inf) in "
+                f"{image}) holds weights that are not finite (NaN or inf) in "
                 f"{key}, as do {bad.numel() - 1} other INR(s) of that shard: the set cannot "
                 "be used as it is; fit a new set (e.g. with a lower --lr) into another --out")

@@ -24,14 +24,12 @@ import torch
 from torch import Tensor
 
 from neural_graphs.inr import SIREN, make_coordinates, siren_layer_keys, stack_siren_params
-from utils.memory import keep_freed_memory
 
 __all__ = [
     "FitResult",
     "fit_sirens",
     "init_siren_params",
     "inr_seed",
-    "keep_freed_memory",
     "psnr_from_mse",
 ]
 

@@ -272,9 +272,10 @@ def train_group(group: dict[str, Any], data: ZooData, config: ZooConfig,
 # --------------------------------------------------------------------------- files
 
 
-def _shard_done(out: Path, group: int) -> dict[str, Any] | None:
+def _shard_done(out: Path, group: int, verify: bool = True) -> dict[str, Any] | None:
     """The shard's metadata when it is finished and intact, else None."""
-    return store.shard_done(out, group, log=tqdm.write, redo="training the group again")
+    return store.shard_done(out, group, log=tqdm.write, redo="training the group again",
+                            verify=verify)
 
 
 def _write_shard(out: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +303,8 @@ def _percentiles(values: Sequence[float]) -> dict[str, float] | None:
 def _write_manifest(out: Path, config_dict: dict[str, Any], groups: int) -> dict[str, Any]:
     shards = []
     for g in range(groups):
-        record = _shard_done(out, g)
+        # Checked at the start of this run or written since: metadata only, no re-hashing.
+        record = _shard_done(out, g, verify=False)
         if record is not None:
             shards.append(record)
     members = [m for s in shards for m in s["members"]]
@@ -341,7 +343,6 @@ def generate_zoo(config: ZooConfig, data: ZooData, out: str | Path,
         device = f"cuda:{local_rank}" if device == "cuda" else device
     device = torch.device(device)
     config_dict = config.to_dict(data)
-    out.mkdir(parents=True, exist_ok=True)
     check_config(out, config_dict)
     c, h, w = data.train_x.shape[1:]
     if h != w:
@@ -427,9 +428,7 @@ def load_zoo(out_dir: str | Path, verify: bool = True) -> list[ZooMember]:
             or a shard is missing or damaged (re-running the generator repairs it).
     """
     out = Path(out_dir)
-    manifest = store.read_manifest(out, "cnn-zoo", missing=(
-        f"{out / store.MANIFEST} not found: is {out} a zoo written by python -m "
-        "CNN_Zoo_Generate (and finished)?"))
+    manifest = store.read_manifest(out, "cnn-zoo")
     store.require_complete(out, manifest, "cnn-zoo")
     members = []
     for shard in manifest["shards"]:

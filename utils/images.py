@@ -246,16 +246,22 @@ def _extract_cifar100(tarball: Path, data_dir: Path) -> None:
             os.replace(src, target / name)
 
 
-def _read_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    # The pickles come from the md5-checked tarball, so unpickling them is trusted.
+def _read_cifar_pickle(path: Path, label_key: bytes = b"fine_labels",
+                       classes: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[N, 3, 32, 32]`` and labels of one pickle of the CIFAR python version
+    (CIFAR-100: ``fine_labels``; CIFAR-10: ``labels``, ``classes=10``)."""
+    # The pickles come from the official tarballs (md5-checked for CIFAR-100, placed by the
+    # user for CIFAR-10), so unpickling them is trusted.
     with open(path, "rb") as f:
         entry = pickle.load(f, encoding="bytes")
     data = np.asarray(entry[b"data"], dtype=np.uint8)
-    labels = np.asarray(entry[b"fine_labels"], dtype=np.int64)
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    name = f"CIFAR-{classes}"
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
-        raise ValueError(f"{path}: unexpected CIFAR-100 arrays {data.shape}, {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 99):
-        raise ValueError(f"{path}: fine labels outside 0-99")
+        raise ValueError(f"{path}: unexpected {name} arrays {data.shape}, {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"{path}: {label_key.decode().replace('_', ' ')} outside "
+                         f"0-{classes - 1}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -289,7 +295,6 @@ def load_cifar100(
     return train_x, train_y, test_x, test_y
 
 
-
 # --------------------------------------------------------------------------- CIFAR-10
 
 
@@ -303,18 +308,7 @@ def load_cifar10(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         raise FileNotFoundError(
             f"CIFAR-10 needs {folder}/ with {', '.join(names)}; missing {', '.join(missing)}. "
             f"Download {CIFAR10_URL} and extract it into {Path(data_dir)}/.")
-    xs, ys = [], []
-    for name in names:
-        # The pickles of the official CIFAR-10 tarball, placed there by the user.
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-        data = np.asarray(entry[b"data"], dtype=np.uint8)
-        labels = np.asarray(entry[b"labels"], dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-            raise ValueError(f"{folder / name}: unexpected CIFAR-10 arrays {data.shape}, "
-                             f"{labels.shape}")
-        xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(labels)
+    xs, ys = zip(*(_read_cifar_pickle(folder / name, b"labels", 10) for name in names))
     return (np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5])
 
 

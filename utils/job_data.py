@@ -76,7 +76,6 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
-
 def _is_graph_dataset(dataset: Dataset) -> bool:
     if len(dataset) == 0:  # type: ignore[arg-type]
         return False

@@ -111,9 +111,10 @@ def check_config(out: str | Path, config: dict[str, Any], file_name: str, what: 
 
 def shard_done(out: str | Path, index: int, config_digest: str | None = None,
                log: Callable[[str], None] | None = None,
-               redo: str = "making it again") -> dict[str, Any] | None:
+               redo: str = "making it again", verify: bool = True) -> dict[str, Any] | None:
     """The metadata of shard ``index`` when it is finished (its payload matches the sha256
-    in its metadata), else None (``log`` says why when a payload is damaged).
+    in its metadata), else None (``log`` says why when a payload is damaged). With
+    ``verify=False`` the payload is not hashed (for shards checked or written just before).
 
     Raises:
         ConfigMismatchError: ``config_digest`` is given and the metadata records another.
@@ -132,7 +133,7 @@ def shard_done(out: str | Path, index: int, config_digest: str | None = None,
     if config_digest is not None and meta.get("config_sha256") != config_digest:
         raise ConfigMismatchError(f"{meta_path} belongs to another configuration (its "
                                   f"config_sha256 differs from the folder's)")
-    if not data_path.is_file() or file_hexdigest(data_path) != meta["sha256"]:
+    if not data_path.is_file() or (verify and file_hexdigest(data_path) != meta["sha256"]):
         if log is not None:
             log(f"{data_path}: missing or not matching the sha256 in {meta_path.name}; "
                 f"{redo}")
@@ -197,17 +198,18 @@ def check_kind(out: str | Path, manifest: Any, kind: str) -> None:
                      f"{other_flag}")
 
 
-def read_manifest(out: str | Path, kind: str, missing: str | None = None) -> dict[str, Any]:
+def read_manifest(out: str | Path, kind: str) -> dict[str, Any]:
     """The manifest of the set of ``kind`` in ``out``.
 
     Raises:
-        FileNotFoundError: no manifest (``missing`` is the message, if given).
+        FileNotFoundError: no manifest.
         StoreError: an unreadable manifest, or one of another kind of set.
     """
     path = Path(out) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(missing or f"{path} not found: {out} is not a finished "
-                                f"{KINDS[kind][0]} (written by {KINDS[kind][3]})")
+        raise FileNotFoundError(f"{path} not found: {out} is not a finished {KINDS[kind][0]} "
+                                f"(run {KINDS[kind][3]}; the same --out finishes an "
+                                "interrupted one)")
     manifest = _read_json(path)
     check_kind(out, manifest, kind)
     return manifest
@@ -219,7 +221,7 @@ def require_complete(out: str | Path, manifest: dict[str, Any], kind: str) -> No
         return
     name, _, _, command = KINDS[kind]
     raise StoreError(f"{out} is incomplete ({manifest.get('shards_done')} of "
-                     f"{manifest.get('groups', manifest.get('shard_count'))} shards): "
+                     f"{manifest.get('groups')} shards): "
                      f"run {command} again with the same flags to finish the {name}")
 
 
