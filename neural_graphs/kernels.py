@@ -63,13 +63,16 @@ def largest_grid(grids: Iterable[Sequence[int]]) -> tuple[int, ...]:
     """The smallest grid holding every grid of ``grids`` (per dimension the largest size;
     ``(1,)``, the grid of Linear-only networks, fits in any). ``ValueError`` for grids of
     1-d and 2-d kernels together."""
-    shaped = {tuple(g) for g in grids if math.prod(g) > 1}
+    grids = [tuple(g) for g in grids]
+    shaped = {g for g in grids if math.prod(g) > 1}
     dims = {len(g) for g in shaped}
     if len(dims) > 1:
         raise ValueError(f"graphs with 1-d and 2-d kernel grids cannot batch together: "
                          f"{sorted(shaped)}")
     if not shaped:
-        return (1,)
+        # Only 1-element kernels: the grid to_neural_graph gave them ((1, 1) for a network
+        # of 1x1 convolutions), so nothing is re-padded.
+        return max(grids, key=len, default=(1,))
     return tuple(max(g[d] for g in shaped) for d in range(dims.pop()))
 
 

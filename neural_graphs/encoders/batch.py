@@ -7,7 +7,8 @@ node list (see ``neural_graphs.encoders.common``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -36,17 +37,18 @@ GRAPH_FIELDS = ("x", "edge_index", "edge_attr", "edge_mask", "edge_type", "edge_
 _INPUT, _HIDDEN, _OUTPUT = 0, 1, 2
 
 
-def as_batch(graphs: Data | Batch | Sequence[Data]) -> Batch:
+def as_batch(graphs: Data | Batch | Sequence[Data],
+             kernel_shape: Sequence[int] | None = None) -> Batch:
     """``graphs`` as a :class:`~torch_geometric.data.Batch`: a lone graph becomes a batch
     of one, a list of graphs is collated by :func:`~neural_graphs.collate_graphs` (kernels
-    padded to the largest grid)."""
+    padded to ``kernel_shape``, by default the largest grid)."""
     if isinstance(graphs, Batch):
         return graphs
     if isinstance(graphs, Data):
         return Batch.from_data_list([graphs])
     if isinstance(graphs, (list, tuple)) and graphs and \
             all(isinstance(g, Data) for g in graphs):
-        return collate_graphs(graphs)
+        return collate_graphs(graphs, kernel_shape)
     raise TypeError(f"expected a torch_geometric Data or Batch from to_neural_graph, got "
                     f"{type(graphs).__name__}")
 
@@ -189,6 +191,9 @@ class KernelGrid(nn.Module):
     def __init__(self, kernel_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         self.register_buffer("grid", torch.tensor(list(kernel_shape or []), dtype=torch.long))
+        #: the grid as a tuple (None until the first batch), so that no forward pass reads
+        #: the buffer back from its device
+        self.shape: tuple[int, ...] | None = tuple(kernel_shape) if kernel_shape else None
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # Any grid size loads (a grid read on the first batch); checkpoints without one
@@ -196,18 +201,27 @@ class KernelGrid(nn.Module):
         value = state_dict.get(prefix + "grid")
         if value is not None:
             self.grid = value.detach().to(torch.long).clone()
+            self.shape = tuple(self.grid.tolist()) or None
+
+    def collate(self, graphs: Data | Batch | Sequence[Data]) -> Batch:
+        """:func:`as_batch`, a list of graphs padded straight to this grid (once its grid is
+        known), so that :meth:`forward` has nothing left to re-pad."""
+        with self._explained():
+            return as_batch(graphs, self.shape)
 
     def forward(self, batch: Batch) -> Batch:
         if getattr(batch, "kernel_shape", None) is None:
             return batch  # a hand-made batch: its edge_attr is read as it is
-        grids = graph_grids(batch)
-        if not self.grid.numel():
-            self.grid = torch.tensor(largest_grid(grids), dtype=torch.long)
-        target = tuple(self.grid.tolist())
-        if all(grid == target for grid in grids):
-            return batch
+        if self.shape is None:
+            self.shape = largest_grid(graph_grids(batch))
+            self.grid = torch.tensor(self.shape, dtype=torch.long)
+        with self._explained():
+            return pad_kernels(batch, self.shape)
+
+    @contextlib.contextmanager
+    def _explained(self) -> Iterator[None]:
         try:
-            return pad_kernels(batch, target)
+            yield
         except ValueError as err:
-            raise ValueError(f"this encoder reads kernels on the grid {target} (its first "
-                             f"batch, or kernel_shape=); {err}") from err
+            raise ValueError(f"this encoder reads kernels on the grid {self.shape} (its "
+                             f"first batch, or kernel_shape=); {err}") from err

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from neural_graphs.encoders.batch import GRAPH_FIELDS, KernelGrid, as_batch, require_fields
+from neural_graphs.encoders.batch import GRAPH_FIELDS, KernelGrid, require_fields
 from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding
 from neural_graphs.encoders.readouts import Readout, head_mlp
 from neural_graphs.graph import EDGE_TYPES, layer_snapshots
@@ -85,7 +85,7 @@ class DNGEncoder(nn.Module):
         return heads * batch.edge_mask.unsqueeze(-1).to(heads.dtype)
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
-        batch = as_batch(graphs)
+        batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
         own = self.embed.nodes(batch)

@@ -10,7 +10,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.aggr import DegreeScalerAggregation
 from torch_geometric.utils import degree
 
-from neural_graphs.encoders.batch import GRAPH_FIELDS, KernelGrid, as_batch, require_fields
+from neural_graphs.encoders.batch import GRAPH_FIELDS, KernelGrid, require_fields
 from neural_graphs.encoders.embeddings import GraphEmbedding
 from neural_graphs.encoders.readouts import Readout, head_mlp
 
@@ -189,7 +189,7 @@ class NGGNN(nn.Module):
         self.degree_calibrated.fill_(True)
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
-        batch = as_batch(graphs)
+        batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
         edge_index = batch.edge_index

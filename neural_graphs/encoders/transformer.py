@@ -14,7 +14,6 @@ from torch_geometric.utils import to_dense_batch
 from neural_graphs.encoders.batch import (
     GRAPH_FIELDS,
     KernelGrid,
-    as_batch,
     graph_ids,
     node_ptr,
     require_fields,
@@ -209,7 +208,7 @@ class NGTransformer(nn.Module):
         return dense + (count == 0).unsqueeze(-1).to(e.dtype) * self.no_edge
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
-        batch = as_batch(graphs)
+        batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
         h = self.node_in(self.embed.nodes(batch))
