@@ -44,11 +44,11 @@ from jobs.encoder_jobs import (
     load_or_refuse,
     per_encoder,
     run_job,
+    split_loaders_of,
 )
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
 from utils.cli import non_negative_int, positive_float, positive_int
-from utils.job_data import split_loaders
 from utils.tasks import scalar_regression
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
 
@@ -192,8 +192,8 @@ def zoo_loaders(args: argparse.Namespace, seed: int,
                 distributed: bool) -> tuple[DataLoader | None, ...]:
     """``(train, val, test)`` loaders of the zoo's neural graphs (split by network)."""
     data = SPLITS.get(args)
-    return split_loaders([data.train, data.val, data.test], args.batch_size, seed,
-                         distributed, args.num_workers, str(args.device).startswith("cuda"))
+    return split_loaders_of({"train": data.train, "val": data.val, "test": data.test}, args,
+                            seed, distributed)
 
 
 def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:

@@ -25,9 +25,10 @@ from jobs.encoder_jobs import (
     recipe_arguments,
     recipe_optimizer,
     run_job,
+    split_loaders_of,
     with_recipe,
 )
-from jobs.inr_jobs import inr_dir_argument, split_loaders_of
+from jobs.inr_jobs import inr_dir_argument
 from neural_graphs.inr import render
 from neural_graphs.inr_data import check_inr_dir
 from utils.cli import positive_int, probability

@@ -33,6 +33,7 @@ from jobs.encoder_jobs import (
     recipe_arguments,
     recipe_optimizer,
     run_job,
+    split_loaders_of,
     with_recipe,
 )
 from jobs.inr_jobs import (
@@ -42,7 +43,6 @@ from jobs.inr_jobs import (
     encoder_settings,
     first_graphs,
     make_encoder,
-    split_loaders_of,
 )
 from neural_graphs.encoders.build import ENCODER_NAMES
 from utils.cli import probability

@@ -48,6 +48,7 @@ from jobs.encoder_jobs import (
     recipe_arguments,
     recipe_optimizer,
     run_job,
+    split_loaders_of,
     with_recipe,
 )
 from jobs.inr_jobs import (
@@ -58,7 +59,6 @@ from jobs.inr_jobs import (
     first_graphs,
     inr_manifest,
     make_encoder,
-    split_loaders_of,
 )
 from neural_graphs.inr import render
 from neural_graphs.inr_data import graph_features_to_stacked, inr_set_images

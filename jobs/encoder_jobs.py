@@ -16,13 +16,16 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from utils.cli import non_negative_float, non_negative_int
+from utils.job_data import split_loaders
 from utils.optim import WarmupClipAdamW
 from utils.Train_Test import JobConfig, JobRefused, SideUnavailable
 from utils.Train_Test import main as train_main
 
 __all__ = [
+    "split_loaders_of",
     "RECIPE_DEFAULTS",
     "EncoderDefaults",
     "encoder_side",
@@ -153,3 +156,11 @@ def run_job(job: JobConfig, argv: Sequence[str] | None = None) -> int:
         if stop.code is None or isinstance(stop.code, int):
             return int(stop.code or 0)
         raise
+
+
+def split_loaders_of(data: Mapping[str, Any], args: argparse.Namespace, seed: int,
+                     distributed: bool) -> tuple[DataLoader | None, ...]:
+    """``(train, val, test)`` loaders of a job's splits, a mapping with those keys
+    (:func:`utils.job_data.split_loaders` with the job's batch size, workers and pinning)."""
+    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
+                         distributed, args.num_workers, str(args.device).startswith("cuda"))

@@ -11,18 +11,17 @@ plus the forward passes over the 1,000 validation INRs, the test adds 2,000 more
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
 from jobs.encoder_jobs import EncoderDefaults, encoder_side, load_or_refuse, per_encoder
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.inr_data import INRAugment, INRGraphDataset, check_inr_dir, load_inr_splits
 from utils.cli import non_negative_int, positive_int
-from utils.job_data import split_loaders
 
 __all__ = [
     "INR_ENCODER_DEFAULTS",
@@ -34,7 +33,6 @@ __all__ = [
     "inr_dir_argument",
     "inr_manifest",
     "make_encoder",
-    "split_loaders_of",
 ]
 
 INR_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
@@ -125,10 +123,12 @@ def inr_manifest(inr_dir: str) -> dict[str, Any]:
 
 
 class INRSplits:
-    """The datasets of ``--inr-dir``, read once per (folder, augmentation, seed, targets)."""
+    """The datasets of ``--inr-dir``: the set is read once per (folder, targets); each
+    (augmentation, seed) gets its own view of the training split, sharing its tensors."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, dict[str, INRGraphDataset]] = {}
+        self._key: tuple | None = None
+        self._splits: dict[str, INRGraphDataset] = {}
 
     def get(self, inr_dir: str, augment: bool, seed: int,
             targets: Callable[[dict[str, Any]], Tensor] | None = None
@@ -136,14 +136,18 @@ class INRSplits:
         """The ``train``, ``val`` and ``test`` datasets; ``targets(manifest)``, when given,
         the per-INR targets. Raises what reading the set raises (a
         :class:`utils.store.StoreError` for a damaged set)."""
-        key = (inr_dir, augment, seed, targets)
-        if key not in self._cache:
-            self._cache.clear()
+        key = (inr_dir, targets)
+        if key != self._key:
+            self._key, self._splits = None, {}
             manifest = check_inr_dir(inr_dir)
-            self._cache[key] = load_inr_splits(
-                inr_dir, INRAugment.default() if augment else None, seed,
-                None if targets is None else targets(manifest), manifest)
-        return self._cache[key]
+            self._splits = load_inr_splits(
+                inr_dir, None, 0, None if targets is None else targets(manifest), manifest)
+            self._key = key
+        # The seed and augmentation only drive the training split's augmentation stream.
+        train = copy.copy(self._splits["train"])
+        train.augment = INRAugment.default() if augment else INRAugment()
+        train.seed = seed
+        return {**self._splits, "train": train}
 
     def check(self, inr_dir: str, augment: bool, seed: int,
               targets: Callable[[dict[str, Any]], Tensor] | None = None
@@ -155,11 +159,3 @@ class INRSplits:
 
 
 SPLITS = INRSplits()
-
-
-def split_loaders_of(data: Mapping[str, Any], args: argparse.Namespace, seed: int,
-                     distributed: bool) -> tuple[DataLoader | None, ...]:
-    """``(train, val, test)`` loaders of a job's splits (:func:`utils.job_data.split_loaders`
-    with the job's batch size, workers and pinning)."""
-    return split_loaders([data["train"], data["val"], data["test"]], args.batch_size, seed,
-                         distributed, args.num_workers, str(args.device).startswith("cuda"))

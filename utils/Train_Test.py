@@ -521,11 +521,10 @@ def main(setup: JobConfig | JobSource, argv: Sequence[str] | None = None) -> int
             print(f"error: {err}", file=sys.stderr)
             return REFUSED
     world, device = init_distributed(args.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # the same tensors every step: no page faults for each of them
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     if device.type == "cpu":
+        keep_freed_memory()  # the same tensors every step: no page faults for each of them
         # Bit-exact resume on CPU; on CUDA speed wins.
         torch.use_deterministic_algorithms(True, warn_only=True)
     sides: Iterable[str] = job.sides.selected(args)
