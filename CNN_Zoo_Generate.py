@@ -26,7 +26,15 @@ from neural_graphs.zoo import (
     generate_zoo,
     load_data,
 )
-from utils.cli import HelpFormatter, checked_device, non_negative_int, positive_int
+from utils.cli import (
+    CPU_THREADS_HELP,
+    HelpFormatter,
+    checked_device,
+    non_negative_int,
+    positive_int,
+    set_cpu_threads,
+)
+from utils.memory import keep_freed_memory
 
 
 def _epochs(text: str) -> list[int]:
@@ -46,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m CNN_Zoo_Generate", description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
         epilog="Many processes: torchrun --nproc_per_node=N -m CNN_Zoo_Generate --networks "
-        "1000 ... (each process takes whole groups; give CPU processes --threads 1)")
+        "1000 ... (each process takes whole groups, one thread each on CPU)")
     parser.add_argument("--family", choices=FAMILIES, default="small",
                         help="small: 3 conv layers of 16 channels, 3x3, stride 2 (Small CNN "
                         "Zoo); wild: 2-5 conv layers, 4-32 channels, kernels 3/5/7, residual "
@@ -82,18 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of the whole zoo")
     parser.add_argument("--device", default=None, help="torch device (default cuda:LOCAL_RANK "
                         "when CUDA is available, else cpu)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch CPU threads (default torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None, help=CPU_THREADS_HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if args.device is not None:
-        checked_device(parser, args.device)
+    device = checked_device(parser, args.device) if args.device is not None else None
+    if device is None and torch.cuda.is_available():
+        device = torch.device("cuda")
+    set_cpu_threads(args.threads, device)
+    keep_freed_memory()
     try:
         config = ZooConfig(family=args.family, num=args.num, seed=args.seed,
                            dataset=args.dataset, train_images=args.train_images,

@@ -42,15 +42,17 @@ from neural_graphs.inr_fit import (
     stratified_split,
 )
 from utils.cli import (
+    CPU_THREADS_HELP,
     HelpFormatter,
     checked_device,
     default_device,
     non_negative_int,
     positive_float,
     positive_int,
+    set_cpu_threads,
 )
 from utils.DataLoader_GNN import load_mnist
-from utils.memory import keep_freed_memory
+from utils.memory import allocator_setting, keep_freed_memory
 
 TEST_SPLIT_SIZES = {"train": 7000, "val": 1000, "test": 2000}
 TRAIN_SOURCE_VAL = 5000
@@ -107,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="steps between early-stopping checks and progress updates")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="precision of the fit (the shards keep it)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch CPU threads per process (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None, help=CPU_THREADS_HELP)
     return parser
 
 
@@ -164,8 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     steps = recipe["steps"] if args.steps is None else args.steps
     lr = recipe["lr"] if args.lr is None else args.lr
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads, args.device)
     keep_freed_memory()
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -189,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = ", ".join(f"{name} {len(part)}" for name, part in splits.items())
         print(f"MNIST INRs, recipe {args.recipe}: {steps} Adam steps, lr {lr}, images "
               f"{sizes}, {args.copies} extra copies per training image, {world_size} "
-              f"process(es) on {device}, {torch.get_num_threads()} thread(s) each -> {out}",
+              f"process(es) on {device}, {torch.get_num_threads()} thread(s) each, "
+              f"{allocator_setting()} -> {out}",
               flush=True)
     start = time.perf_counter()
     try:

@@ -25,6 +25,7 @@ from benchmarks.common import (
     time_samples,
 )
 from utils.cli import HelpFormatter, checked_device, non_negative_int, positive_int
+from utils.memory import allocator_setting, keep_freed_memory
 
 
 def _mha(batch: int, tokens: int, dim: int, heads: int, need_weights: bool) -> BenchCase:
@@ -105,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = checked_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # no page faults for the tensors each timed step reallocates
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; "
-          f"ratio = twin / torch.nn (best of {args.rounds} medians of {args.iters} runs)")
+          f"ratio = twin / torch.nn (best of {args.rounds} medians of {args.iters} runs); "
+          f"{allocator_setting()}")
     rows, failed = [], 0
     for case in tqdm(cases(), desc="attention", unit="case", disable=args.no_progress,
                      file=sys.stderr):

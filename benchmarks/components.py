@@ -28,6 +28,7 @@ from benchmarks.common import (
 from modules.base import MessagePassingModule
 from modules.convert import to_gnn
 from utils.cli import HelpFormatter, checked_device, non_negative_int, positive_int
+from utils.memory import allocator_setting, keep_freed_memory
 
 
 def _tensor(*shape: int) -> tuple[torch.Tensor]:
@@ -133,12 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = checked_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # no page faults for the tensors each timed step reallocates
     torch.manual_seed(0)
     cases = [c for c in component_cases() if args.only in c.name]
     if not cases:
         parser.error(f"no case name contains {args.only!r}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, float32, "
-          f"median of {args.iters} runs")
+          f"median of {args.iters} runs, {allocator_setting()}")
     comparisons = []
     for case in tqdm(cases, desc="components", unit="case", disable=args.no_progress,
                      file=sys.stderr):

@@ -36,6 +36,7 @@ from utils.cli import (
     non_negative_int,
     positive_int,
 )
+from utils.memory import allocator_setting, keep_freed_memory
 
 INR_DIRS = (Path("/work/runs/inr_fast"), Path("/work/runs/inr200_fast"))
 
@@ -108,10 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     device = checked_device(parser, args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the training jobs do: the step's tensors reused, no faults
     batch, source = siren_batch(args.batch_size, args.inr_dir)
     batch = batch.to(device)
     print(f"{args.batch_size} graphs ({source}), {batch.num_nodes} nodes, "
-          f"{batch.edge_index.shape[1]} edges; {device}, {torch.get_num_threads()} threads")
+          f"{batch.edge_index.shape[1]} edges; {device}, {torch.get_num_threads()} threads, "
+          f"{allocator_setting()}")
     results = {}
     for name in tqdm(args.encoders, desc="encoders", file=sys.stderr,
                      disable=not sys.stderr.isatty()):

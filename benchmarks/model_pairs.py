@@ -84,6 +84,7 @@ from utils.cli import (
     non_negative_int,
     positive_int,
 )
+from utils.memory import allocator_setting, keep_freed_memory
 
 MIB = 1024 ** 2
 DEFAULT_BATCH_SIZES: dict[str, tuple[int, ...]] = {"mlp": (1, 128), "cwru": (1, 128)}
@@ -550,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = checked_device(parser, args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # no page faults for the tensors each timed step reallocates
     dtype = getattr(torch, args.dtype)
     settings = Settings(device=device, dtype=dtype, warmup=args.warmup, iters=args.iters,
                         time_budget=args.time_budget, seed=args.seed,
@@ -562,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "device": f"{device} ({hardware})",
         "torch": torch.__version__, "threads": str(torch.get_num_threads()),
+        "allocator": allocator_setting(),
         "dtype": args.dtype, "warm-up / timed runs": f"{args.warmup} / <= {args.iters} "
         f"(time budget {args.time_budget:g} s per figure)",
         "ratio": "twin median / standard median; targets from issue 6",

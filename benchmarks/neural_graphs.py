@@ -35,6 +35,7 @@ from benchmarks.common import (
 from models import MODELS
 from neural_graphs import SIREN, run_neural_graph, to_neural_graph
 from utils.cli import HelpFormatter, checked_device
+from utils.memory import allocator_setting, keep_freed_memory
 
 BUILD_TARGETS = {"resnet18": 2.0, "vit": None}  # seconds
 COLLATE_TARGET = 0.020  # seconds for 128 SIREN graphs
@@ -128,9 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = checked_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        keep_freed_memory()
     dtype = getattr(torch, args.dtype)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
-          f"{args.dtype}, batch {args.batch_size}, median of {args.iters} runs")
+          f"{args.dtype}, batch {args.batch_size}, median of {args.iters} runs, "
+          f"{allocator_setting()}")
 
     steps = [*(("build", k) for k in BUILD_TARGETS), ("collate", "siren"),
              *(("run", k) for k in args.models)]

@@ -98,6 +98,7 @@ from neural_graphs.zoo_plan import (
 from utils import store
 from utils.cli import default_device
 from utils.images import CIFAR10_FOLDER, CIFAR10_URL, LUMA, load_cifar10
+from utils.memory import allocator_setting
 from utils.store import ConfigMismatchError, StoreError
 
 __all__ = [
@@ -356,7 +357,8 @@ def generate_zoo(config: ZooConfig, data: ZooData, out: str | Path,
     say = log or tqdm.write
     total = sum(len(groups[g]["networks"]) for g in todo)
     say(f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} groups done, "
-        f"{len(todo)} to train ({total} networks) on {device}")
+        f"{len(todo)} to train ({total} networks) on {device}, "
+        f"{torch.get_num_threads()} thread(s), {allocator_setting()}")
     start, cpu_start = time.perf_counter(), time.process_time()
     trained = 0
     with tqdm(total=total, unit="net", desc=f"zoo {config.family}", disable=not show,

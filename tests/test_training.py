@@ -213,9 +213,11 @@ def test_twin_trains_like_the_standard_network(dataset, tmp_path, monkeypatch, o
         assert (a["model"], b["model"], a["seed"]) == ("standard", "gnn", 3)
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+        assert 0 < a["data_time"] < a["epoch_time"]  # the epoch's time split: data, compute
     assert std[1]["train_loss"] < std[0]["train_loss"]  # it does learn
     text = (tmp_path / "log" / f"{std[0]['run']}.txt").read_text()
     assert "Epoch 1/2 | train loss " in text and "| val loss " in text and "| time " in text
+    assert re.search(r"\| time [0-9.]+s \(data [0-9.]+s, val [0-9.]+s\)", text)
     for side in ("standard", "gnn"):
         run = tt.run_name(script.SETUP.script, side, 3)
         assert (tmp_path / "ckpt" / f"{run}_last.pt").is_file()

@@ -383,7 +383,8 @@ class _Run:
                 if improved:
                     run.best, run.best_epoch = val[task.best_metric], epoch
                 record = self._record(epoch, train, val, run.best)
-                record.update(lr=lr, epoch_time=train_time, val_time=val_time,
+                record.update(lr=lr, epoch_time=train_time, data_time=trainer.data_seconds,
+                              val_time=val_time,
                               batch_size=args.batch_size, world_size=self.world.world_size,
                               time=_now())
                 run.history.append(record)
@@ -395,7 +396,8 @@ class _Run:
                 # which --resume cuts back, never a checkpoint ahead of the logs.
                 line = (f"Epoch {epoch}/{args.epochs} | train {_format_metrics(train, task)} "
                         f"| val {_format_metrics(val, task)} | lr {lr:.3g} | time "
-                        f"{train_time:.1f}s (val {val_time:.1f}s)")
+                        f"{train_time:.1f}s (data {trainer.data_seconds:.1f}s, "
+                        f"val {val_time:.1f}s)")
                 self.log.record(record, line)
                 tqdm.write(f"{self.name} {line}")
                 self.ckpts.save(run.state(f"val_{task.best_metric}", rng, self.config),

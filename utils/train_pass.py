@@ -139,6 +139,9 @@ class EpochPass:
     job: World
     optimizer: Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None
+    #: Seconds the last :meth:`run` spent waiting for batches (loading, collating, moving
+    #: to the device); the rest of its time is computation.
+    data_seconds: float = 0.0
 
     def run(self, loader: DataLoader, max_batches: int | None,
             desc: str) -> tuple[dict[str, float], float]:
@@ -155,12 +158,14 @@ class EpochPass:
         running = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, count
         first_bad = torch.full((), math.inf, device=self.device)
         start, seen = time.perf_counter(), 0
+        self.data_seconds = 0.0
         grad = contextlib.nullcontext() if training else torch.no_grad()
         with _progress(total, desc, self.job) as bar, grad:
-            for step, batch in enumerate(loader):
-                if step >= total:
-                    break
-                batch = to_device(batch, self.device)
+            batches = iter(loader)
+            for step in range(total):
+                fetch = time.perf_counter()
+                batch = to_device(next(batches), self.device)
+                self.data_seconds += time.perf_counter() - fetch
                 with _autocast(self.device, self.amp):
                     output = self.task.forward(self.model, batch)
                     losses = self.task.loss(output, batch)
