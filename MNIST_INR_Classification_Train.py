@@ -112,7 +112,8 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
     recipe_arguments(parser)
     parser.add_argument("--augment", action="store_true",
                         help="augment the training INRs (INRAugment.default(): rotations up "
-                        "to 45 degrees, translations 0.5, rescale 0.2, weight dropout 0.1)")
+                        "to 45 degrees, translations 0.25, rescale 0.2, weight dropout 0.01: the "
+                        "neural-graphs reference)")
     parser.add_argument("--dropout", type=probability, default=0.2,
                         help="dropout in the encoder's output MLP, in [0, 1)")
 

@@ -1,9 +1,12 @@
 """NG-T: the relational transformer over a neural graph (Kofinas et al., ICLR 2024;
-../shared/SPEC.md 4.1), with padding masked everywhere."""
+../shared/SPEC.md 4.1), with padding masked everywhere; ``embedding="reference"`` and
+``attn_scale="total"`` give the published code's function (``REFERENCE_KWARGS`` in
+``neural_graphs.encoders.reference.ngt``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,16 +15,23 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
 from neural_graphs.encoders.batch import (
+    _HIDDEN,
+    _INPUT,
+    _OUTPUT,
     GRAPH_FIELDS,
     KernelGrid,
     graph_ids,
+    local_node_position,
     node_ptr,
     require_fields,
 )
-from neural_graphs.encoders.embeddings import GraphEmbedding
+from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding, IndexEmbedding
 from neural_graphs.encoders.readouts import Readout, head_mlp
 
-__all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer"]
+__all__ = ["ConstructorEmbedding", "NGTransformer", "RelationalAttention", "RelationalLayer"]
+
+#: the per-layer statistics of ``input_stats`` (the reference's ``stats``)
+STATS_KEYS = ("weights_mean", "weights_std", "biases_mean", "biases_std")
 
 
 def _xavier_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -42,7 +52,9 @@ class RelationalAttention(nn.Module):
         \text{out}_i = W_o \big\Vert_{\text{heads}} \sum_j
         \operatorname{softmax}_j\big(q_{ij}^\top k_{ij} / \sqrt{d}\big)\, v_{ij}
 
-    the softmax taken over the real nodes :math:`j` of the graph only (``mask``).
+    the softmax taken over the real nodes :math:`j` of the graph only (``mask``). The
+    scores are divided by :math:`\sqrt{d}`, ``d`` the size of a head (``scale=None``), or
+    multiplied by ``scale`` (the reference: :math:`1/\sqrt{\text{attn\_dim}}`).
 
     Shapes:
         - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)`, mask
@@ -51,12 +63,13 @@ class RelationalAttention(nn.Module):
     """
 
     def __init__(self, node_dim: int, edge_dim: int, attn_dim: int, heads: int,
-                 modulate_v: bool = True) -> None:
+                 modulate_v: bool = True, scale: float | None = None) -> None:
         super().__init__()
         if attn_dim % heads:
             raise ValueError(f"attn_dim {attn_dim} must be a multiple of heads {heads}")
         self.heads, self.head_dim = heads, attn_dim // heads
         self.modulate_v = modulate_v
+        self.scale = scale
         self.node_qkv = _xavier_linear(node_dim, 3 * attn_dim, bias=False)
         # q, k and (with modulate_v) the multiplicative value term, per pair of nodes
         self.edge_qk = _xavier_linear(edge_dim, (3 if modulate_v else 2) * attn_dim,
@@ -71,7 +84,10 @@ class RelationalAttention(nn.Module):
         parts = self.edge_qk(e).view(b, n, n, -1, *hd).unbind(3)
         q = q_n.unsqueeze(2) + parts[0]  # [b, i, j, heads, d]
         k = k_n.unsqueeze(1) + parts[1]
-        dots = (q * k).sum(-1) / math.sqrt(self.head_dim)  # [b, i, j, heads]
+        if self.scale is None:
+            dots = (q * k).sum(-1) / math.sqrt(self.head_dim)  # [b, i, j, heads]
+        else:
+            dots = self.scale * (q * k).sum(-1)
         dots = dots.masked_fill(~mask[:, None, :, None], float("-inf"))
         attn = torch.softmax(dots, dim=2)
         if self.modulate_v:
@@ -94,6 +110,10 @@ class RelationalLayer(nn.Module):
         e_{ij} &\leftarrow \text{LN}\big(e_{ij} + W_1\,\text{GELU}(W_e [e_{ij}, e_{ji}] +
         W_s h_i + W_t h_j)\big), \quad e \leftarrow \text{LN}(e + \text{MLP}(e))
 
+    :math:`W_s, W_t` without biases (redundant with :math:`W_e`'s), or with them
+    (``edge_node_bias``, the reference's parameters); ``attn_scale`` is the attention's
+    ``scale``.
+
     Shapes:
         - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)`, mask
           :math:`(B, n)`
@@ -102,9 +122,11 @@ class RelationalLayer(nn.Module):
 
     def __init__(self, node_dim: int, edge_dim: int, attn_dim: int, node_hidden: int,
                  edge_hidden: int, heads: int, update_edges: bool = True,
-                 modulate_v: bool = True) -> None:
+                 modulate_v: bool = True, attn_scale: float | None = None,
+                 edge_node_bias: bool = False) -> None:
         super().__init__()
-        self.attention = RelationalAttention(node_dim, edge_dim, attn_dim, heads, modulate_v)
+        self.attention = RelationalAttention(node_dim, edge_dim, attn_dim, heads, modulate_v,
+                                             attn_scale)
         self.attn_out = _xavier_linear(node_dim, node_dim)
         self.node_norm0 = nn.LayerNorm(node_dim)
         self.node_norm1 = nn.LayerNorm(node_dim)
@@ -114,8 +136,8 @@ class RelationalLayer(nn.Module):
         if update_edges:
             self.edge_pair = _xavier_linear(edge_dim, edge_hidden)
             self.edge_reverse = _xavier_linear(edge_dim, edge_hidden, bias=False)
-            self.edge_source = _xavier_linear(node_dim, edge_hidden, bias=False)
-            self.edge_target = _xavier_linear(node_dim, edge_hidden, bias=False)
+            self.edge_source = _xavier_linear(node_dim, edge_hidden, bias=edge_node_bias)
+            self.edge_target = _xavier_linear(node_dim, edge_hidden, bias=edge_node_bias)
             self.edge_out = _xavier_linear(edge_hidden, edge_dim)
             self.edge_mlp = nn.Sequential(_xavier_linear(edge_dim, edge_hidden, bias=False),
                                           nn.GELU(), _xavier_linear(edge_hidden, edge_dim))
@@ -133,6 +155,113 @@ class RelationalLayer(nn.Module):
         return h, e
 
 
+class _ReferenceFourierFeatures(FourierFeatures):
+    r""":class:`~neural_graphs.encoders.embeddings.FourierFeatures` computed in the
+    reference's order, :math:`(2\pi v) B` (``rff.functional.gaussian_encoding``), so
+    that the features agree to the bit, not to rounding."""
+
+    def forward(self, v: Tensor) -> Tensor:
+        if v.shape[-1] != self.frequencies.shape[0]:
+            raise ValueError(f"FourierFeatures was built for {self.frequencies.shape[0]} "
+                             f"input columns (edge_attr width K or x width), got "
+                             f"{v.shape[-1]}; build graphs with one kernel_shape=")
+        proj = (2 * math.pi * v) @ self.frequencies.to(v.dtype)
+        return torch.cat([proj.cos(), proj.sin()], dim=-1)
+
+
+class ConstructorEmbedding(nn.Module):
+    r"""Initial features as the reference's graph constructor makes them
+    (``nn/graph_constructor.py`` of mkofinas/neural-graphs): scalars only, no activation
+    or edge-type embeddings.
+
+    .. math::
+        h_i = W_b\,\gamma_b(\tilde b_i), \quad
+        e_{ij} = W_e\,\gamma_e(\tilde w_{ij}), \quad
+        \tilde b_i = (b_i - \mu^b_l) / \sigma^b_l, \quad
+        \tilde w_{ij} = (w_{ij} - \mu^w_l) / \sigma^w_l
+
+    with :math:`l` the layer of neuron :math:`i` (of the edge's target), the statistics
+    of ``stats`` (none: :math:`\mu = 0, \sigma = 1`), input neurons' :math:`\tilde b = 0`
+    and :math:`\tilde w = 0` for an unconnected pair (:meth:`no_edge`: as the reference,
+    which writes weights into a zero matrix). :meth:`positions` gives the position
+    embedding, which the reference adds after its input projection: a vector per input
+    neuron, per hidden layer and per output neuron (tables sized on the first batch).
+
+    Args:
+        node_dim (int): node feature size.
+        edge_dim (int): edge feature size.
+        rff_dim (int): Fourier frequencies (features ``2 * rff_dim``).
+        rff_sigma (float): frequency standard deviation (the reference's ``inp_factor``).
+        stats (dict, optional): ``weights_mean``, ``weights_std``, ``biases_mean``,
+            ``biases_std``: one number per layer of weights (the reference's ``stats``;
+            configuration, not in the state dict, as there).
+
+    Shapes:
+        - :meth:`nodes`: :math:`(N, \text{node\_dim})`; :meth:`edges`:
+          :math:`(E, \text{edge\_dim})`; :meth:`no_edge`: :math:`(\text{edge\_dim},)`
+    """
+
+    def __init__(self, node_dim: int, edge_dim: int, rff_dim: int = 128,
+                 rff_sigma: float = 1.0,
+                 stats: Mapping[str, Sequence[float] | Tensor] | None = None) -> None:
+        super().__init__()
+        self.node_rff = _ReferenceFourierFeatures(rff_dim, rff_sigma)
+        self.node_proj = nn.Linear(2 * rff_dim, node_dim)
+        self.edge_rff = _ReferenceFourierFeatures(rff_dim, rff_sigma)
+        self.edge_proj = nn.Linear(2 * rff_dim, edge_dim)
+        self.input_position = IndexEmbedding(node_dim, "input neuron")
+        self.hidden_position = IndexEmbedding(node_dim, "hidden layer")
+        self.output_position = IndexEmbedding(node_dim, "output neuron")
+        #: the statistics as Python floats (made tensors of the input's dtype, as the
+        #: reference's scalars): configuration, not state
+        self.stats: dict[str, tuple[float, ...]] | None = None
+        if stats is not None:
+            if set(stats) != set(STATS_KEYS):
+                raise ValueError(f"stats needs exactly the keys {STATS_KEYS}, got "
+                                 f"{sorted(stats)}")
+            self.stats = {key: tuple(float(v) for v in torch.as_tensor(
+                stats[key], dtype=torch.float64).flatten().tolist()) for key in STATS_KEYS}
+            if len({len(v) for v in self.stats.values()}) != 1:
+                raise ValueError("stats: every entry needs one number per layer, got "
+                                 f"{ {k: len(v) for k, v in self.stats.items()} }")
+
+    def _normalize(self, value: Tensor, layer: Tensor, kind: str) -> Tensor:
+        if self.stats is None:
+            return value
+        mean, std = (torch.tensor(self.stats[f"{kind}_{what}"], dtype=value.dtype,
+                                  device=value.device) for what in ("mean", "std"))
+        if layer.numel() and int(layer.max()) > mean.numel():
+            raise ValueError(f"stats hold {mean.numel()} layers; a graph has "
+                             f"{int(layer.max())}")
+        index = (layer - 1).clamp(min=0)
+        return (value - mean[index].unsqueeze(-1)) / std[index].unsqueeze(-1)
+
+    def nodes(self, batch: Batch) -> Tensor:
+        x = self._normalize(batch.x, batch.node_layer, "biases")
+        x = torch.where((batch.node_type == _INPUT).unsqueeze(-1), torch.zeros_like(x), x)
+        return self.node_proj(self.node_rff(x))
+
+    def edges(self, batch: Batch) -> Tensor:
+        w = self._normalize(batch.edge_attr, batch.edge_layer, "weights")
+        return self.edge_proj(self.edge_rff(w))
+
+    def no_edge(self, like: Tensor) -> Tensor:
+        """The embedded weight 0 of an unconnected pair."""
+        zero = like.new_zeros(1, self.edge_rff.frequencies.shape[0])
+        return self.edge_proj(self.edge_rff(zero))[0]
+
+    def positions(self, batch: Batch) -> Tensor:
+        node_type, position = batch.node_type, local_node_position(batch)
+        index = torch.where(node_type == _HIDDEN, batch.node_layer - 1, position)
+        pos = torch.zeros(node_type.shape[0], self.input_position.embedding_dim,
+                          dtype=self.node_proj.weight.dtype, device=node_type.device)
+        for kind, table in ((_INPUT, self.input_position), (_HIDDEN, self.hidden_position),
+                            (_OUTPUT, self.output_position)):
+            where = (node_type == kind).nonzero().squeeze(1)
+            pos = pos.index_copy(0, where, table(index[where]).to(pos.dtype))
+        return pos
+
+
 class NGTransformer(nn.Module):
     r"""NG-T: the relational transformer reading a neural graph.
 
@@ -143,8 +272,18 @@ class NGTransformer(nn.Module):
     no-edge vector for unconnected pairs. Graphs are padded to the largest graph of the
     batch (:func:`~torch_geometric.utils.to_dense_batch`); padded nodes are masked out of
     every softmax and never reach the readout, so a graph's output is the same alone or
-    batched with larger or other graphs. (The reference leaves that mask commented out.)
-    Edges are updated after every layer but the last.
+    batched with larger or other graphs. (The reference leaves that mask commented out;
+    it reads one architecture per model, where there is no padding.) Edges are updated
+    after every layer but the last.
+
+    The reference configuration (``REFERENCE_KWARGS`` in
+    :mod:`neural_graphs.encoders.reference.ngt`, which also maps the reference's
+    ``state_dict``) computes the function of the published ``RelationalTransformer``
+    (its notebook configuration): ``embedding="reference"``
+    (:class:`ConstructorEmbedding`: no activation or edge-type embeddings, weights and
+    biases normalized by per-layer ``input_stats``, an unconnected pair read as weight 0
+    instead of a learned vector, position embeddings added after the input projection),
+    ``attn_scale="total"`` and ``edge_node_bias=True``.
 
     Args:
         out_dim (int): output size.
@@ -160,11 +299,23 @@ class NGTransformer(nn.Module):
         rff_dim (int): Fourier frequencies of scalars (128).
         rff_sigma (float): their standard deviation (1, the reference's transformer).
         num_probes (int): probe inputs for Linear-chain networks (0: none).
-        max_layers (int): hidden-layer slots of the position embedding.
+        max_layers (int): hidden-layer slots of the position embedding
+            (``embedding="graph"``).
         update_edges (bool): update edge features between layers.
         modulate_v (bool): multiplicative edge term on the values.
         kernel_shape (tuple, optional): the kernel grid weights are read on (default:
             the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
+        embedding (str): ``"graph"``
+            (:class:`~neural_graphs.encoders.embeddings.GraphEmbedding`, a learned
+            no-edge vector) or ``"reference"`` (:class:`ConstructorEmbedding`).
+        input_stats (dict, optional): per-layer ``weights_mean``, ``weights_std``,
+            ``biases_mean``, ``biases_std`` normalizing the scalars (``embedding=
+            "reference"`` only; the reference's ``stats``).
+        attn_scale (str): attention scores over :math:`\sqrt{\text{attn\_dim} /
+            \text{heads}}` (``"head"``) or :math:`\sqrt{\text{attn\_dim}}`
+            (``"total"``, the reference).
+        edge_node_bias (bool): biases on the edge update's node projections (the
+            reference's redundant parameters).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -177,19 +328,38 @@ class NGTransformer(nn.Module):
                  node_hidden: int = 128, edge_hidden: int = 64, head_hidden: int = 128,
                  readout: str = "cat", rff_dim: int = 128, rff_sigma: float = 1.0,
                  num_probes: int = 0, max_layers: int = 32, update_edges: bool = True,
-                 modulate_v: bool = True, kernel_shape: tuple[int, ...] | None = None) -> None:
+                 modulate_v: bool = True, kernel_shape: tuple[int, ...] | None = None,
+                 embedding: str = "graph",
+                 input_stats: Mapping[str, Sequence[float] | Tensor] | None = None,
+                 attn_scale: str = "head", edge_node_bias: bool = False) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if embedding not in ("graph", "reference"):
+            raise ValueError(f"embedding must be 'graph' or 'reference', got {embedding!r}")
+        if attn_scale not in ("head", "total"):
+            raise ValueError(f"attn_scale must be 'head' or 'total', got {attn_scale!r}")
+        if embedding == "reference" and num_probes:
+            raise ValueError("embedding='reference' has no probe features (num_probes=0)")
+        if embedding == "graph" and input_stats is not None:
+            raise ValueError("input_stats are read by embedding='reference' only")
         self.kernels = KernelGrid(kernel_shape)
-        self.embed = GraphEmbedding(node_dim, edge_dim, rff_dim, rff_sigma, max_layers,
-                                    num_probes)
+        self.embed: GraphEmbedding | ConstructorEmbedding
+        if embedding == "graph":
+            self.embed = GraphEmbedding(node_dim, edge_dim, rff_dim, rff_sigma, max_layers,
+                                        num_probes)
+        else:
+            self.embed = ConstructorEmbedding(node_dim, edge_dim, rff_dim, rff_sigma,
+                                              input_stats)
         self.node_in = _xavier_linear(node_dim, node_dim)
         self.edge_in = _xavier_linear(edge_dim, edge_dim)
-        self.no_edge = nn.Parameter(torch.randn(edge_dim))
+        self.no_edge: nn.Parameter | None = (nn.Parameter(torch.randn(edge_dim))
+                                             if embedding == "graph" else None)
+        scale = None if attn_scale == "head" else 1 / attn_dim ** 0.5
         self.layers = nn.ModuleList(
             RelationalLayer(node_dim, edge_dim, attn_dim, node_hidden, edge_hidden, heads,
-                            update_edges and index < num_layers - 1, modulate_v)
+                            update_edges and index < num_layers - 1, modulate_v, scale,
+                            edge_node_bias)
             for index in range(num_layers))
         self.readout = Readout(readout)
         self.head = head_mlp(head_hidden, out_dim, layers=1)
@@ -205,13 +375,19 @@ class NGTransformer(nn.Module):
         dense = dense.index_put(index, e, accumulate=True)
         count = torch.zeros(batch.num_graphs, size, size, dtype=e.dtype, device=e.device)
         count = count.index_put(index, torch.ones_like(e[:, 0]), accumulate=True)
-        return dense + (count == 0).unsqueeze(-1).to(e.dtype) * self.no_edge
+        if self.no_edge is None:  # the reference: the embedded weight 0
+            no_edge = self.edge_in(self.embed.no_edge(e))  # type: ignore[union-attr]
+        else:
+            no_edge = self.no_edge
+        return dense + (count == 0).unsqueeze(-1).to(e.dtype) * no_edge
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
         batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
         h = self.node_in(self.embed.nodes(batch))
+        if isinstance(self.embed, ConstructorEmbedding):
+            h = h + self.embed.positions(batch)
         e = self.edge_in(self.embed.edges(batch))
         h, mask = to_dense_batch(h, graph_ids(batch), batch_size=batch.num_graphs)
         e = self.dense_edges(batch, e, h.shape[1])

@@ -1,0 +1,6 @@
+"""The published encoders' parameters mapped onto ours.
+
+One module per reference implementation; each maps that reference's ``state_dict`` onto
+the configuration of our encoder that computes the same function (tested against the
+reference's own outputs, ``tests/fixtures/reference``).
+"""
