@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m utils.summarize [--log-dir log] [--out log/summary]
+    python -m utils.summarize [--log-dir log [log2 ...]] [--out log/summary]
 
 Reads every ``LOG_DIR/*.jsonl`` written by the training loop (:mod:`utils.Train_Test`).
 
@@ -14,9 +14,11 @@ Reads every ``LOG_DIR/*.jsonl`` written by the training loop (:mod:`utils.Train_
   the best validation value of the metric that picked its checkpoints and the final test
   metrics (``test_acc``, ``test_mse``, ``kendall_tau``, ``r2``, ...), mean +/- std over seeds.
 
-Writes the tables as ``OUT/summary.md`` and the curves (train loss and the validation
-metric; mean over seeds; whole-number epoch ticks, no offset notation, legends outside the
-data) as ``OUT/curves.png``.
+Writes the tables as ``OUT/summary.md`` and the curves (train loss, train accuracy where
+logged, and the validation metric; mean over seeds; whole-number epoch ticks, no offset
+notation, legends outside the data) as ``OUT/curves.png``. Several folders (an ablation:
+one folder per variant) are compared in one table and one figure, each side named
+``<folder>/<side>``.
 """
 
 from __future__ import annotations
@@ -103,6 +105,25 @@ def read_finals(log_dir: str | Path) -> Finals:
         if r.get("final"):
             finals[r["script"]][r["model"]][r["seed"]] = r
     return {script: dict(sides) for script, sides in finals.items()}
+
+
+def read_folders(log_dirs: Sequence[str | Path]) -> tuple[Logs, Finals]:
+    """:func:`read_logs` and :func:`read_finals` of one folder, or of several with each
+    side renamed ``<folder name>/<side>`` so that the variants of an ablation stand side by
+    side."""
+    if len(log_dirs) == 1:
+        return read_logs(log_dirs[0]), read_finals(log_dirs[0])
+    names = [Path(d).name for d in log_dirs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the folders must have distinct names, got {names}")
+    runs: Logs = defaultdict(dict)  # type: ignore[assignment]
+    finals: Finals = defaultdict(dict)  # type: ignore[assignment]
+    for name, folder in zip(names, log_dirs):
+        for merged, read in ((runs, read_logs), (finals, read_finals)):
+            for script, sides in read(folder).items():
+                for side, seeds in sides.items():
+                    merged[script][f"{name}/{side}"] = seeds
+    return dict(runs), dict(finals)
 
 
 def selection_metric(seed_runs: dict[int, Run]) -> str:
@@ -248,22 +269,28 @@ def draw_curves(runs: Logs) -> Any:
     from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     scripts = sorted(runs)
-    fig, axes = plt.subplots(len(scripts), 2, figsize=(12, 3.2 * len(scripts)), squeeze=False)
+    panels = {script: _panels(runs[script]) for script in scripts}
+    columns = max(len(keys) for keys in panels.values())
+    fig, axes = plt.subplots(len(scripts), columns, figsize=(6 * columns, 3.2 * len(scripts)),
+                             squeeze=False)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, script in zip(axes, scripts):
-        sides = runs[script]
+        sides, keys = runs[script], panels[script]
+        for ax in row[len(keys):]:
+            fig.delaxes(ax)
+        row = row[:len(keys)]
         ordered = [s for s in SIDES if s in sides] + sorted(set(sides) - set(SIDES))
-        metric = selection_metric(next(iter(sides.values())))
         for index, side in enumerate(ordered):
             color, style, label = _TWIN_STYLES.get(
                 side, (palette[index % len(palette)], "-", side))
-            for ax, key in zip(row, ("train_loss", metric)):
+            for ax, key in zip(row, keys):
                 epochs, values = _mean_curve(sides[side], key)
                 ax.plot(epochs, values, style, color=color, label=label, marker=".")
-        row[0].set(title=f"{script}: train loss", xlabel="epoch", ylabel="loss")
-        unit = " (%)" if metric.endswith("_acc") else ""
-        row[1].set(title=f"{script}: {metric.replace('_', ' ')}", xlabel="epoch",
-                   ylabel=f"{metric.removeprefix('val_').replace('_', ' ')}{unit}")
+        for ax, key in zip(row, keys):
+            unit = " (%)" if key.endswith("_acc") else ""
+            what = key.removeprefix("val_").removeprefix("train_").replace("_", " ")
+            ax.set(title=f"{script}: {key.replace('_', ' ')}", xlabel="epoch",
+                   ylabel=f"{what}{unit}")
         epochs = sorted({e for runs_ in sides.values() for run in runs_.values() for e in run})
         for ax in row:
             ax.grid(alpha=0.3)
@@ -274,9 +301,20 @@ def draw_curves(runs: Logs) -> Any:
             formatter.set_scientific(False)
             ax.yaxis.set_major_formatter(formatter)
         # Outside the plotting area, so it never covers a curve.
-        row[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
+
+
+def _panels(sides: dict[str, dict[int, Run]]) -> tuple[str, ...]:
+    """The curves of one script: train loss, the train accuracy when the records carry it
+    (an accuracy metric picked the checkpoints), and the metric that picked them."""
+    metric = selection_metric(next(iter(sides.values())))
+    train = f"train_{metric.removeprefix('val_')}"
+    logged = any(train in record for seeds in sides.values() for run in seeds.values()
+                 for record in run.values())
+    return ("train_loss", train, metric) if metric.endswith("_acc") and logged \
+        else ("train_loss", metric)
 
 
 def plot_curves(runs: Logs, path: str | Path) -> Path:
@@ -299,17 +337,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds, seconds per training epoch, twin/standard time ratio; other scripts: one "
         "row per side with the best validation metric and the final test metrics) and "
         "training curves from the .jsonl logs of the training scripts.")
-    parser.add_argument("--log-dir", default="log",
-                        help="folder holding the *.jsonl logs (default: log)")
+    parser.add_argument("--log-dir", nargs="+", default=["log"],
+                        help="folder holding the *.jsonl logs; several folders (one per "
+                        "variant of an ablation) are compared, each side named "
+                        "<folder>/<side> (default: log)")
     parser.add_argument("--out", default=None, help="output folder for summary.md and "
-                        "curves.png (default: LOG_DIR/summary)")
+                        "curves.png (default: LOG_DIR/summary, with several folders the "
+                        "first one's)")
     args = parser.parse_args(argv)
-    runs = read_logs(args.log_dir)
+    try:
+        runs, finals = read_folders(args.log_dir)
+    except ValueError as err:
+        parser.error(str(err))
+    folders = ", ".join(args.log_dir)
     if not runs:
-        print(f"no training logs (*.jsonl) in {args.log_dir}", file=sys.stderr)
+        print(f"no training logs (*.jsonl) in {folders}", file=sys.stderr)
         return 1
-    finals = read_finals(args.log_dir)
-    out = Path(args.out) if args.out else Path(args.log_dir) / "summary"
+    out = Path(args.out) if args.out else Path(args.log_dir[0]) / "summary"
     out.mkdir(parents=True, exist_ok=True)
     tables = []
     if any(is_twin_script(sides) for sides in runs.values()):
@@ -321,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text, end="")
     write_text_atomic(
         out / "summary.md",
-        f"# Training results ({args.log_dir})\n\nBest validation value per seed, mean ± "
+        f"# Training results ({folders})\n\nBest validation value per seed, mean ± "
         "std over seeds; final test metrics of the best checkpoint, mean ± std over seeds; "
         "seconds per training epoch averaged over all epochs and seeds.\n\n" + text)
     plot_curves(runs, out / "curves.png")

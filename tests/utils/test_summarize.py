@@ -168,3 +168,37 @@ def test_one_epoch_run_has_whole_epoch_ticks_and_no_spread_for_one_seed(tmp_path
     assert summarize.main(["--log-dir", str(log_dir), "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "81.00 (n=1)" in out and "±" not in out.split("**")[-1].split("wrote")[0]
+
+
+def test_several_folders_are_an_ablation_in_one_table_and_one_figure(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    script = "MNIST_INR_Classification_Train"
+    base, augment = tmp_path / "base", tmp_path / "augment"
+    write_encoder_run(base, script, "dng", 0, [60.0, 70.0], {"test_acc": 71.0})
+    write_encoder_run(augment, script, "dng", 0, [20.0, 25.0], {"test_acc": 23.0})
+    for folder, accs in ((base, [65.0, 80.0]), (augment, [15.0, 20.0])):
+        path = folder / f"{script}_dng_seed0.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        for record, acc in zip(records, accs):
+            record["train_acc"] = acc
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    runs, finals = summarize.read_folders([base, augment])
+    assert set(runs[script]) == set(finals[script]) == {"base/dng", "augment/dng"}
+    fig = summarize.draw_curves(runs)
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles == [f"{script}: train loss", f"{script}: train acc",
+                          f"{script}: val acc"]
+        assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2, 2]
+    finally:
+        plt.close(fig)
+    out = tmp_path / "summary"
+    assert summarize.main(["--log-dir", str(base), str(augment), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "base/dng" in printed and "augment/dng" in printed and "71.00" in printed
+    assert (out / "curves.png").is_file()
+    same = tmp_path / "other" / "base"
+    write_encoder_run(same, script, "dng", 0, [1.0], {"test_acc": 1.0})
+    with pytest.raises(SystemExit):
+        summarize.main(["--log-dir", str(base), str(same)])
