@@ -1,9 +1,11 @@
 """`python -m benchmarks.encoders`: weight-space encoders, forward+backward on a batch of
-MNIST SIREN graphs, each at its reference size.
+MNIST SIREN graphs, each at its reference size (``--sizes reference``) or at the defaults of
+the INR classification job (``--sizes job``: what one default run trains).
 
 Reports, per encoder: parameter count, median forward+backward seconds over the timed
 runs (:func:`benchmarks.common.time_samples`: warm-up, device synchronisation), graphs per
-second and the peak tensor memory of one forward+backward
+second, the CPU seconds of one forward+backward (all threads; on a CPU the cost a busy
+machine cannot inflate) and the peak tensor memory of one forward+backward
 (:func:`benchmarks.common.memory_use`). The SIRENs are fitted MNIST INRs when a fitted set
 is found (``--inr-dir``, shards written by ``neural_graphs.inr_fit``), random reference-init
 SIRENs otherwise. The reference implementation (mkofinas/neural-graphs) is not part of
@@ -17,6 +19,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,18 +81,31 @@ def siren_batch(count: int = 128, inr_dir: Path | None = None, seed: int = 0
     return Batch.from_data_list([to_neural_graph(net) for net in sirens]), source
 
 
+def job_sizes() -> dict[str, Callable[[int], nn.Module]]:
+    """A builder ``out_dim -> encoder`` per encoder of the INR classification job, at that
+    job's default sizes (probes included): :data:`jobs.inr_jobs.INR_ENCODER_DEFAULTS`."""
+    from jobs.inr_jobs import INR_ENCODER_DEFAULTS, make_encoder
+
+    return {name: (lambda out, d=d, name=name: make_encoder(name, out, d.hidden, d.layers,
+                                                            d.probes))
+            for name, d in INR_ENCODER_DEFAULTS.items()}
+
+
 def measure(model: nn.Module, batch: Batch, warmup: int, iters: int,
             device: torch.device) -> dict[str, float]:
-    """Parameter count, median forward+backward seconds, graphs/s and peak bytes."""
+    """Parameter count, median forward+backward seconds, CPU seconds of one
+    forward+backward, graphs/s and peak bytes."""
     def step() -> None:
         model.zero_grad(set_to_none=True)
         model(batch).square().mean().backward()
 
     step()  # builds the lazy parts
+    cpu_start = time.process_time()
     times = time_samples(step, warmup, iters, device)
+    cpu = (time.process_time() - cpu_start) / (warmup + len(times))
     median = statistics.median(times)
     peak = memory_use(step, device).peak
-    return {"parameters": parameter_count(model), "seconds": median,
+    return {"parameters": parameter_count(model), "seconds": median, "cpu_seconds": cpu,
             "graphs_per_s": batch.num_graphs / median, "peak_bytes": peak}
 
 
@@ -100,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inr-dir", type=Path, default=None,
                         help="folder of fitted SIREN shards (default: first of "
                              f"{[str(d) for d in INR_DIRS]} that has one)")
-    parser.add_argument("--encoders", nargs="+", default=list(REFERENCE_SIZES),
-                        choices=list(REFERENCE_SIZES), help="encoders to run")
+    parser.add_argument("--sizes", choices=("reference", "job"), default="reference",
+                        help="reference: each encoder at its reference implementation's "
+                        "size (NFN both modes); job: the INR classification job's defaults")
+    parser.add_argument("--encoders", nargs="+", default=None,
+                        help=f"encoders to run (reference sizes: {list(REFERENCE_SIZES)}; "
+                        "job sizes: flatmlp statnn nfn ngnn ngt dng; default all)")
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed runs")
     parser.add_argument("--iters", type=positive_int, default=3, help="timed runs")
     parser.add_argument("--out-dim", type=positive_int, default=10, help="encoder output size")
@@ -116,18 +136,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.batch_size} graphs ({source}), {batch.num_nodes} nodes, "
           f"{batch.edge_index.shape[1]} edges; {device}, {torch.get_num_threads()} threads, "
           f"{allocator_setting()}")
+    builders = REFERENCE_SIZES if args.sizes == "reference" else job_sizes()
+    names = args.encoders or list(builders)
+    unknown = sorted(set(names) - set(builders))
+    if unknown:
+        parser.error(f"--encoders {' '.join(unknown)}: with --sizes {args.sizes} choose from "
+                     f"{list(builders)}")
     results = {}
-    for name in tqdm(args.encoders, desc="encoders", file=sys.stderr,
+    for name in tqdm(names, desc="encoders", file=sys.stderr,
                      disable=not sys.stderr.isatty()):
         torch.manual_seed(0)
-        model = REFERENCE_SIZES[name](args.out_dim).to(device)
+        model = builders[name](args.out_dim).to(device)
         results[name] = measure(model, batch, args.warmup, args.iters, device)
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
     rows = [(name, f"{r['parameters']:,}", f"{r['seconds'] * 1e3:.0f}",
-             f"{r['graphs_per_s']:.1f}", f"{r['peak_bytes'] / 2**20:.1f}")
+             f"{r['cpu_seconds'] * 1e3:.0f}", f"{r['graphs_per_s']:.1f}",
+             f"{r['peak_bytes'] / 2**20:.1f}")
             for name, r in results.items()]
-    print(format_table(("encoder", "parameters", "fwd+bwd ms", "graphs/s", "peak MiB"), rows,
-                       right=(False, True, True, True, True)))
+    print(format_table(("encoder", "parameters", "fwd+bwd ms", "CPU ms", "graphs/s",
+                        "peak MiB"), rows, right=(False, True, True, True, True, True)))
     if args.json is not None:
         args.json.write_text(json.dumps({"source": source, "results": results}, indent=1))
     return 0

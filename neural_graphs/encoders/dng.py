@@ -22,7 +22,7 @@ from neural_graphs.encoders.batch import (
     require_fields,
 )
 from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding, IndexEmbedding
-from neural_graphs.encoders.readouts import Readout, head_mlp
+from neural_graphs.encoders.readouts import NodeEmbeddings, Readout, head_mlp
 from neural_graphs.graph import EDGE_TYPES, layer_snapshots
 
 __all__ = ["DNGEncoder"]
@@ -184,6 +184,13 @@ class DNGEncoder(nn.Module):
     def features(self, graphs: Batch | Data | list[Data]) -> Tensor:
         """What the output MLP reads: the readout of the final node states, ``[G, D]``
         (``readout="cat"``: the output neurons' states flattened)."""
+        return self.readout(*self.node_embeddings(graphs))
+
+    def node_embeddings(self, graphs: Batch | Data | list[Data]) -> NodeEmbeddings:
+        """The final state of every neuron (input neurons: their start states), ``[N,
+        hidden]``, with the batch they follow (:class:`~neural_graphs.encoders.readouts.
+        NodeEmbeddings`; ``.layer(l)`` for one layer's neurons): what the readout, the
+        dilation heads and INR2JLS read."""
         batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
@@ -195,7 +202,7 @@ class DNGEncoder(nn.Module):
             self.input_state(local_node_position(batch)[inputs])
         layout = self._dense_layout(batch) if self.dense else None
         if layout is not None:
-            return self.readout(self._dense_states(batch, layout, own, start), batch)
+            return NodeEmbeddings(self._dense_states(batch, layout, own, start), batch)
         state = start.new_zeros(batch.num_nodes, start.shape[-1])
         state = state.index_copy(0, inputs, start)
         heads = self.edge_heads(batch) if self.num_layers is None else None
@@ -218,7 +225,7 @@ class DNGEncoder(nn.Module):
             else:
                 inner = self._at(self.node_proj, layer)(self.node_rff(batch.x[targets]))
             state = state.index_copy(0, targets, self._update(inner, memory, layer))
-        return self.readout(state, batch)
+        return NodeEmbeddings(state, batch)
 
     @staticmethod
     def _dense_layout(batch: Batch) -> list[int] | None:

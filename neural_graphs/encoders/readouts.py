@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
@@ -9,7 +11,27 @@ from torch_geometric.utils import scatter
 
 from neural_graphs.encoders.batch import _OUTPUT, graph_ids, local_node_position
 
-__all__ = ["Readout", "head_mlp"]
+__all__ = ["NodeEmbeddings", "Readout", "head_mlp"]
+
+
+class NodeEmbeddings(NamedTuple):
+    """The final state of every neuron of a batch of neural graphs, as the graph encoders'
+    ``node_embeddings`` return it: ``states`` ``[N, D]`` in the node order of ``batch``, the
+    batch as the encoder read it (collated, kernels on its grid), whose ``node_layer``,
+    ``node_type`` and ``batch`` vectors say which neuron and network each row is."""
+
+    states: Tensor
+    batch: Batch
+
+    def layer(self, index: int) -> Tensor:
+        """The states of the neurons of layer ``index`` (0: inputs), ``[N_l, D]`` in batch
+        order; ``ValueError`` when no network of the batch has that layer."""
+        chosen = self.batch.node_layer == index
+        if not bool(chosen.any()):
+            depths = sorted(set(self.batch.node_layer.tolist()))
+            raise ValueError(f"no neuron of layer {index} in this batch; its layers are "
+                             f"{depths}")
+        return self.states[chosen]
 
 
 def head_mlp(hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
