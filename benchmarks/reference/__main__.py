@@ -23,13 +23,12 @@ import argparse
 import importlib
 import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import format_table, memory_use
+from benchmarks.common import format_table, memory_use, time_interleaved
 from utils.cli import HelpFormatter, non_negative_int, positive_int
 from utils.memory import allocator_setting, keep_freed_memory
 
@@ -52,22 +51,6 @@ def _reference_dir(root: Path, name: str) -> Path:
     return folder
 
 
-def _alternate(steps: dict[str, Callable[[], object]], warmup: int, rounds: int
-               ) -> dict[str, list[float]]:
-    """Seconds of each side's step, the sides taking turns so that a slower or faster
-    period of the machine falls on both."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {side: [] for side in steps}
-    for _ in range(rounds):
-        for side, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[side].append(time.perf_counter() - start)
-    return times
-
-
 def time_encoders(names: Sequence[str], root: Path, batch_size: int, warmup: int,
                   rounds: int) -> list[tuple[str, ...]]:
     rows = []
@@ -75,7 +58,9 @@ def time_encoders(names: Sequence[str], root: Path, batch_size: int, warmup: int
         module = _module(name)
         _reference_dir(root, name)
         steps = {side: module.training_step(side, batch_size) for side in ("ours", "reference")}
-        times = _alternate(steps, warmup, rounds)
+        # the sides take turns, so that a slower or faster period of the machine falls on both
+        times = dict(zip(steps, time_interleaved(*steps.values(), torch.device("cpu"), warmup,
+                                                 rounds)))
         median = {side: statistics.median(values) for side, values in times.items()}
         peak = {side: memory_use(step, torch.device("cpu")).peak for side, step in steps.items()}
         ratio = median["ours"] / median["reference"]

@@ -3,7 +3,9 @@
 * ``encoders/batch.py``: reading a batch of neural graphs (fields, per-graph pointers,
   architectures, :class:`KernelGrid`);
 * ``encoders/embeddings.py``: random Fourier features of scalars, position / activation /
-  edge-type embeddings (:class:`GraphEmbedding`);
+  edge-type embeddings (:class:`GraphEmbedding`), the published graph constructor's
+  features (:class:`ConstructorEmbedding`, the reference configurations of NG-GNN and
+  NG-T);
 * ``encoders/probes.py``: probe features;
 * ``encoders/readouts.py``: readouts and the output MLP.
 
@@ -30,12 +32,18 @@ from neural_graphs.encoders.batch import (
     node_ptr,
     require_fields,
 )
-from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding, IndexEmbedding
+from neural_graphs.encoders.embeddings import (
+    ConstructorEmbedding,
+    FourierFeatures,
+    GraphEmbedding,
+    IndexEmbedding,
+)
 from neural_graphs.encoders.probes import ProbeFeatures, linear_chain_weights, probe_activations
 from neural_graphs.encoders.readouts import Readout, head_mlp
 
 __all__ = [
     "GRAPH_FIELDS",
+    "ConstructorEmbedding",
     "FourierFeatures",
     "GraphEmbedding",
     "IndexEmbedding",

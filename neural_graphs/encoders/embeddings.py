@@ -1,9 +1,11 @@
 """Initial features of neural graphs: random Fourier features of scalars, index and
-position embeddings, activation- and edge-type embeddings (:class:`GraphEmbedding`)."""
+position embeddings, activation- and edge-type embeddings (:class:`GraphEmbedding`), and
+the published graph constructor's features (:class:`ConstructorEmbedding`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,12 @@ from neural_graphs.encoders.batch import _INPUT, _OUTPUT, layer_slot, local_node
 from neural_graphs.encoders.probes import ProbeFeatures
 from neural_graphs.graph import EDGE_TYPES
 
-__all__ = ["FourierFeatures", "GraphEmbedding", "IndexEmbedding"]
+__all__ = ["STATS_KEYS", "ConstructorEmbedding", "FourierFeatures", "GraphEmbedding",
+           "IndexEmbedding", "gaussian_encoding"]
+
+#: the per-layer statistics the reference normalizes weights and biases with (its
+#: ``stats``): one number per layer of weights each
+STATS_KEYS = ("weights_mean", "weights_std", "biases_mean", "biases_std")
 
 
 class FourierFeatures(LazyModuleMixin, nn.Module):
@@ -113,7 +120,6 @@ class IndexEmbedding(LazyModuleMixin, nn.Module):
         return F.embedding(index, self.weight)
 
 
-
 class GraphEmbedding(nn.Module):
     r"""Initial node and edge features of a neural graph.
 
@@ -178,3 +184,173 @@ class GraphEmbedding(nn.Module):
     def edges(self, batch: Batch) -> Tensor:
         return self.edge_proj(self.edge_rff(batch.edge_attr)) + self.edge_type(batch.edge_type)
 
+
+
+def gaussian_encoding(v: Tensor, b: Tensor) -> Tensor:
+    r"""The reference's Gaussian Fourier features (``rff.functional.gaussian_encoding``)
+    in its order of operations, so that they agree to the bit, not to rounding.
+
+    .. math::
+        \gamma(v) = [\cos(2\pi v B^\top), \sin(2\pi v B^\top)]
+
+    Args:
+        v (Tensor): the scalars, :math:`(*, \text{in})`.
+        b (Tensor): the frequencies in the reference's layout, :math:`(F, \text{in})`
+            (:class:`FourierFeatures` holds the transpose).
+
+    Returns:
+        Tensor: :math:`(*, 2F)`.
+    """
+    proj = (2 * math.pi * v) @ b.to(v.dtype).T
+    return torch.cat([proj.cos(), proj.sin()], dim=-1)
+
+
+def _layer_stats(stats: Mapping[str, Sequence[float] | Tensor] | None
+                 ) -> dict[str, tuple[float, ...]] | None:
+    """``stats`` as Python floats, checked: the keys :data:`STATS_KEYS`, one number per
+    layer of weights each."""
+    if stats is None:
+        return None
+    if set(stats) != set(STATS_KEYS):
+        raise ValueError(f"layer_stats needs exactly the keys {STATS_KEYS}, got "
+                         f"{sorted(stats)}")
+    out = {key: tuple(float(v) for v in torch.as_tensor(
+        stats[key], dtype=torch.float64).flatten().tolist()) for key in STATS_KEYS}
+    if len({len(v) for v in out.values()}) != 1:
+        raise ValueError("layer_stats: every entry needs one number per layer, got "
+                         f"{ {k: len(v) for k, v in out.items()} }")
+    return out
+
+
+class ConstructorEmbedding(nn.Module):
+    r"""Initial node and edge features as the reference's graph constructor makes them
+    (mkofinas/neural-graphs ``nn/graph_constructor.py``, shared by its NG-GNN and NG-T)
+    for networks of Linear layers: scalars only, no activation or edge-type embeddings.
+
+    .. math::
+        h_i &= W_b\,\gamma_b(\hat b_i) + c_b, \qquad
+        P(i) = \begin{cases} p^\text{in}_k & \text{input neuron } k \\
+        p^\text{hid}_l & \text{hidden neuron of layer } l \\
+        p^\text{out}_k & \text{output neuron } k \end{cases} \\
+        e_{ij} &= W_e\,\gamma_e(v_{ij}) + c_e, \qquad v_{j \to i} = \hat w_{ij}
+        \text{, or with reversed edges } [\hat w_{ij}, 0, \hat w_{ij}] \text{ and }
+        v_{i \to j} = [0, \hat w_{ij}, \hat w_{ij}]
+
+    with :math:`\gamma` :func:`gaussian_encoding` (fixed buffers ``node_b``
+    ``[rff_dim, 1]`` and ``edge_b`` ``[rff_dim, 1]``, ``[rff_dim, 3]`` with
+    ``reverse_edges``: the reference's ``b``), :math:`\hat b_i = (b_i - \mu^b_l) /
+    \sigma^b_l` and :math:`\hat w_{ij} = (w_{ij} - \mu^w_l) / \sigma^w_l` normalized by
+    the statistics of the layer :math:`l` the neuron (the edge's target) belongs to
+    (none: :math:`\mu = 0, \sigma = 1`), and :math:`\hat b_i = 0` for input neurons. The
+    reference writes the weights into a zero matrix: an unconnected pair reads
+    :math:`v = 0` (:meth:`no_edge`). The position embedding :math:`P(i)`
+    (:meth:`position_embedding`), which the reference adds after its input projection,
+    has a vector per input neuron, per hidden layer and per output neuron; hidden layers
+    deeper than ``max_layers - 2`` share the last vector. With ``reverse_edges`` every
+    edge :math:`j \to i` also runs backwards, :math:`i \to j` (:meth:`edge_index`; NG-GNN
+    passes messages along both, the reference's ``rev_edge_features``).
+
+    Args:
+        node_dim (int): node feature size.
+        rff_dim (int): Fourier frequencies (features ``2 * rff_dim``).
+        rff_sigma (float): their standard deviation (the reference's ``inp_factor``).
+        max_layers (int): layers of the networks read (input, hidden layers, output):
+            ``max_layers - 2`` hidden-layer position vectors.
+        reverse_edges (bool): add the reversed edges.
+        layer_stats (Mapping, optional): ``weights_mean``, ``weights_std``,
+            ``biases_mean``, ``biases_std`` (:data:`STATS_KEYS`), one number per layer of
+            weights each: the reference's ``stats``, configuration (kept as Python floats
+            and made tensors of the input's dtype, as the reference's scalars), not in
+            the state dict, as there.
+        edge_dim (int, optional): edge feature size (default ``node_dim``).
+
+    Shapes:
+        - input: a :class:`~torch_geometric.data.Batch` of graphs of Linear layers
+          (``x`` :math:`(N, 1)`, ``edge_attr`` :math:`(E, 1)`)
+        - output: :meth:`nodes` and :meth:`position_embedding` :math:`(N,
+          \text{node\_dim})`, :meth:`edges` :math:`(E', \text{edge\_dim})` for the
+          :math:`E'` edges of :meth:`edge_index` (:math:`2E` with ``reverse_edges``),
+          :meth:`no_edge` :math:`(\text{edge\_dim},)`
+    """
+
+    def __init__(self, node_dim: int, rff_dim: int = 128, rff_sigma: float = 3.0,
+                 max_layers: int = 4, reverse_edges: bool = False,
+                 layer_stats: Mapping[str, Sequence[float] | Tensor] | None = None,
+                 edge_dim: int | None = None) -> None:
+        super().__init__()
+        if max_layers < 3:
+            raise ValueError(f"max_layers must be at least 3 (input, hidden, output), got "
+                             f"{max_layers}")
+        self.max_layers, self.reverse_edges = max_layers, reverse_edges
+        self.register_buffer("node_b", torch.randn(rff_dim, 1) * rff_sigma)
+        self.register_buffer("edge_b", torch.randn(rff_dim, 3 if reverse_edges else 1)
+                             * rff_sigma)
+        self.node_proj = nn.Linear(2 * rff_dim, node_dim)
+        self.edge_proj = nn.Linear(2 * rff_dim, node_dim if edge_dim is None else edge_dim)
+        self.input_position = IndexEmbedding(node_dim, "input neuron")
+        self.hidden_position = nn.Embedding(max_layers - 2, node_dim)
+        self.output_position = IndexEmbedding(node_dim, "output neuron")
+        #: the statistics as Python floats: configuration, not state
+        self.layer_stats = _layer_stats(layer_stats)
+
+    def _normalized(self, value: Tensor, layer: Tensor, kind: str) -> Tensor:
+        """``(value - mean) / std`` of each row's layer (``kind``: weights or biases)."""
+        if self.layer_stats is None:
+            return value
+        mean, std = (torch.tensor(self.layer_stats[f"{kind}_{what}"], dtype=value.dtype,
+                                  device=value.device) for what in ("mean", "std"))
+        if layer.numel() and int(layer.max()) > mean.numel():
+            raise ValueError(f"layer_stats hold {mean.numel()} layers; a graph has "
+                             f"{int(layer.max())} layers of weights")
+        index = (layer - 1).clamp(min=0)
+        return (value - mean[index].unsqueeze(-1)) / std[index].unsqueeze(-1)
+
+    def nodes(self, batch: Batch) -> Tensor:
+        r""":math:`W_b\,\gamma_b(\hat b_i) + c_b` of every neuron."""
+        if batch.x.shape[-1] != 1:
+            raise ValueError(f"the reference's graph constructor reads one bias per neuron "
+                             f"(x [N, 1]), got x {tuple(batch.x.shape)}")
+        x = self._normalized(batch.x, batch.node_layer, "biases")
+        x = torch.where((batch.node_type == _INPUT).unsqueeze(-1), torch.zeros_like(x), x)
+        return self.node_proj(gaussian_encoding(x, self.node_b))
+
+    def position_embedding(self, batch: Batch) -> Tensor:
+        """:math:`P(i)` of every neuron."""
+        node_type, node_position = batch.node_type, local_node_position(batch)
+        pos = self.hidden_position((batch.node_layer - 1).clamp(0, self.max_layers - 3))
+        for kind, table in ((_INPUT, self.input_position), (_OUTPUT, self.output_position)):
+            where = (node_type == kind).nonzero().squeeze(1)
+            pos = pos.index_copy(0, where, table(node_position[where]).to(pos.dtype))
+        return pos
+
+    def edge_index(self, batch: Batch) -> Tensor:
+        """The edges the features of :meth:`edges` belong to: the batch's, followed by
+        them reversed with ``reverse_edges``."""
+        edge_index = batch.edge_index
+        return torch.cat([edge_index, edge_index.flip(0)], 1) if self.reverse_edges \
+            else edge_index
+
+    def edges(self, batch: Batch) -> Tensor:
+        r""":math:`W_e\,\gamma_e(v) + c_e` of the edges of :meth:`edge_index`."""
+        return self.edge_features(self.edge_values(batch))
+
+    def edge_values(self, batch: Batch) -> Tensor:
+        """The vectors :math:`v` of the edges of :meth:`edge_index` (no parameters)."""
+        if batch.edge_attr.shape[-1] != 1:
+            raise ValueError(f"the reference's graph constructor reads networks of Linear "
+                             f"layers (one weight per edge), got edge_attr "
+                             f"{tuple(batch.edge_attr.shape)}")
+        w = self._normalized(batch.edge_attr, batch.edge_layer, "weights")
+        if self.reverse_edges:
+            zero = torch.zeros_like(w)
+            w = torch.cat([torch.cat([w, zero, w], -1), torch.cat([zero, w, w], -1)], 0)
+        return w
+
+    def edge_features(self, values: Tensor) -> Tensor:
+        r""":math:`W_e\,\gamma_e(v) + c_e` of :meth:`edge_values` rows."""
+        return self.edge_proj(gaussian_encoding(values, self.edge_b))
+
+    def no_edge(self, like: Tensor) -> Tensor:
+        """The features of an unconnected pair, :math:`v = 0` (of ``like``'s dtype and
+        device)."""
+        return self.edge_features(like.new_zeros(1, self.edge_b.shape[1]))[0]

@@ -15,23 +15,16 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
 from neural_graphs.encoders.batch import (
-    _HIDDEN,
-    _INPUT,
-    _OUTPUT,
     GRAPH_FIELDS,
     KernelGrid,
     graph_ids,
-    local_node_position,
     node_ptr,
     require_fields,
 )
-from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding, IndexEmbedding
+from neural_graphs.encoders.embeddings import ConstructorEmbedding, GraphEmbedding
 from neural_graphs.encoders.readouts import Readout, head_mlp
 
-__all__ = ["ConstructorEmbedding", "NGTransformer", "RelationalAttention", "RelationalLayer"]
-
-#: the per-layer statistics of ``input_stats`` (the reference's ``stats``)
-STATS_KEYS = ("weights_mean", "weights_std", "biases_mean", "biases_std")
+__all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer"]
 
 
 def _xavier_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -155,113 +148,6 @@ class RelationalLayer(nn.Module):
         return h, e
 
 
-class _ReferenceFourierFeatures(FourierFeatures):
-    r""":class:`~neural_graphs.encoders.embeddings.FourierFeatures` computed in the
-    reference's order, :math:`(2\pi v) B` (``rff.functional.gaussian_encoding``), so
-    that the features agree to the bit, not to rounding."""
-
-    def forward(self, v: Tensor) -> Tensor:
-        if v.shape[-1] != self.frequencies.shape[0]:
-            raise ValueError(f"FourierFeatures was built for {self.frequencies.shape[0]} "
-                             f"input columns (edge_attr width K or x width), got "
-                             f"{v.shape[-1]}; build graphs with one kernel_shape=")
-        proj = (2 * math.pi * v) @ self.frequencies.to(v.dtype)
-        return torch.cat([proj.cos(), proj.sin()], dim=-1)
-
-
-class ConstructorEmbedding(nn.Module):
-    r"""Initial features as the reference's graph constructor makes them
-    (``nn/graph_constructor.py`` of mkofinas/neural-graphs): scalars only, no activation
-    or edge-type embeddings.
-
-    .. math::
-        h_i = W_b\,\gamma_b(\tilde b_i), \quad
-        e_{ij} = W_e\,\gamma_e(\tilde w_{ij}), \quad
-        \tilde b_i = (b_i - \mu^b_l) / \sigma^b_l, \quad
-        \tilde w_{ij} = (w_{ij} - \mu^w_l) / \sigma^w_l
-
-    with :math:`l` the layer of neuron :math:`i` (of the edge's target), the statistics
-    of ``stats`` (none: :math:`\mu = 0, \sigma = 1`), input neurons' :math:`\tilde b = 0`
-    and :math:`\tilde w = 0` for an unconnected pair (:meth:`no_edge`: as the reference,
-    which writes weights into a zero matrix). :meth:`positions` gives the position
-    embedding, which the reference adds after its input projection: a vector per input
-    neuron, per hidden layer and per output neuron (tables sized on the first batch).
-
-    Args:
-        node_dim (int): node feature size.
-        edge_dim (int): edge feature size.
-        rff_dim (int): Fourier frequencies (features ``2 * rff_dim``).
-        rff_sigma (float): frequency standard deviation (the reference's ``inp_factor``).
-        stats (dict, optional): ``weights_mean``, ``weights_std``, ``biases_mean``,
-            ``biases_std``: one number per layer of weights (the reference's ``stats``;
-            configuration, not in the state dict, as there).
-
-    Shapes:
-        - :meth:`nodes`: :math:`(N, \text{node\_dim})`; :meth:`edges`:
-          :math:`(E, \text{edge\_dim})`; :meth:`no_edge`: :math:`(\text{edge\_dim},)`
-    """
-
-    def __init__(self, node_dim: int, edge_dim: int, rff_dim: int = 128,
-                 rff_sigma: float = 1.0,
-                 stats: Mapping[str, Sequence[float] | Tensor] | None = None) -> None:
-        super().__init__()
-        self.node_rff = _ReferenceFourierFeatures(rff_dim, rff_sigma)
-        self.node_proj = nn.Linear(2 * rff_dim, node_dim)
-        self.edge_rff = _ReferenceFourierFeatures(rff_dim, rff_sigma)
-        self.edge_proj = nn.Linear(2 * rff_dim, edge_dim)
-        self.input_position = IndexEmbedding(node_dim, "input neuron")
-        self.hidden_position = IndexEmbedding(node_dim, "hidden layer")
-        self.output_position = IndexEmbedding(node_dim, "output neuron")
-        #: the statistics as Python floats (made tensors of the input's dtype, as the
-        #: reference's scalars): configuration, not state
-        self.stats: dict[str, tuple[float, ...]] | None = None
-        if stats is not None:
-            if set(stats) != set(STATS_KEYS):
-                raise ValueError(f"stats needs exactly the keys {STATS_KEYS}, got "
-                                 f"{sorted(stats)}")
-            self.stats = {key: tuple(float(v) for v in torch.as_tensor(
-                stats[key], dtype=torch.float64).flatten().tolist()) for key in STATS_KEYS}
-            if len({len(v) for v in self.stats.values()}) != 1:
-                raise ValueError("stats: every entry needs one number per layer, got "
-                                 f"{ {k: len(v) for k, v in self.stats.items()} }")
-
-    def _normalize(self, value: Tensor, layer: Tensor, kind: str) -> Tensor:
-        if self.stats is None:
-            return value
-        mean, std = (torch.tensor(self.stats[f"{kind}_{what}"], dtype=value.dtype,
-                                  device=value.device) for what in ("mean", "std"))
-        if layer.numel() and int(layer.max()) > mean.numel():
-            raise ValueError(f"stats hold {mean.numel()} layers; a graph has "
-                             f"{int(layer.max())}")
-        index = (layer - 1).clamp(min=0)
-        return (value - mean[index].unsqueeze(-1)) / std[index].unsqueeze(-1)
-
-    def nodes(self, batch: Batch) -> Tensor:
-        x = self._normalize(batch.x, batch.node_layer, "biases")
-        x = torch.where((batch.node_type == _INPUT).unsqueeze(-1), torch.zeros_like(x), x)
-        return self.node_proj(self.node_rff(x))
-
-    def edges(self, batch: Batch) -> Tensor:
-        w = self._normalize(batch.edge_attr, batch.edge_layer, "weights")
-        return self.edge_proj(self.edge_rff(w))
-
-    def no_edge(self, like: Tensor) -> Tensor:
-        """The embedded weight 0 of an unconnected pair."""
-        zero = like.new_zeros(1, self.edge_rff.frequencies.shape[0])
-        return self.edge_proj(self.edge_rff(zero))[0]
-
-    def positions(self, batch: Batch) -> Tensor:
-        node_type, position = batch.node_type, local_node_position(batch)
-        index = torch.where(node_type == _HIDDEN, batch.node_layer - 1, position)
-        pos = torch.zeros(node_type.shape[0], self.input_position.embedding_dim,
-                          dtype=self.node_proj.weight.dtype, device=node_type.device)
-        for kind, table in ((_INPUT, self.input_position), (_HIDDEN, self.hidden_position),
-                            (_OUTPUT, self.output_position)):
-            where = (node_type == kind).nonzero().squeeze(1)
-            pos = pos.index_copy(0, where, table(index[where]).to(pos.dtype))
-        return pos
-
-
 class NGTransformer(nn.Module):
     r"""NG-T: the relational transformer reading a neural graph.
 
@@ -280,10 +166,11 @@ class NGTransformer(nn.Module):
     :mod:`neural_graphs.encoders.reference.ngt`, which also maps the reference's
     ``state_dict``) computes the function of the published ``RelationalTransformer``
     (its notebook configuration): ``embedding="reference"``
-    (:class:`ConstructorEmbedding`: no activation or edge-type embeddings, weights and
-    biases normalized by per-layer ``input_stats``, an unconnected pair read as weight 0
-    instead of a learned vector, position embeddings added after the input projection),
-    ``attn_scale="total"`` and ``edge_node_bias=True``.
+    (:class:`~neural_graphs.encoders.embeddings.ConstructorEmbedding`, NG-GNN's reference
+    features too: no activation or edge-type embeddings, weights and biases normalized by
+    per-layer ``input_stats``, an unconnected pair read as weight 0 instead of a learned
+    vector, position embeddings added after the input projection), ``max_layers`` the
+    networks' layers, ``attn_scale="total"`` and ``edge_node_bias=True``.
 
     Args:
         out_dim (int): output size.
@@ -299,15 +186,17 @@ class NGTransformer(nn.Module):
         rff_dim (int): Fourier frequencies of scalars (128).
         rff_sigma (float): their standard deviation (1, the reference's transformer).
         num_probes (int): probe inputs for Linear-chain networks (0: none).
-        max_layers (int): hidden-layer slots of the position embedding
-            (``embedding="graph"``).
+        max_layers (int): layer slots of the position embedding (with
+            ``embedding="reference"``: the layers of the networks read, input and output
+            included; 4 for the reference's 2-32-32-1 SIRENs).
         update_edges (bool): update edge features between layers.
         modulate_v (bool): multiplicative edge term on the values.
         kernel_shape (tuple, optional): the kernel grid weights are read on (default:
             the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
         embedding (str): ``"graph"``
             (:class:`~neural_graphs.encoders.embeddings.GraphEmbedding`, a learned
-            no-edge vector) or ``"reference"`` (:class:`ConstructorEmbedding`).
+            no-edge vector) or ``"reference"``
+            (:class:`~neural_graphs.encoders.embeddings.ConstructorEmbedding`).
         input_stats (dict, optional): per-layer ``weights_mean``, ``weights_std``,
             ``biases_mean``, ``biases_std`` normalizing the scalars (``embedding=
             "reference"`` only; the reference's ``stats``).
@@ -349,8 +238,8 @@ class NGTransformer(nn.Module):
             self.embed = GraphEmbedding(node_dim, edge_dim, rff_dim, rff_sigma, max_layers,
                                         num_probes)
         else:
-            self.embed = ConstructorEmbedding(node_dim, edge_dim, rff_dim, rff_sigma,
-                                              input_stats)
+            self.embed = ConstructorEmbedding(node_dim, rff_dim, rff_sigma, max_layers,
+                                              layer_stats=input_stats, edge_dim=edge_dim)
         self.node_in = _xavier_linear(node_dim, node_dim)
         self.edge_in = _xavier_linear(edge_dim, edge_dim)
         self.no_edge: nn.Parameter | None = (nn.Parameter(torch.randn(edge_dim))
@@ -387,7 +276,7 @@ class NGTransformer(nn.Module):
         batch = self.kernels(batch)
         h = self.node_in(self.embed.nodes(batch))
         if isinstance(self.embed, ConstructorEmbedding):
-            h = h + self.embed.positions(batch)
+            h = h + self.embed.position_embedding(batch)
         e = self.edge_in(self.embed.edges(batch))
         h, mask = to_dense_batch(h, graph_ids(batch), batch_size=batch.num_graphs)
         e = self.dense_edges(batch, e, h.shape[1])

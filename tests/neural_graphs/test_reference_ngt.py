@@ -122,14 +122,14 @@ def test_not_a_reference_state_dict_raises(fixture: dict) -> None:
     state = dict(fixture["state_dict"])
     missing = {k: v for k, v in state.items() if k != "layers.2.lin0.bias"}
     with pytest.raises(ValueError, match=r"expected key 'layers\.2\.lin0\.bias' of shape "
-                                         r"\(64,\), it is missing"):
+                                         r"\[64\], got missing"):
         from_reference_state_dict(missing)
-    with pytest.raises(ValueError, match=r"unexpected key 'cls_token' of shape \(64,\)"):
+    with pytest.raises(ValueError, match=r"unexpected key 'cls_token' \[64\]"):
         from_reference_state_dict({**state, "cls_token": torch.zeros(64)})
     wrong = {**state, "layers.0.self_attn.qkv_edge.weight": torch.zeros(384, 32)}
-    with pytest.raises(ValueError, match=r"expected 'layers\.0\.self_attn\.qkv_edge\.weight' "
-                                         r"of shape \(512, 32\), got \(384, 32\)"):
+    with pytest.raises(ValueError, match=r"expected key 'layers\.0\.self_attn\.qkv_edge\."
+                                         r"weight' of shape \[512, 32\], got \[384, 32\]"):
         from_reference_state_dict(wrong)
-    with pytest.raises(ValueError, match=r"'construct_graph\.pos_embed' of shape \(6, 64\), "
-                                         r"got \(5, 64\)"):
+    with pytest.raises(ValueError, match=r"'construct_graph\.pos_embed' of shape \[6, 64\], "
+                                         r"got \[5, 64\]"):
         from_reference_state_dict(state, layer_layout=(3, 32, 32, 1))

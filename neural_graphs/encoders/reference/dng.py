@@ -27,12 +27,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import NoReturn
 
 import torch
 from torch import Tensor, nn
 
 from neural_graphs.encoders.dng import DNGEncoder
+from neural_graphs.encoders.reference.common import (
+    check_state_dict,
+    fail,
+    shape_of,
+    strip_prefixes,
+)
 
 __all__ = ["REFERENCE_KWARGS", "from_reference_state_dict", "reference_kwargs"]
 
@@ -57,36 +62,30 @@ def reference_kwargs(num_layers: int = 3, hidden: int = 128, rff_dim: int = 128,
             "head_dropout": cls_drop}
 
 
-def _fail(message: str) -> NoReturn:
-    raise ValueError(f"not the state_dict of a dddiowww/DNG DNG_Classifier (GRU, "
-                     f"rnn_layer=1, no pe/ae) that this mapping reads: {message}")
-
-
-def _shape(value: Tensor | None) -> str:
-    return "missing" if value is None else str(list(value.shape))
+_WHAT = "a dddiowww/DNG DNG_Classifier (GRU, rnn_layer=1, no pe/ae) that this mapping reads"
 
 
 def _expected_shapes(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
     """Every key of the reference ``state_dict`` with its shape, sized from the four keys
     that carry the sizes (``ValueError`` naming the first that is missing or odd)."""
     if "fourier_layer.b" in state_dict:
-        _fail("expected keys 'encoder.*' and 'classifier.*', got a bare DynamicNeuralGNN "
-              "state_dict (keys without 'encoder.'): map its DNG_Classifier's")
+        fail(_WHAT, "expected keys 'encoder.*' and 'classifier.*', got a bare "
+                    "DynamicNeuralGNN state_dict (keys without 'encoder.'): map its "
+                    "DNG_Classifier's")
     sizes = {}
     for key, dims in (("encoder.fourier_layer.b", 2), ("encoder.input_init_node", 2),
                       ("classifier.0.weight", 2), ("classifier.6.weight", 2)):
         value = state_dict.get(key)
         if not isinstance(value, Tensor) or value.dim() != dims:
-            got = _shape(value) if value is None or isinstance(value, Tensor) \
-                else type(value).__name__
             hint = " (the encoder without its classifier? map the DNG_Classifier's)" \
                 if key.startswith("classifier") and "encoder.fourier_layer.b" in state_dict \
                 else ""
-            _fail(f"expected key '{key}' holding a {dims}-d tensor, got {got}{hint}")
+            fail(_WHAT, f"expected key '{key}' holding a {dims}-d tensor, got "
+                        f"{shape_of(value)}{hint}")
         sizes[key] = tuple(value.shape)
     if sizes["encoder.fourier_layer.b"][0] != 1:
-        _fail(f"expected 'encoder.fourier_layer.b' of shape [1, fourier_dim], got "
-              f"{list(sizes['encoder.fourier_layer.b'])}")
+        fail(_WHAT, f"expected 'encoder.fourier_layer.b' of shape [1, fourier_dim], got "
+                    f"{list(sizes['encoder.fourier_layer.b'])}")
     feats = 2 * sizes["encoder.fourier_layer.b"][1]
     n_in, hidden = sizes["encoder.input_init_node"]
     cls_dim, readout = sizes["classifier.0.weight"]
@@ -94,8 +93,8 @@ def _expected_shapes(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[int, .
     layers = sorted(int(m.group(1)) for key in state_dict
                     if (m := re.fullmatch(r"encoder\.edge_lin_0_(\d+)\.weight", key)))
     if not layers or layers != list(range(len(layers))):
-        _fail(f"expected keys 'encoder.edge_lin_0_0.weight' .. 'encoder.edge_lin_0_<L-1>."
-              f"weight', got layers {layers}")
+        fail(_WHAT, f"expected keys 'encoder.edge_lin_0_0.weight' .. "
+                    f"'encoder.edge_lin_0_<L-1>.weight', got layers {layers}")
     shapes: dict[str, tuple[int, ...]] = {
         "encoder.fourier_layer.b": (1, feats // 2), "encoder.input_init_node": (n_in, hidden),
         "encoder.rnn_0.input_map.weight": (3 * hidden, hidden),
@@ -123,24 +122,6 @@ _UNMAPPED = (("rnn_1", "rnn_layer > 1 (a second pass, which the reference runs o
              ("act_emb", "activation_embedding=True (an ablation)"))
 
 
-def _check(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
-    for key in state_dict:
-        for pattern, reason in _UNMAPPED:
-            if re.search(pattern, key):
-                _fail(f"unexpected key '{key}' {_shape(state_dict[key])}: {reason}, not "
-                      "mapped")
-    shapes = _expected_shapes(state_dict)
-    for key, shape in shapes.items():
-        value = state_dict.get(key)
-        if value is None or tuple(value.shape) != shape:
-            _fail(f"expected key '{key}' of shape {list(shape)}, got {_shape(value)}")
-    extra = [key for key in state_dict if key not in shapes]
-    if extra:
-        _fail(f"unexpected key '{extra[0]}' {_shape(state_dict[extra[0]])}"
-              + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
-    return shapes
-
-
 def _swap_halves(weight: Tensor) -> Tensor:
     """Columns ``[sin | cos]`` of the reference as ours, ``[cos | sin]``."""
     half = weight.shape[1] // 2
@@ -162,14 +143,16 @@ def from_reference_state_dict(state_dict: Mapping[str, Tensor], *, drop: float =
     Raises ``ValueError`` naming the key and shape expected and what arrived when the
     ``state_dict`` is not that of the reference (GRU, ``rnn_layer=1``, no ablations).
     """
-    shapes = _check(state_dict)
+    state_dict = strip_prefixes(state_dict)
+    shapes = _expected_shapes(state_dict)
+    check_state_dict(state_dict, shapes, _WHAT, _UNMAPPED)
     sd = {key: value.detach() for key, value in state_dict.items()}
     hidden = shapes["encoder.input_init_node"][1]
     layers = sum(1 for key in shapes if key.startswith("encoder.edge_lin_0_")) // 2
     readout_width, classes = shapes["classifier.0.weight"][1], shapes["classifier.6.weight"][0]
     if readout_width % hidden:
-        _fail(f"expected 'classifier.0.weight' of shape [cls_dim, n_out * {hidden}], got "
-              f"{list(shapes['classifier.0.weight'])}")
+        fail(_WHAT, f"expected 'classifier.0.weight' of shape [cls_dim, n_out * {hidden}], "
+                    f"got {list(shapes['classifier.0.weight'])}")
     kwargs = reference_kwargs(num_layers=layers, hidden=hidden,
                               rff_dim=shapes["encoder.fourier_layer.b"][1],
                               cls_dim=shapes["classifier.0.weight"][0], drop=drop,

@@ -34,25 +34,18 @@ import torch
 from torch import Tensor
 
 from neural_graphs.encoders.gnn import NGGNN
+from neural_graphs.encoders.reference.common import (
+    MNIST_LAYER_LAYOUT,
+    MNIST_STATS,
+    check_state_dict,
+    strip_prefixes,
+)
 
-__all__ = ["MNIST_STATS", "REFERENCE_LAYER_LAYOUT", "REFERENCE_NGGNN_KWARGS",
-           "from_reference_state_dict", "map_reference_state_dict",
+__all__ = ["REFERENCE_NGGNN_KWARGS", "from_reference_state_dict", "map_reference_state_dict",
            "reference_degree_histogram", "reference_nggnn_kwargs", "reference_shapes"]
 
-#: per-layer statistics of the MNIST INR set
-#: (``experiments/inr_classification/configs/data/mnist.yaml``, ``stats``)
-MNIST_STATS: dict[str, list[float]] = {
-    "weights_mean": [-4.215954686515033e-05, -7.55547659991862e-07, 7.886120874900371e-05],
-    "weights_std": [0.06281130015850067, 0.018268151208758354, 0.11791174858808517],
-    "biases_mean": [5.419965418695938e-06, 3.7173406326473923e-06, -0.01239530649036169],
-    "biases_std": [0.021334609016776085, 0.011004417203366756, 0.09989194571971893],
-}
 
-#: neurons per layer of the MNIST INRs (2-32-32-1)
-REFERENCE_LAYER_LAYOUT: tuple[int, ...] = (2, 32, 32, 1)
-
-
-def reference_degree_histogram(layer_layout: Sequence[int] = REFERENCE_LAYER_LAYOUT
+def reference_degree_histogram(layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT
                                ) -> Tensor:
     """The ``deg`` histogram ``GNNForClassification`` builds its PNA scalers with: each
     layer's neurons at the in-degree of the forward edges (the size of the layer before),
@@ -64,7 +57,7 @@ def reference_degree_histogram(layer_layout: Sequence[int] = REFERENCE_LAYER_LAY
     return deg
 
 
-def reference_nggnn_kwargs(layer_layout: Sequence[int] = REFERENCE_LAYER_LAYOUT,
+def reference_nggnn_kwargs(layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT,
                            layer_stats: Mapping[str, Sequence[float]] | None = MNIST_STATS,
                            hidden: int = 32, num_layers: int = 4, rff_dim: int = 128,
                            rff_sigma: float = 3.0, reverse_edges: bool = True,
@@ -93,7 +86,7 @@ REFERENCE_NGGNN_KWARGS: dict[str, Any] = reference_nggnn_kwargs()
 
 def reference_shapes(hidden: int = 32, num_layers: int = 4, out_dim: int = 10,
                      rff_dim: int = 128, reverse_edges: bool = True,
-                     layer_layout: Sequence[int] = REFERENCE_LAYER_LAYOUT
+                     layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT
                      ) -> dict[str, tuple[int, ...]]:
     """The keys and shapes of the reference ``state_dict`` (``GNNForClassification``,
     PNA backbone of the INR config without probes)."""
@@ -132,35 +125,9 @@ def reference_shapes(hidden: int = 32, num_layers: int = 4, out_dim: int = 10,
     return shapes
 
 
-def _strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Keys without the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes of
-    the reference's checkpoints."""
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
-def _check(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]],
-           what: str) -> None:
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        shown = ", ".join(f"'{k}' {list(expected[k])}" for k in missing[:4])
-        raise ValueError(
-            f"not a state_dict of the reference {what}: expected "
-            f"{len(expected)} keys; missing {len(missing)} ({shown}"
-            f"{', ...' if len(missing) > 4 else ''}), unexpected {len(unexpected)} "
-            f"({', '.join(repr(k) for k in unexpected[:4])}"
-            f"{', ...' if len(unexpected) > 4 else ''})")
-    for key, shape in expected.items():
-        got = tuple(state[key].shape)
-        if got != tuple(shape):
-            raise ValueError(f"reference {what} state_dict: '{key}' has shape {list(got)}, "
-                             f"expected {list(shape)}")
+def _what(layer_layout: Sequence[int]) -> str:
+    return (f"the reference GNNForClassification (INR PNA config, layer_layout "
+            f"{list(layer_layout)})")
 
 
 def _infer(state: Mapping[str, Tensor]) -> dict[str, int | bool]:
@@ -181,16 +148,16 @@ def _infer(state: Mapping[str, Tensor]) -> dict[str, int | bool]:
 
 
 def map_reference_state_dict(state_dict: Mapping[str, Tensor], encoder: NGGNN,
-                             layer_layout: Sequence[int] = REFERENCE_LAYER_LAYOUT
+                             layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT
                              ) -> NGGNN:
     """Load the reference ``state_dict`` into ``encoder`` (an :class:`NGGNN` with
     ``features="reference"`` and ``edge_update_bias=True`` of the same sizes) and return
     it; ``ValueError`` naming the key and shapes if ``state_dict`` is not the reference's
     for networks of ``layer_layout``."""
-    state = _strip_prefixes(state_dict)
+    state = strip_prefixes(state_dict)
     sizes = _infer(state)
-    _check(state, reference_shapes(layer_layout=layer_layout, **sizes),
-           f"GNNForClassification (INR PNA config, layer_layout {list(layer_layout)})")
+    check_state_dict(state, reference_shapes(layer_layout=layer_layout, **sizes),
+                     _what(layer_layout))
     if encoder.features != "reference":
         raise ValueError("map_reference_state_dict needs an NGGNN with "
                          "features='reference'")
@@ -240,7 +207,7 @@ def map_reference_state_dict(state_dict: Mapping[str, Tensor], encoder: NGGNN,
 
 
 def from_reference_state_dict(state_dict: Mapping[str, Tensor],
-                              layer_layout: Sequence[int] = REFERENCE_LAYER_LAYOUT,
+                              layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT,
                               layer_stats: Mapping[str, Sequence[float]] | None = MNIST_STATS,
                               dropout: float = 0.2, **overrides: Any) -> NGGNN:
     """Our :class:`NGGNN` in the reference configuration holding the parameters of a
@@ -259,10 +226,10 @@ def from_reference_state_dict(state_dict: Mapping[str, Tensor],
         ValueError: naming the expected key and shape and what arrived, if
             ``state_dict`` is not the reference's.
     """
-    state = _strip_prefixes(state_dict)
+    state = strip_prefixes(state_dict)
     sizes = _infer(state)
-    _check(state, reference_shapes(layer_layout=layer_layout, **sizes),
-           f"GNNForClassification (INR PNA config, layer_layout {list(layer_layout)})")
+    check_state_dict(state, reference_shapes(layer_layout=layer_layout, **sizes),
+                     _what(layer_layout))
     kwargs = reference_nggnn_kwargs(
         layer_layout, layer_stats, hidden=int(sizes["hidden"]),
         num_layers=int(sizes["num_layers"]), rff_dim=int(sizes["rff_dim"]),

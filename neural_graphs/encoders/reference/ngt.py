@@ -4,8 +4,7 @@
 
 :data:`REFERENCE_KWARGS` is the configuration of ours that computes the reference's
 function in the configuration of its notebook ``notebooks/mnist-inr-classification.ipynb``
-(node 64,
-edge 32, attention 128, 4 layers, 8 heads, Fourier features of 128 frequencies with
+(node 64, edge 32, attention 128, 4 layers, 8 heads, Fourier features of 128 frequencies with
 sigma 1, per-layer MNIST statistics, position embeddings, "cat" readout of the output
 neuron, no probes, no CLS token; the same as
 ``experiments/inr_classification/configs/model/rtransformer.yaml`` with ``data=mnist``):
@@ -13,7 +12,8 @@ neuron, no probes, no CLS token; the same as
 ``state_dict`` onto it. Correspondence (reference -> ours):
 
 * ``construct_graph.proj_bias.0.b`` / ``proj_weight.0.b`` ``[R, 1]`` -> the Fourier
-  frequencies ``embed.node_rff`` / ``embed.edge_rff`` ``[1, R]`` (transposed);
+  frequencies ``embed.node_b`` / ``embed.edge_b`` (same layout; the embedding is NG-GNN's
+  too, :class:`~neural_graphs.encoders.embeddings.ConstructorEmbedding`);
   ``proj_bias.1`` / ``proj_weight.1`` -> ``embed.node_proj`` / ``embed.edge_proj``;
   ``proj_node_in`` / ``proj_edge_in`` -> ``node_in`` / ``edge_in``; the rows of
   ``pos_embed`` (one per input neuron, per hidden layer, per output neuron) ->
@@ -36,30 +36,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neural_graphs.encoders.reference.common import (
+    MNIST_LAYER_LAYOUT,
+    MNIST_STATS,
+    check_state_dict,
+    strip_prefixes,
+)
 from neural_graphs.encoders.transformer import NGTransformer
 
-__all__ = ["MNIST_STATS", "NOTEBOOK_LAYER_LAYOUT", "REFERENCE_KWARGS",
-           "from_reference_state_dict", "reference_shapes"]
-
-#: per-layer statistics of the MNIST INR set (the notebook's ``stats``; also
-#: ``experiments/inr_classification/configs/data/mnist.yaml``)
-MNIST_STATS: dict[str, list[float]] = {
-    "weights_mean": [-4.215954686515033e-05, -7.55547659991862e-07, 7.886120874900371e-05],
-    "weights_std": [0.06281130015850067, 0.018268151208758354, 0.11791174858808517],
-    "biases_mean": [5.419965418695938e-06, 3.7173406326473923e-06, -0.01239530649036169],
-    "biases_std": [0.021334609016776085, 0.011004417203366756, 0.09989194571971893],
-}
-
-#: neurons per layer of the notebook's SIRENs (2-32-32-1)
-NOTEBOOK_LAYER_LAYOUT: tuple[int, ...] = (2, 32, 32, 1)
+__all__ = ["REFERENCE_KWARGS", "from_reference_state_dict", "reference_shapes"]
 
 #: ``NGTransformer(10, **REFERENCE_KWARGS)`` computes the notebook's ``RelationalTransformer``
 REFERENCE_KWARGS: dict[str, Any] = {
     "node_dim": 64, "edge_dim": 32, "num_layers": 4, "heads": 8,
     "attn_dim": 128, "node_hidden": 128, "edge_hidden": 64, "head_hidden": 128,
     "readout": "cat", "rff_dim": 128, "rff_sigma": 1.0, "num_probes": 0,
-    "update_edges": True, "modulate_v": True, "embedding": "reference",
-    "input_stats": MNIST_STATS, "attn_scale": "total", "edge_node_bias": True,
+    "max_layers": len(MNIST_LAYER_LAYOUT), "update_edges": True, "modulate_v": True,
+    "embedding": "reference", "input_stats": MNIST_STATS, "attn_scale": "total",
+    "edge_node_bias": True,
 }
 
 
@@ -68,7 +62,7 @@ def _size(config: Mapping[str, Any], key: str) -> int:
 
 
 def reference_shapes(config: Mapping[str, Any] = REFERENCE_KWARGS,
-                     layer_layout: Sequence[int] = NOTEBOOK_LAYER_LAYOUT
+                     layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT
                      ) -> dict[str, tuple[int, ...]]:
     """The keys and shapes of the reference ``state_dict`` for our ``config``
     (:class:`NGTransformer` keyword arguments, ``out_dim`` 10 unless given) and the
@@ -118,26 +112,10 @@ def reference_shapes(config: Mapping[str, Any] = REFERENCE_KWARGS,
     return shapes
 
 
-def _check(state_dict: Mapping[str, Tensor], expected: dict[str, tuple[int, ...]],
-           config: Mapping[str, Any], layer_layout: Sequence[int]) -> None:
-    what = (f"the reference RelationalTransformer (node {_size(config, 'node_dim')}, edge "
+def _what(config: Mapping[str, Any], layer_layout: Sequence[int]) -> str:
+    return (f"the reference RelationalTransformer (node {_size(config, 'node_dim')}, edge "
             f"{_size(config, 'edge_dim')}, {_size(config, 'num_layers')} layers, no CLS "
             f"token or probes, 'cat' readout) for networks of layout {list(layer_layout)}")
-    missing = [key for key in expected if key not in state_dict]
-    if missing:
-        raise ValueError(f"not a state_dict of {what}: expected key '{missing[0]}' of shape "
-                         f"{expected[missing[0]]}, it is missing ({len(missing)} missing "
-                         f"keys)")
-    unexpected = [key for key in state_dict if key not in expected]
-    if unexpected:
-        raise ValueError(f"not a state_dict of {what}: unexpected key '{unexpected[0]}' of "
-                         f"shape {tuple(state_dict[unexpected[0]].shape)} "
-                         f"({len(unexpected)} unexpected keys)")
-    for key, shape in expected.items():
-        got = tuple(state_dict[key].shape)
-        if got != shape:
-            raise ValueError(f"not a state_dict of {what}: expected '{key}' of shape "
-                             f"{shape}, got {got}")
 
 
 def _heads_first(weight: Tensor, heads: int, parts: int) -> list[Tensor]:
@@ -148,15 +126,16 @@ def _heads_first(weight: Tensor, heads: int, parts: int) -> list[Tensor]:
 
 
 def from_reference_state_dict(state_dict: Mapping[str, Tensor],
-                              layer_layout: Sequence[int] = NOTEBOOK_LAYER_LAYOUT,
+                              layer_layout: Sequence[int] = MNIST_LAYER_LAYOUT,
                               **config: Any) -> NGTransformer:
     """An :class:`~neural_graphs.encoders.NGTransformer` computing the function of the
     reference ``RelationalTransformer`` whose ``state_dict`` is given.
 
     Args:
-        state_dict: the reference model's ``state_dict()``.
+        state_dict: the reference model's ``state_dict()`` (``module.`` /
+            ``_orig_mod.`` prefixes allowed).
         layer_layout: neurons per layer of the networks it reads (its ``layer_layout``;
-            needed to split ``pos_embed``).
+            needed to split ``pos_embed``; ``max_layers`` is its length).
         **config: keyword arguments of :class:`NGTransformer` overriding
             :data:`REFERENCE_KWARGS` (e.g. ``input_stats=None`` for a reference built
             without ``stats``); the sizes must match the state_dict. ``out_dim`` is read
@@ -165,18 +144,19 @@ def from_reference_state_dict(state_dict: Mapping[str, Tensor],
     Raises:
         ValueError: naming the first key missing, unexpected or of the wrong shape.
     """
+    state_dict = strip_prefixes(state_dict)
     head = state_dict.get("proj_out.2.weight")
     config = {"out_dim": head.shape[0] if isinstance(head, Tensor) and head.dim() else 10,
-              **REFERENCE_KWARGS, **config}
-    expected = reference_shapes(config, layer_layout)
-    _check(state_dict, expected, config, layer_layout)
+              **REFERENCE_KWARGS, "max_layers": len(layer_layout), **config}
+    check_state_dict(state_dict, reference_shapes(config, layer_layout),
+                     _what(config, layer_layout))
     heads, layers = _size(config, "heads"), _size(config, "num_layers")
     de = _size(config, "edge_dim")
     sd = {key: value.detach().clone() for key, value in state_dict.items()}
     ours: dict[str, Tensor] = {}
     g = "construct_graph."
-    ours["embed.node_rff.frequencies"] = sd[g + "proj_bias.0.b"].t().contiguous()
-    ours["embed.edge_rff.frequencies"] = sd[g + "proj_weight.0.b"].t().contiguous()
+    ours["embed.node_b"] = sd[g + "proj_bias.0.b"]
+    ours["embed.edge_b"] = sd[g + "proj_weight.0.b"]
     for ref, our in (("proj_bias.1", "embed.node_proj"), ("proj_weight.1", "embed.edge_proj"),
                      ("proj_node_in", "node_in"), ("proj_edge_in", "edge_in")):
         for kind in ("weight", "bias"):
