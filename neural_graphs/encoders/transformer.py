@@ -22,7 +22,7 @@ from neural_graphs.encoders.batch import (
     require_fields,
 )
 from neural_graphs.encoders.embeddings import ConstructorEmbedding, GraphEmbedding
-from neural_graphs.encoders.readouts import Readout, head_mlp
+from neural_graphs.encoders.readouts import NodeEmbeddings, Readout, head_mlp
 
 __all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer"]
 
@@ -271,6 +271,16 @@ class NGTransformer(nn.Module):
         return dense + (count == 0).unsqueeze(-1).to(e.dtype) * no_edge
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
+        return self.head(self.features(graphs))
+
+    def features(self, graphs: Batch | Data | list[Data]) -> Tensor:
+        """What the output MLP reads: the readout of the final node states, ``[G, D]``."""
+        return self.readout(*self.node_embeddings(graphs))
+
+    def node_embeddings(self, graphs: Batch | Data | list[Data]) -> NodeEmbeddings:
+        """The final state of every neuron, ``[N, node_dim]`` in the node order of the batch
+        they follow (padding dropped; :class:`~neural_graphs.encoders.readouts.
+        NodeEmbeddings`, ``.layer(l)`` for one layer's neurons)."""
         batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
@@ -282,4 +292,4 @@ class NGTransformer(nn.Module):
         e = self.dense_edges(batch, e, h.shape[1])
         for layer in self.layers:
             h, e = layer(h, e, mask)
-        return self.head(self.readout(h[mask], batch))
+        return NodeEmbeddings(h[mask], batch)
