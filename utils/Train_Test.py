@@ -298,7 +298,7 @@ class _Run:
 
     @property
     def task(self) -> Task:
-        return self.job.task
+        return self.job.task_for(self.side)
 
     def build(self, total_steps: int) -> RunState:
         """Seed every generator with the run's seed, then build model and optimizer; an
@@ -310,7 +310,7 @@ class _Run:
             # Own dropout masks per rank; rank 0 keeps the single-device stream.
             torch.manual_seed(int(np.random.SeedSequence(
                 [self.seed, self.world.rank]).generate_state(1)[0]))
-        optimizer = self.job.optimizer(model.parameters(), lr=self.args.lr)
+        optimizer = self.job.optimizer_for(self.side)(model.parameters(), lr=self.args.lr)
         if hasattr(optimizer, "plan_run"):
             optimizer.plan_run(total_steps)
         scheduler = self.job.scheduler(optimizer) if self.job.scheduler else None

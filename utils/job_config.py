@@ -77,13 +77,16 @@ class JobConfig:
         epochs: default of ``--epochs``: one number, or one per side (a mapping from every
             side to its epochs; ``--epochs`` then defaults to the run's side's).
         batch_size, lr: defaults of ``--batch-size`` and ``--lr``.
-        optimizer: ``optimizer(params, lr=lr)``, e.g. ``functools.partial(SGD, momentum=0.9)``.
+        optimizer: ``optimizer(params, lr=lr)``, e.g. ``functools.partial(SGD, momentum=0.9)``,
+            or one per side (a mapping from every side to its factory).
         build_model: ``(args, seed, side) -> nn.Module``; the loop seeds every generator
             with ``seed`` just before. May raise :class:`SideUnavailable`.
         loaders: ``(args, seed, distributed) -> (train, val)`` or ``(train, val, test)``;
             with ``distributed`` each loader must use a ``DistributedSampler``.
         sides: the flag choosing the sides.
-        task: loss and metrics (default: classification of ``(x, y)`` batches).
+        task: loss and metrics (default: classification of ``(x, y)`` batches), or one per
+            side (a mapping from every side to its task: stages of a job that learn
+            different things, e.g. an autoencoder and a classifier on its latent).
         scheduler: ``scheduler(optimizer)``, stepped once per epoch, or None.
         seeds: default of ``--seeds``.
         description: first sentence of ``--help``.
@@ -102,11 +105,11 @@ class JobConfig:
     epochs: int | Mapping[str, int]
     batch_size: int
     lr: float
-    optimizer: Callable[..., Optimizer]
+    optimizer: Callable[..., Optimizer] | Mapping[str, Callable[..., Optimizer]]
     build_model: Callable[[argparse.Namespace, int, str], nn.Module]
     loaders: Callable[[argparse.Namespace, int, bool], tuple[DataLoader, ...]]
     sides: SideFlag
-    task: Task = field(default_factory=classification)
+    task: Task | Mapping[str, Task] = field(default_factory=classification)
     scheduler: Callable[[Optimizer], Any] | None = None
     seeds: tuple[int, ...] = tuple(range(10))
     description: str = ""
@@ -117,14 +120,24 @@ class JobConfig:
     reads_data_dir: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, Mapping):
-            missing = [side for side in self.sides.choices if side not in self.epochs]
-            if missing:
-                raise ValueError(f"{self.script}: epochs has no entry for {missing}")
+        for name in ("epochs", "task", "optimizer"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                missing = [side for side in self.sides.choices if side not in value]
+                if missing:
+                    raise ValueError(f"{self.script}: {name} has no entry for {missing}")
 
     def default_epochs(self, side: str) -> int:
         """The epochs of a run of ``side`` when ``--epochs`` is not given."""
         return int(self.epochs[side] if isinstance(self.epochs, Mapping) else self.epochs)
+
+    def task_for(self, side: str) -> Task:
+        """The task of a run of ``side``."""
+        return self.task[side] if isinstance(self.task, Mapping) else self.task
+
+    def optimizer_for(self, side: str) -> Callable[..., Optimizer]:
+        """The optimizer factory of a run of ``side``."""
+        return self.optimizer[side] if isinstance(self.optimizer, Mapping) else self.optimizer
 
     def replace(self, **changes: Any) -> JobConfig:
         """This job with some fields changed (``dataclasses.replace``)."""

@@ -309,6 +309,26 @@ def test_per_side_default_epochs_are_resolved_after_one_parse_and_shown_in_help(
         dataclasses.replace(GRAPH_JOB, epochs={"gcn": 2})
 
 
+def test_task_and_optimizer_may_differ_per_side(tmp_path):
+    """Stages of one job that learn different things (INR2JLS: an autoencoder, then a
+    classifier): each side its own task, best metric and optimizer."""
+    job = dataclasses.replace(
+        GRAPH_JOB, script="Toy_Stages_Train", epochs=1,
+        task={"gcn": classification(), "mean": classification("test_other"),
+              "broken": classification()},
+        optimizer={"gcn": partial(SGD, momentum=0.9), "mean": Adam, "broken": SGD})
+    assert job.task_for("mean").test_metrics == {"test_other": "acc"}
+    assert job.optimizer_for("gcn").func is SGD and job.optimizer_for("mean") is Adam
+    assert train(job, ["--encoder", "mean"] + dirs(tmp_path)) == 0
+    last = records(tmp_path / "log", "Toy_Stages_Train_mean_seed0")[-1]
+    assert "test_other" in last and "test_acc" in last  # the metric as test_<name> too
+    header = (tmp_path / "log" / "Toy_Stages_Train_mean_seed0.txt").read_text()
+    assert "Adam(" in header.splitlines()[0]
+    for field in ("task", "optimizer"):
+        with pytest.raises(ValueError, match=f"{field} has no entry for"):
+            dataclasses.replace(GRAPH_JOB, **{field: {"gcn": getattr(job, field)["gcn"]}})
+
+
 def test_configure_sees_the_parsed_flags_once_and_may_refuse_before_any_run(
         tmp_path, capsys, monkeypatch):
     parses = []
