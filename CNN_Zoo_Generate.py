@@ -8,6 +8,10 @@ never saw. Default data: the MNIST test set, first 5,000 images to train the zoo
 
     python -m CNN_Zoo_Generate --family small --num 1000 --out runs/zoo_small \\
         --data-dir ../shared/data
+    python -m CNN_Zoo_Generate --describe runs/zoo_small
+
+``--describe DIR`` prints a zoo's test accuracies per checkpoint epoch (histogram,
+percentiles, the fraction within 2 points of chance) and draws them in DIR/describe.png.
 """
 
 from __future__ import annotations
@@ -20,11 +24,18 @@ import torch
 
 from neural_graphs.zoo import (
     DATASETS,
+    DEFAULT_EPOCHS,
     FAMILIES,
     StoreError,
     ZooConfig,
     generate_zoo,
     load_data,
+)
+from neural_graphs.zoo_describe import (
+    PNG_NAME,
+    describe_zoo,
+    format_description,
+    plot_description,
 )
 from utils.cli import (
     CPU_THREADS_HELP,
@@ -63,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of networks (each with one member per checkpoint epoch); "
                         "under torchrun spell it --networks (torchrun takes --num for its "
                         "own --numa-binding)")
-    parser.add_argument("--out", required=True, help="output folder (created; resumed if it "
-                        "holds a zoo of the same configuration)")
+    parser.add_argument("--out", help="output folder (created; resumed if it holds a zoo of "
+                        "the same configuration); required unless --describe")
+    parser.add_argument("--describe", metavar="DIR", help="instead of training: print the "
+                        "zoo in DIR's test accuracies per checkpoint epoch (histogram, p10 / "
+                        "median / p90, the fraction within 2 points of chance), draw them in "
+                        f"DIR/{PNG_NAME}, and exit; needs no other flag")
     parser.add_argument("--data-dir", default="data", help="folder with MNIST/raw/t10k-*.gz, "
                         "cifar-10-batches-py/ or cifar-100-python/")
     parser.add_argument("--dataset", choices=DATASETS, default="mnist",
@@ -77,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the first N training images (default all: 5,000 for mnist)")
     parser.add_argument("--test-images", type=positive_int, default=None,
                         help="keep the first N measurement images (default all)")
-    parser.add_argument("--epochs", type=_epochs, default=[1, 2, 4, 8],
-                        help="checkpoint epochs, comma-separated; 0 is the initialisation "
-                        "(default 1,2,4,8)")
+    small, wild = (",".join(map(str, DEFAULT_EPOCHS[f])) for f in ("small", "wild"))
+    parser.add_argument("--epochs", type=_epochs, default=None,
+                        help="checkpoint epochs, comma-separated; 0 is the untrained network "
+                        f"(default: small {small}, the Small CNN Zoo's 0,1,2,3,20,40,60,80,86 "
+                        f"of 86 epochs scaled to 12; wild {wild})")
     parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="training images per step, per network")
     parser.add_argument("--group-size", type=positive_int, default=None,
@@ -94,9 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe(folder: str) -> int:
+    """``--describe``: print the zoo's summary and write its PNG; 2 when not a zoo."""
+    try:
+        desc = describe_zoo(folder)
+    except (FileNotFoundError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_description(desc))
+    if not any(row["members"] for row in desc["epochs"]):
+        print(f"(no members yet: {PNG_NAME} not written)")
+        return 0
+    try:
+        path = plot_description(desc, f"{folder}/{PNG_NAME}")
+    except OSError as err:
+        print(f"error: cannot write {folder}/{PNG_NAME}: {err}", file=sys.stderr)
+        return 2
+    print(f"histograms: {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.describe is not None:
+        return describe(args.describe)
+    if args.out is None:
+        parser.error("the following arguments are required: --out (or --describe DIR)")
     device = checked_device(parser, args.device) if args.device is not None else None
     if device is None and torch.cuda.is_available():
         device = torch.device("cuda")

@@ -11,8 +11,11 @@ Two families (``python -m CNN_Zoo_Generate --family small|wild``):
 Every network draws its own hyper-parameters (optimizer Adam or SGD with momentum 0.9,
 log-uniform learning rate and weight decay, a multiplier on torch's default
 initialisation, dropout before the linear layer, activation, the fraction of the training
-images it sees) and is recorded at several checkpoints along training, each checkpoint a
-zoo member with its own accuracy on the images it trained on and on images it never saw.
+images it sees; ranges: ``SMALL_SPACE`` for the small family, chosen so that few networks
+end at chance, ``HPARAM_SPACE`` for the wild one) and is recorded at several checkpoints
+along training (``DEFAULT_EPOCHS``; 0 is the untrained network), each checkpoint a zoo
+member with its own accuracy on the images it trained on and on images it never saw.
+:mod:`neural_graphs.zoo_describe` summarises a zoo's accuracies per checkpoint epoch.
 
 Vectorisation. A *group* is a set of networks that share an architecture skeleton
 (everything but activation and dropout) and a train fraction; a group trains as one
@@ -84,14 +87,17 @@ from neural_graphs.zoo_cnn import (
 )
 from neural_graphs.zoo_plan import (
     DATASETS,
+    DEFAULT_EPOCHS,
     FAMILIES,
     FORMAT_VERSION,
     HPARAM_SPACE,
+    SMALL_SPACE,
     WILD_SPACE,
     ZooConfig,
     ZooData,
     _group_cost,
     assign_groups,
+    hparam_space,
     load_data,
     plan_zoo,
 )
@@ -106,10 +112,12 @@ __all__ = [
     "CIFAR10_FOLDER",
     "CIFAR10_URL",
     "DATASETS",
+    "DEFAULT_EPOCHS",
     "FAMILIES",
     "FORMAT_VERSION",
     "HPARAM_SPACE",
     "LUMA",
+    "SMALL_SPACE",
     "TIE_TOLERANCE",
     "WILD_SPACE",
     "ConfigMismatchError",
@@ -123,6 +131,7 @@ __all__ = [
     "build_cnn",
     "check_config",
     "generate_zoo",
+    "hparam_space",
     "load_cifar10",
     "load_data",
     "load_zoo",

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 
 #: flag that names a folder a command reads -> the flag of the command that writes it
-READS = {"--inr-dir": "--out", "--zoo-dir": "--out"}
+READS = {"--inr-dir": "--out", "--zoo-dir": "--out", "--describe": "--out"}
 
 
 def bash_blocks(text: str) -> list[list[list[str]]]:

@@ -406,3 +406,91 @@ def test_generator_help_and_parser(capsys: pytest.CaptureFixture) -> None:
             CNN_Zoo_Generate.main(["--out", "unused", *flags])
         assert exit_info.value.code == 2, flags
     capsys.readouterr()
+
+
+def _within(value: float, bounds: list[float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+def test_small_family_samples_its_ranges_and_the_manifest_records_them(tmp_path: Path) -> None:
+    space = zoo.SMALL_SPACE
+    config = zoo.ZooConfig(num=400)
+    assert config.epochs == zoo.DEFAULT_EPOCHS["small"] == [0, 1, 2, 3, 6, 8, 11, 12]
+    assert zoo.ZooConfig(family="wild").epochs == [1, 2, 4, 8]
+    nets = [n for g in zoo.plan_zoo(config, 1, 10, 28) for n in g["networks"]]
+    sampled = {"seed", "optimizer", "lr", "weight_decay", "init_scale", "dropout",
+               "activation", "train_fraction"}
+    for n in nets:
+        hp = n["hparams"]
+        assert set(hp) == sampled
+        opt = hp["optimizer"]
+        assert _within(hp["lr"], space["lr"][opt])
+        assert _within(hp["init_scale"], space["init_scale"][opt])
+        assert _within(hp["weight_decay"], space["weight_decay"])
+        assert _within(hp["dropout"], space["dropout"])
+        assert hp["activation"] in space["activation"]
+        assert hp["train_fraction"] in space["train_fraction"]
+    for key in ("optimizer", "activation", "train_fraction"):
+        assert {n["hparams"][key] for n in nets} == set(space[key])
+    sgd = [n["hparams"]["init_scale"] for n in nets if n["hparams"]["optimizer"] == "sgd"]
+    assert min(sgd) >= 1.0 and max(sgd) > 3.0  # SGD from small initialisations sat at chance
+    # What a zoo records: its ranges in the configuration, every draw in the manifest.
+    data = synthetic_data(train=32, test=16)
+    quiet = {"device": "cpu", "progress": False, "log": lambda line: None}
+    small = zoo.ZooConfig(num=6, epochs=[0], batch_size=16)
+    zoo.generate_zoo(small, data, tmp_path, **quiet)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["hparam_space"] == json.loads(json.dumps(space))
+    recorded = {n["network"]: n["hparams"] for s in manifest["shards"] for n in s["networks"]}
+    planned = {n["network"]: n["hparams"]
+               for g in zoo.plan_zoo(small, 1, 10, 16) for n in g["networks"]}
+    assert recorded == planned and len(recorded) == 6
+    wild = zoo.ZooConfig(family="wild", num=2, epochs=[0]).to_dict(data)
+    assert wild["hparam_space"] == zoo.HPARAM_SPACE  # wild zoos keep their configuration
+    with pytest.raises(zoo.ConfigMismatchError, match="hparam_space"):  # another zoo
+        zoo.check_config(tmp_path, {**small.to_dict(data), "hparam_space": zoo.HPARAM_SPACE})
+
+
+def test_describe_prints_the_accuracy_histogram_per_epoch_and_draws_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from neural_graphs.zoo_describe import NEAR_CHANCE, describe_zoo
+
+    data = synthetic_data(train=48, test=40)
+    config = zoo.ZooConfig(num=12, group_size=6, epochs=[0, 1, 2], batch_size=16)
+    zoo.generate_zoo(config, data, tmp_path, device="cpu", progress=False,
+                     log=lambda line: None)
+    assert CNN_Zoo_Generate.main(["--describe", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "near-chance" in text and "chance 10.0%" in text and "describe.png" in text
+    png = tmp_path / "describe.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    members = zoo.load_zoo(tmp_path)
+    desc = describe_zoo(tmp_path)
+    assert [row["epoch"] for row in desc["epochs"]] == [0, 1, 2]
+    for row in desc["epochs"]:
+        acc = np.array([m.test_acc for m in members if m.epoch == row["epoch"]])
+        assert sum(row["counts"]) == row["members"] == len(acc)
+        assert row["near_chance"] == pytest.approx(np.mean(np.abs(acc - 0.1) <= NEAR_CHANCE))
+        assert row["p10"] == pytest.approx(np.percentile(acc, 10))
+        line = next(x for x in text.splitlines() if x.split()[:2] == [str(row["epoch"]),
+                                                                      str(len(acc))])
+        assert line.split("|")[1].split() == [str(c) for c in row["counts"]]
+    by_optimizer = desc["final_near_chance_by"]["optimizer"]
+    assert sum(n for _, n in by_optimizer.values()) == desc["epochs"][-1]["members"]
+
+
+def test_describe_refuses_a_folder_that_is_not_a_zoo(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text('{"kind": "cnn-zoo", "shards": 3}')
+    for folder, says in (("empty", "manifest.json not found"), ("missing", "not found"),
+                         ("other", "not a readable CNN zoo manifest")):
+        assert CNN_Zoo_Generate.main(["--describe", str(tmp_path / folder)]) == 2
+        out, err = capsys.readouterr()
+        assert not out and err.startswith("error: ") and says in err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "empty" / "describe.png").exists()
+    with pytest.raises(SystemExit) as exit_info:  # training still needs --out
+        CNN_Zoo_Generate.main(["--num", "2"])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
