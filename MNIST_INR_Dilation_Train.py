@@ -16,7 +16,7 @@ kernel). The best checkpoint has the lowest validation MSE; the last record of
 ``identity_mse`` (the unedited INRs, :math:`\\Delta = 0`) on the ``test`` INRs.
 
 Encoders: the graph encoders ``ngnn``, ``ngt`` and ``dng`` give node embeddings
-:math:`h_i` (the encoder without its readout); the equivariant heads are
+:math:`h_i` (``encoder.node_embeddings``); the equivariant heads are
 :math:`\\Delta b_i = \\text{MLP}_n(h_i)` per non-input neuron and
 :math:`\\Delta w_{ij} = \\text{MLP}_e([h_j, h_i, \\gamma(w_{ij})])` per edge
 :math:`j \\to i` (:math:`\\gamma` random Fourier features of the weight), so permuting hidden
@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
@@ -83,14 +84,6 @@ def dilated_targets(images: np.ndarray) -> Tensor:
         raise ValueError(f"images must be uint8 [n, H, W], got {images.dtype} {images.shape}")
     dilated = np.stack([cv2.dilate(image, DILATION_KERNEL) for image in images])
     return torch.from_numpy(dilated).float() / 255.0
-
-
-class NodeStates(nn.Module):
-    """A readout that returns the node features themselves: an encoder whose ``readout``
-    is this (and whose ``head`` is the identity) maps a batch to ``[N, D]``."""
-
-    def forward(self, h: Tensor, batch: Batch) -> Tensor:
-        return h
 
 
 def _zero_last(mlp: nn.Sequential) -> nn.Sequential:
@@ -153,12 +146,8 @@ class INREditor(nn.Module):
         from neural_graphs.encoders import FourierFeatures
 
         encoder = make_encoder(side, 1, hidden, layers, probes)
-        if not isinstance(getattr(encoder, "readout", None), nn.Module) or \
-                not hasattr(encoder, "head"):
-            raise SideUnavailable(f"{type(encoder).__name__} has no readout/head to take off "
-                                  "for node embeddings")
-        encoder.readout = NodeStates()
-        encoder.head = nn.Identity()
+        if not callable(getattr(encoder, "node_embeddings", None)):
+            raise SideUnavailable(f"{type(encoder).__name__} gives no node embeddings")
         self.encoder = encoder
         self.weight_features = FourierFeatures(rff_dim, 3.0, in_features=1)
         self.node_head = _zero_last(nn.Sequential(nn.LazyLinear(head_hidden), nn.SiLU(),
@@ -185,7 +174,11 @@ class INREditor(nn.Module):
             delta_edge = torch.empty(graphs * edges, dtype=vector.dtype, device=vector.device)
             delta_edge = delta_edge.index_copy(0, order, vector[:, :edges].reshape(-1))
             return vector[:, edges:].reshape(-1) * not_input, delta_edge
-        h = self.encoder(batch)
+        if any(is_lazy(p) for p in self.encoder.parameters()):
+            # One whole pass sizes every lazy part, the encoder's own (unused, never given a
+            # gradient) output MLP included, before the optimizer sees the parameters.
+            self.encoder(batch)
+        h = self.encoder.node_embeddings(batch).states
         src, dst = batch.edge_index
         delta_x = self.node_head(h)[:, 0] * not_input
         edge_in = torch.cat([h[src], h[dst], self.weight_features(batch.edge_attr[:, :1])], -1)

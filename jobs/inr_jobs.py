@@ -2,10 +2,11 @@
 ``MNIST_INR_Dilation_Train``, ``MNIST_INR_CNN_Ceiling``): the encoders' default sizes and
 epochs, their flags, the INR set's splits read once, and their loaders.
 
-Sized for at most about 20 CPU-minutes per run on 7,000 training INRs (one thread, CPU
-seconds of one training step on a 128-INR batch of the fast set, forward + backward:
-flatmlp 0.05, statnn 0.05, nfn 0.34, ngnn 2.1, ngt 5.0, dng 1.35; an epoch is 55 such steps
-plus the forward passes over the 1,000 validation INRs, the test adds 2,000 more).
+Epochs sized so that one default run on 7,000 training INRs costs at most 45 minutes on
+two free cores, on one thread (``python -m benchmarks.encoders --sizes job``: CPU seconds
+of one forward + backward on a 128-INR batch, flatmlp 0.009, statnn 0.024, nfn 0.20,
+ngnn 0.66, dng 0.54, ngt 2.9; an epoch is 55 such steps plus the forward passes over the 1,000
+validation INRs, the test adds 2,000 more), at most the reference recipe's 200.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ __all__ = [
 ]
 
 INR_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
-    "flatmlp": EncoderDefaults(hidden=256, layers=2, epochs=100),
-    "statnn": EncoderDefaults(hidden=256, layers=2, epochs=100),
-    "nfn": EncoderDefaults(hidden=32, layers=3, epochs=50),
-    "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=9, probes=64),
-    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=4, probes=64),
-    "dng": EncoderDefaults(hidden=64, layers=1, epochs=14, probes=64),
+    "flatmlp": EncoderDefaults(hidden=256, layers=2, epochs=200),
+    "statnn": EncoderDefaults(hidden=256, layers=2, epochs=200),
+    "nfn": EncoderDefaults(hidden=32, layers=3, epochs=200),
+    "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=60, probes=64),
+    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=14, probes=64),
+    "dng": EncoderDefaults(hidden=64, layers=1, epochs=70, probes=64),
 }
 
 

@@ -3,7 +3,6 @@ updates over a neural graph (Kofinas et al., ICLR 2024; ../shared/SPEC.md 4.1)."
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -15,23 +14,23 @@ from torch_geometric.nn.aggr import DegreeScalerAggregation
 from torch_geometric.nn.norm import LayerNorm as GraphLayerNorm
 from torch_geometric.utils import degree
 
+from neural_graphs.encoders import dense as dense_path
 from neural_graphs.encoders.batch import (
-    _INPUT,
-    _OUTPUT,
     GRAPH_FIELDS,
     KernelGrid,
     graph_ids,
-    layer_slot,
-    local_node_position,
     require_fields,
 )
-from neural_graphs.encoders.embeddings import GraphEmbedding, IndexEmbedding
-from neural_graphs.encoders.readouts import Readout, head_mlp
+from neural_graphs.encoders.embeddings import ConstructorEmbedding, GraphEmbedding
+from neural_graphs.encoders.readouts import NodeEmbeddings, Readout, head_mlp
 
-__all__ = ["NGGNN", "PNAEdgeConv", "EdgeUpdate", "ReferenceFeatures"]
+__all__ = ["NGGNN", "PNAEdgeConv", "EdgeUpdate"]
 
 AGGREGATORS = ("mean", "min", "max", "std")
 SCALERS = ("identity", "amplification")
+EDGE_FIELDS = tuple(f for f in GRAPH_FIELDS if f.startswith("edge_") and f != "edge_index")
+#: edges embedded at once (:meth:`NGGNN._embed_edges`): their Fourier features stay in cache
+EMBED_ROWS = 4096
 
 
 class PNAEdgeConv(MessagePassing):
@@ -86,7 +85,12 @@ class PNAEdgeConv(MessagePassing):
         # MLP([h_i, h_j]) = W_t h_i + W_s h_j + b: both halves per node, then gathered.
         out = self.propagate(edge_index, target=self.pre_target(x), source=self.pre_source(x),
                              edge_attr=edge_attr)
-        return self.lin(self.post(torch.cat([x, out], dim=-1)))
+        return self.combine(x, out)
+
+    def combine(self, x: Tensor, aggregated: Tensor) -> Tensor:
+        r""":math:`W\,\text{MLP}_\text{post}([h_i, \bigoplus_j m_{ij}])` from the
+        aggregated messages ``[N, len(aggregators) * len(scalers) * C]``."""
+        return self.lin(self.post(torch.cat([x, aggregated], dim=-1)))
 
     def message(self, target_i: Tensor, source_j: Tensor, edge_attr: Tensor) -> Tensor:
         scale, shift = self.edge_encoder(edge_attr).chunk(2, dim=-1)
@@ -121,123 +125,6 @@ class EdgeUpdate(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         h = self.lin_e(edge_attr) + self.lin_s(x)[edge_index[0]] + self.lin_t(x)[edge_index[1]]
         return self.out(nn.functional.silu(h))
-
-
-def _fourier(v: Tensor, b: Tensor) -> Tensor:
-    """The reference's Gaussian Fourier features (``rff.functional.gaussian_encoding``), in
-    its order of operations: ``(2 pi v) @ b.T`` with ``b`` ``[frequencies, in]``."""
-    proj = (2 * math.pi * v) @ b.to(v.dtype).T
-    return torch.cat([proj.cos(), proj.sin()], dim=-1)
-
-
-class ReferenceFeatures(nn.Module):
-    r"""Initial node and edge features as the reference's ``GraphConstructor`` makes them
-    (mkofinas/neural-graphs ``nn/graph_constructor.py``) for networks of Linear layers.
-
-    .. math::
-        h_i &= W_b\,\gamma_b(\hat b_i) + c_b, \qquad
-        P(i) = \begin{cases} p^\text{in}_k & \text{input neuron } k \\
-        p^\text{hid}_l & \text{hidden neuron of layer } l \\
-        p^\text{out}_k & \text{output neuron } k \end{cases} \\
-        e_{ij} &= W_e\,\gamma_e(v_{ij}) + c_e, \qquad v_{j \to i} = [\hat w_{ij}, 0,
-        \hat w_{ij}], \quad v_{i \to j} = [0, \hat w_{ij}, \hat w_{ij}]
-
-    with :math:`\gamma(v) = [\cos(2\pi v B^\top), \sin(2\pi v B^\top)]` (fixed buffers
-    ``node_b`` ``[rff_dim, 1]`` and ``edge_b`` ``[rff_dim, 3]``, the reference's ``b``),
-    :math:`\hat b_i = (b_i - \mu^b_l) / \sigma^b_l` and :math:`\hat w_{ij} = (w_{ij} -
-    \mu^w_l) / \sigma^w_l` normalized by the statistics of the layer :math:`l` the neuron
-    (the edge's target) belongs to (input neurons keep 0). With ``reverse_edges`` every
-    edge :math:`j \to i` also runs backwards, :math:`i \to j`; without, :math:`v = \hat
-    w` and ``edge_b`` is ``[rff_dim, 1]``. :class:`NGGNN` adds :math:`P(i)` after its
-    input projection of :math:`h_i`, as the reference.
-
-    Args:
-        hidden (int): node and edge feature size.
-        rff_dim (int): Fourier frequencies (features ``2 * rff_dim``).
-        rff_sigma (float): their standard deviation.
-        max_layers (int): layers of the networks read (input, hidden layers, output):
-            ``max_layers - 2`` hidden-layer position vectors.
-        reverse_edges (bool): add the reversed edges.
-        layer_stats (Mapping, optional): ``weights_mean``, ``weights_std``,
-            ``biases_mean``, ``biases_std``, one value per layer of weights (buffers).
-
-    Shapes:
-        - input: a :class:`~torch_geometric.data.Batch` of graphs of Linear layers
-          (``edge_attr`` :math:`(E, 1)`)
-        - output: :meth:`nodes` and :meth:`position_embedding` :math:`(N, \text{hidden})`,
-          :meth:`edges` :math:`(E', \text{hidden})` for the :math:`E'` edges of
-          :meth:`edge_index` (:math:`2E` with ``reverse_edges``)
-    """
-
-    STATS = ("weights_mean", "weights_std", "biases_mean", "biases_std")
-
-    def __init__(self, hidden: int, rff_dim: int = 128, rff_sigma: float = 3.0,
-                 max_layers: int = 4, reverse_edges: bool = False,
-                 layer_stats: Mapping[str, Sequence[float]] | None = None) -> None:
-        super().__init__()
-        if max_layers < 3:
-            raise ValueError(f"max_layers must be at least 3 (input, hidden, output), got "
-                             f"{max_layers}")
-        self.max_layers, self.reverse_edges = max_layers, reverse_edges
-        self.register_buffer("node_b", torch.randn(rff_dim, 1) * rff_sigma)
-        self.register_buffer("edge_b", torch.randn(rff_dim, 3 if reverse_edges else 1)
-                             * rff_sigma)
-        self.node_proj = nn.Linear(2 * rff_dim, hidden)
-        self.edge_proj = nn.Linear(2 * rff_dim, hidden)
-        self.input_position = IndexEmbedding(hidden, "input neuron")
-        self.hidden_position = nn.Embedding(max_layers - 2, hidden)
-        self.output_position = IndexEmbedding(hidden, "output neuron")
-        self.stats_layers = 0
-        if layer_stats is not None:
-            if set(layer_stats) != set(self.STATS) or \
-                    len({len(layer_stats[k]) for k in self.STATS}) != 1:
-                raise ValueError(f"layer_stats needs the keys {self.STATS}, each one value "
-                                 f"per layer, got {dict(layer_stats)}")
-            for key in self.STATS:
-                self.register_buffer(key, torch.tensor([float(v) for v in layer_stats[key]]))
-            self.stats_layers = len(layer_stats["weights_mean"])
-
-    def _normalized(self, value: Tensor, layer: Tensor, kind: str) -> Tensor:
-        if not self.stats_layers:
-            return value
-        if layer.numel() and int(layer.max()) > self.stats_layers:
-            raise ValueError(f"layer_stats hold {self.stats_layers} layers; a graph has "
-                             f"{int(layer.max())} layers of weights")
-        index = (layer - 1).clamp(min=0)
-        mean = getattr(self, f"{kind}_mean").to(value.dtype)[index].unsqueeze(-1)
-        std = getattr(self, f"{kind}_std").to(value.dtype)[index].unsqueeze(-1)
-        return torch.where((layer > 0).unsqueeze(-1), (value - mean) / std, value)
-
-    def nodes(self, batch: Batch) -> Tensor:
-        if batch.x.shape[-1] != 1:
-            raise ValueError(f"features='reference' reads one bias per neuron (x [N, 1]), "
-                             f"got x {tuple(batch.x.shape)}")
-        bias = self._normalized(batch.x, batch.node_layer, "biases")
-        return self.node_proj(_fourier(bias, self.node_b))
-
-    def position_embedding(self, batch: Batch) -> Tensor:
-        node_type, node_position = batch.node_type, local_node_position(batch)
-        slot = layer_slot(batch.node_layer, node_type, self.max_layers)
-        pos = self.hidden_position((slot - 1).clamp(0, self.max_layers - 3))
-        for kind, table in ((_INPUT, self.input_position), (_OUTPUT, self.output_position)):
-            where = (node_type == kind).nonzero().squeeze(1)
-            pos = pos.index_copy(0, where, table(node_position[where]).to(pos.dtype))
-        return pos
-
-    def edge_index(self, batch: Batch) -> Tensor:
-        edge_index = batch.edge_index
-        return torch.cat([edge_index, edge_index.flip(0)], 1) if self.reverse_edges \
-            else edge_index
-
-    def edges(self, batch: Batch) -> Tensor:
-        if batch.edge_attr.shape[-1] != 1:
-            raise ValueError(f"features='reference' reads networks of Linear layers (one "
-                             f"weight per edge), got edge_attr {tuple(batch.edge_attr.shape)}")
-        w = self._normalized(batch.edge_attr, batch.edge_layer, "weights")
-        if self.reverse_edges:
-            zero = torch.zeros_like(w)
-            w = torch.cat([torch.cat([w, zero, w], -1), torch.cat([zero, w, w], -1)], 0)
-        return self.edge_proj(_fourier(w, self.edge_b))
 
 
 class NGGNN(nn.Module):
@@ -276,10 +163,19 @@ class NGGNN(nn.Module):
     with the layer statistics and degree histogram of the reference's INR config computes
     exactly the function of mkofinas/neural-graphs ``GNNForClassification`` with its INR
     PNA config (``neural_graphs.encoders.reference.ngnn.REFERENCE_NGGNN_KWARGS`` and
-    ``from_reference_state_dict``): features of :class:`ReferenceFeatures` (no activation
+    ``from_reference_state_dict``): features of :class:`~.ConstructorEmbedding` (no activation
     or edge-type embeddings, position vectors added after the input projection), messages
     along both edge directions, LayerNorm over all nodes of the whole batch, biased
     :math:`\text{Lin}_s, \text{Lin}_t` in the edge update.
+
+    **Dense path.** A batch whose graphs all share one layout (an INR set, a zoo of one
+    architecture; any architecture) runs through :mod:`neural_graphs.encoders.dense`: the
+    same function (to rounding), PNA's aggregations as reductions over dense
+    ``[G, n, d, C]`` blocks of edges instead of scatters, each layer's edge work in
+    cache-sized tiles. The layout is analysed once and cached (:attr:`layouts`); a batch
+    qualifies when its ``edge_index`` equals graph 0's repeated (one comparison per
+    batch). Other batches take the general path; ``last_path`` says which path the last
+    call took.
 
     Args:
         out_dim (int): output size.
@@ -302,12 +198,12 @@ class NGGNN(nn.Module):
         kernel_shape (tuple, optional): the kernel grid weights are read on (default:
             the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
         features (str): ``"ours"`` (:class:`~neural_graphs.encoders.embeddings.GraphEmbedding`,
-            any architecture) or ``"reference"`` (:class:`ReferenceFeatures`, networks of
+            any architecture) or ``"reference"`` (:class:`~.ConstructorEmbedding`, networks of
             Linear layers).
         reverse_edges (bool): pass messages along the reversed edges too (``features=
             "reference"`` only).
         layer_stats (Mapping, optional): per-layer statistics the weights and biases are
-            normalized with (``features="reference"`` only; :class:`ReferenceFeatures`).
+            normalized with (``features="reference"`` only; :class:`~.ConstructorEmbedding`).
         norm (str): LayerNorm between layers over ``"node"`` (each node, the default),
             ``"graph"`` (all nodes and channels of each graph) or ``"batch"`` (all nodes
             of the whole batch, as the reference).
@@ -318,6 +214,9 @@ class NGGNN(nn.Module):
             to the edge features. The reference has none; with them the input features
             (probes above all) reach the readout undiluted: 5 epochs on 1,000 MNIST INRs
             reach 29% test accuracy instead of 17.5%.
+        dense (bool): take the dense path for batches of one layout (the attribute
+            ``dense`` may be switched later; aggregators and scalers other than those of
+            :mod:`~neural_graphs.encoders.dense` always take the general path).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -338,7 +237,8 @@ class NGGNN(nn.Module):
                  reverse_edges: bool = False,
                  layer_stats: Mapping[str, Sequence[float]] | None = None,
                  norm: str = "node", dropout: float = 0.0,
-                 edge_update_bias: bool = False, residual: bool = True) -> None:
+                 edge_update_bias: bool = False, residual: bool = True,
+                 dense: bool = True) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
@@ -352,12 +252,12 @@ class NGGNN(nn.Module):
             raise ValueError("reverse_edges and layer_stats need features='reference'")
         if features == "reference" and num_probes:
             raise ValueError("features='reference' has no probe features (num_probes=0)")
-        self.features, self.norm, self.dropout = features, norm, float(dropout)
+        self.feature_kind, self.norm, self.dropout = features, norm, float(dropout)
         self.residual = residual
         self.kernels = KernelGrid(kernel_shape)
         self.embed: nn.Module = GraphEmbedding(
             hidden, hidden, rff_dim, rff_sigma, max_layers, num_probes) \
-            if features == "ours" else ReferenceFeatures(
+            if features == "ours" else ConstructorEmbedding(
             hidden, rff_dim, rff_sigma, max_layers, reverse_edges, layer_stats)
         self.node_in = nn.Linear(hidden, hidden)
         self.edge_in = nn.Linear(hidden, hidden)
@@ -372,6 +272,12 @@ class NGGNN(nn.Module):
         self.readout = Readout(readout)
         self.head = head_mlp(head_hidden or hidden, out_dim)
         self.register_buffer("degree_calibrated", torch.tensor(False))
+        self.dense = dense
+        self._dense_supported = set(aggregators) <= dense_path.AGGREGATORS and \
+            set(scalers) <= dense_path.SCALERS
+        self.layouts = dense_path.LayoutCache()
+        #: "dense" or "general": the path the last forward call took
+        self.last_path = ""
         if deg is not None:
             self.calibrate(deg)
 
@@ -392,13 +298,39 @@ class NGGNN(nn.Module):
             conv.aggr_module.reset_parameters()
         self.degree_calibrated.fill_(True)
 
-    def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """Node features, edge features and the edges messages run along."""
-        if self.features == "reference":
-            h = self.node_in(self.embed.nodes(batch)) + self.embed.position_embedding(batch)
-            return h, self.edge_in(self.embed.edges(batch)), self.embed.edge_index(batch)
-        return (self.node_in(self.embed.nodes(batch)),
-                self.edge_in(self.embed.edges(batch)), batch.edge_index)
+    def _nodes(self, batch: Batch) -> Tensor:
+        if self.feature_kind == "reference":
+            return self.node_in(self.embed.nodes(batch)) + self.embed.position_embedding(batch)
+        return self.node_in(self.embed.nodes(batch))
+
+    def _edges(self, batch: Batch, plan: dense_path.BatchLayout | None
+               ) -> tuple[Tensor | list[Tensor], Tensor | None]:
+        """Edge features (one tensor, or one ``[G, n, d, C]`` per dense block) and, on the
+        general path, the edges messages run along."""
+        # The embedding's inputs per message edge (no parameters: nothing to backprop).
+        fields = {"values": self.embed.edge_values(batch)} if self.feature_kind == "reference" \
+            else {name: batch[name] for name in EDGE_FIELDS}
+        if plan is None:
+            edge_index = self.embed.edge_index(batch) if self.feature_kind == "reference" \
+                else batch.edge_index
+            return self._embed_edges(fields), edge_index
+        return [self._embed_edges({k: v.index_select(0, rows) for k, v in fields.items()})
+                .view(plan.num_graphs, block.count, block.degree, -1)
+                for block, rows in zip(plan.layout.blocks, plan.rows)], None
+
+    def _embed_edges(self, fields: dict[str, Tensor]) -> Tensor:
+        """Edge features of the edges whose embedding inputs are ``fields``, in chunks of
+        :data:`EMBED_ROWS` edges: the Fourier features are ``2 * rff_dim`` wide, and for a
+        whole batch they would pass through memory (and be mapped afresh by malloc,
+        being that large) several times."""
+        rows = next(iter(fields.values())).shape[0]
+        chunks = []
+        for start in range(0, rows, EMBED_ROWS):
+            part = {k: v[start:start + EMBED_ROWS] for k, v in fields.items()}
+            e = self.embed.edge_features(part["values"]) if self.feature_kind == "reference" \
+                else self.embed.edges(Data(**part))
+            chunks.append(self.edge_in(e))
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
     def _normalize(self, index: int, h: Tensor, batch: Batch) -> Tensor:
         if self.norm == "graph":
@@ -406,21 +338,44 @@ class NGGNN(nn.Module):
         return self.norms[index](h)
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
+        return self.head(self.features(graphs))
+
+    def features(self, graphs: Batch | Data | list[Data]) -> Tensor:
+        """What the output MLP reads: the readout of the final node states, ``[G, D]``."""
+        return self.readout(*self.node_embeddings(graphs))
+
+    def node_embeddings(self, graphs: Batch | Data | list[Data]) -> NodeEmbeddings:
+        """The final state of every neuron, ``[N, hidden]``, with the batch they follow
+        (:class:`~neural_graphs.encoders.readouts.NodeEmbeddings`; ``.layer(l)`` for one
+        layer's neurons): what the readout, the dilation heads and INR2JLS read."""
         batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
-        h, e, edge_index = self._inputs(batch)
+        plan = self.layouts(batch, 2 if self.feature_kind == "reference" and
+                            self.embed.reverse_edges else 1) \
+            if self.dense and self._dense_supported else None
+        self.last_path = "general" if plan is None else "dense"
+        h = self._nodes(batch)
+        e, edge_index = self._edges(batch, plan)
         if not bool(self.degree_calibrated):
-            self.calibrate(torch.bincount(degree(edge_index[1], batch.num_nodes,
-                                                 dtype=torch.long)).cpu())
+            in_degree = degree(edge_index[1], batch.num_nodes, dtype=torch.long) \
+                if plan is None else plan.layout.degree.repeat(plan.num_graphs)
+            self.calibrate(torch.bincount(in_degree).cpu())
+        last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
-            h = h + conv(h, edge_index, e) if self.residual else conv(h, edge_index, e)
-            if index == len(self.convs) - 1:
-                break
-            h = F.silu(self._normalize(index, h, batch))
-            if self.dropout:
-                h = F.dropout(h, self.dropout, self.training)
-            if self.edge_updates is not None:
-                update = self.edge_updates[index](h, edge_index, e)
-                e = e + update if self.residual else update
-        return self.head(self.readout(h, batch))
+            if index:
+                h = F.silu(self._normalize(index - 1, h, batch))
+                if self.dropout:
+                    h = F.dropout(h, self.dropout, self.training)
+            update = self.edge_updates[index - 1] \
+                if index and self.edge_updates is not None else None
+            if plan is not None:  # the update of the layer before runs with the messages
+                out, e = dense_path.layer(conv, h, e, plan, update, self.residual,
+                                          keep=index < last)
+            else:
+                if update is not None:
+                    change = update(h, edge_index, e)
+                    e = e + change if self.residual else change
+                out = conv(h, edge_index, e)
+            h = h + out if self.residual else out
+        return NodeEmbeddings(h, batch)

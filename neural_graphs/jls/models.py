@@ -37,19 +37,13 @@ Graphs = Batch | Data | list[Data]
 
 
 def graph_features(encoder: nn.Module, graphs: Graphs) -> Tensor:
-    """What an encoder's output MLP reads: ``encoder.features(graphs)``, ``[G, F]``.
-
-    An encoder without ``features`` (NG-GNN and NG-T until they get it) must have had its
-    ``head`` replaced by ``nn.Identity()``; its forward pass is then the readout.
-    """
+    """What an encoder's output MLP reads: ``encoder.features(graphs)``, ``[G, F]`` (every
+    graph encoder has it); a ``TypeError`` naming the encoder otherwise."""
     features = getattr(encoder, "features", None)
-    if callable(features):
-        return features(graphs)
-    # Fallback for encoders without features(): delete once every graph encoder has it.
-    if not isinstance(getattr(encoder, "head", None), nn.Identity):
-        raise TypeError(f"{type(encoder).__name__} has no features(); replace its head by "
-                        "nn.Identity() to read its readout")
-    return encoder(graphs)
+    if not callable(features):
+        raise TypeError(f"{type(encoder).__name__} has no features(graphs): INR2JLS reads "
+                        "the graph encoders NGGNN, NGTransformer and DNGEncoder")
+    return features(graphs)
 
 
 class SixViews(nn.Module):

@@ -32,8 +32,6 @@ def _networks() -> list[nn.Module]:
 def test_node_embeddings_are_equivariant_to_hidden_permutations(name, network):
     torch.manual_seed(1)
     encoder = ENCODERS[name]().double().eval()
-    if not hasattr(encoder, "node_embeddings"):
-        pytest.skip(f"{name} has no node_embeddings yet")
     graph = to_neural_graph(_networks()[network])
     new_id = hidden_permutation(graph, torch.Generator().manual_seed(3))
     permuted = permute_graph(graph, torch.Generator().manual_seed(3))
@@ -54,8 +52,6 @@ def test_node_embeddings_are_equivariant_to_hidden_permutations(name, network):
 @pytest.mark.parametrize("name", list(ENCODERS))
 def test_one_layers_states_and_a_missing_layer(name):
     encoder = ENCODERS[name]().double().eval()
-    if not hasattr(encoder, "node_embeddings"):
-        pytest.skip(f"{name} has no node_embeddings yet")
     graphs = [to_neural_graph(net) for net in _networks()]
     with torch.no_grad():
         encoder(Batch.from_data_list(graphs[:1]))

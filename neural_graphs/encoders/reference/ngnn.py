@@ -158,7 +158,7 @@ def map_reference_state_dict(state_dict: Mapping[str, Tensor], encoder: NGGNN,
     sizes = _infer(state)
     check_state_dict(state, reference_shapes(layer_layout=layer_layout, **sizes),
                      _what(layer_layout))
-    if encoder.features != "reference":
+    if encoder.feature_kind != "reference":
         raise ValueError("map_reference_state_dict needs an NGGNN with "
                          "features='reference'")
     n_in, n_hidden = layer_layout[0], len(layer_layout) - 2
