@@ -202,7 +202,7 @@ class DNGEncoder(nn.Module):
             self.input_state(local_node_position(batch)[inputs])
         layout = self._dense_layout(batch) if self.dense else None
         if layout is not None:
-            return NodeEmbeddings(self._dense_states(batch, layout, own, start), batch)
+            return NodeEmbeddings(self._dense_chunks(batch, layout, own, start), batch)
         state = start.new_zeros(batch.num_nodes, start.shape[-1])
         state = state.index_copy(0, inputs, start)
         heads = self.edge_heads(batch) if self.num_layers is None else None
@@ -252,18 +252,42 @@ class DNGEncoder(nn.Module):
         expected = (torch.cat(local, 1).unsqueeze(1) + shift).reshape(2, -1)
         return sizes if torch.equal(batch.edge_index, expected) else None
 
-    def _dense_states(self, batch: Batch, sizes: list[int], own: Tensor | None,
+    #: Largest intermediate tensor of one chunk of the dense path. glibc serves blocks above
+    #: its mmap threshold (at most 32 MiB) with fresh pages that fault in on every step
+    #: (128 SIRENs at once: a step's Fourier features alone are 134 MB).
+    DENSE_CHUNK_BYTES = 16 << 20
+
+    def _dense_chunks(self, batch: Batch, sizes: list[int], own: Tensor | None,
                       start: Tensor) -> Tensor:
-        """The final node states ``[N, hidden]`` of a batch of one layout
-        (:meth:`_dense_layout`), each step on ``[graphs, n_t, n_{t-1}, ...]`` tensors: no
-        gather or scatter of edges (the reference's dense computation)."""
-        graphs, per = batch.num_graphs, sum(sizes)
+        """:meth:`_dense_states` over chunks of graphs whose largest tensor (a step's
+        Fourier features or heads, ``[graphs, n_t, n_{t-1}, K, width]``) stays within
+        :attr:`DENSE_CHUNK_BYTES`: the same states, computed without page faults."""
+        pairs = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        width = max(self.edge_rff.out_features, self._at(self.source_proj, 0).out_features)
+        per_graph = pairs * batch.edge_attr.shape[-1] * width * batch.edge_attr.element_size()
+        step = max(1, self.DENSE_CHUNK_BYTES // max(per_graph, 1))
+        graphs = batch.num_graphs
+        if step >= graphs:
+            return self._dense_states(batch, sizes, own, start, slice(0, graphs))
+        return torch.cat([self._dense_states(batch, sizes, own, start,
+                                             slice(g, min(g + step, graphs)))
+                          for g in range(0, graphs, step)])
+
+    def _dense_states(self, batch: Batch, sizes: list[int], own: Tensor | None,
+                      start: Tensor, chunk: slice) -> Tensor:
+        """The final node states ``[n, hidden]`` of the graphs ``chunk`` of a batch of one
+        layout (:meth:`_dense_layout`), each step on ``[graphs, n_t, n_{t-1}, ...]``
+        tensors: no gather or scatter of edges (the reference's dense computation)."""
+        total, per = batch.num_graphs, sum(sizes)
+        graphs = chunk.stop - chunk.start
         offsets = [0, *itertools.accumulate(sizes)]
-        attr = batch.edge_attr.view(graphs, -1, batch.edge_attr.shape[-1])
-        mask = batch.edge_mask.view(graphs, -1, batch.edge_mask.shape[-1])
-        types = batch.edge_type.view(graphs, -1)
-        x = batch.x.view(graphs, per, -1)
-        states, first = [start.view(graphs, sizes[0], -1)], 0
+        attr = batch.edge_attr.view(total, -1, batch.edge_attr.shape[-1])[chunk]
+        mask = batch.edge_mask.view(total, -1, batch.edge_mask.shape[-1])[chunk]
+        types = batch.edge_type.view(total, -1)[chunk]
+        x = batch.x.view(total, per, -1)[chunk]
+        if own is not None:
+            own = own.view(total, per, -1)[chunk]
+        states, first = [start.view(total, sizes[0], -1)[chunk]], 0
         for t in range(1, len(sizes)):
             n_t, n_s, layer = sizes[t], sizes[t - 1], t - 1
             last = first + n_t * n_s
@@ -279,7 +303,7 @@ class DNGEncoder(nn.Module):
                 else summed.sum(2)
             nodes = slice(offsets[t], offsets[t + 1])
             if own is not None:
-                inner = own.view(graphs, per, -1)[:, nodes]
+                inner = own[:, nodes]
             else:
                 inner = self._at(self.node_proj, layer)(self.node_rff(x[:, nodes]))
             states.append(self._update(inner, memory, layer))

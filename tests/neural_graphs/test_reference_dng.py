@@ -134,6 +134,31 @@ def test_dense_path_equals_sparse_path_in_every_configuration(network: str) -> N
             assert torch.allclose(param.grad, grads[name], atol=1e-5), name
 
 
+@pytest.mark.parametrize("network", ["mlp", "cnn", "siren"])
+def test_dense_path_in_chunks_of_graphs_equals_the_general_path(network: str) -> None:
+    """Chunks keep each step's largest tensor under glibc's mmap threshold; a tiny budget
+    forces one graph per chunk: the same outputs and gradients (float64)."""
+    torch.manual_seed(1)
+    batch = Batch.from_data_list([to_neural_graph(NETWORKS[network]().double())
+                                  for _ in range(5)])
+    torch.manual_seed(0)
+    encoder = DNGEncoder(3, hidden=8, rff_dim=8, num_probes=2).double()
+    results = {}
+    for name, dense, budget in (("general", False, 16 << 20), ("whole", True, 16 << 20),
+                                ("chunks", True, 1)):
+        encoder.dense, encoder.DENSE_CHUNK_BYTES = dense, budget
+        encoder.zero_grad()
+        out = encoder(batch)
+        out.square().sum().backward()
+        results[name] = (out.detach(), {n: q.grad.clone() for n, q in
+                                        encoder.named_parameters() if q.grad is not None})
+    for name in ("whole", "chunks"):
+        assert gap(results[name][0], results["general"][0]) < 1e-10, name
+        assert results[name][1].keys() == results["general"][1].keys()
+        for key, grad in results["general"][1].items():
+            assert gap(results[name][1][key], grad) < 1e-10, (name, key)
+
+
 def test_dense_path_needs_one_layout_of_consecutive_layers() -> None:
     torch.manual_seed(1)
     resnet = [to_neural_graph(NETWORKS["residual"]()) for _ in range(2)]
