@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import format_table, memory_use, time_interleaved
+from benchmarks.common import format_table, memory_use
 from utils.cli import HelpFormatter, non_negative_int, positive_int
 from utils.memory import allocator_setting, keep_freed_memory
 
@@ -51,16 +51,13 @@ def _reference_dir(root: Path, name: str) -> Path:
     return folder
 
 
-def time_encoders(names: Sequence[str], root: Path, batch_size: int, warmup: int,
+def time_encoders(names: Sequence[str], batch_size: int, warmup: int,
                   rounds: int) -> list[tuple[str, ...]]:
+    """One table row per encoder: median step seconds of each side, their ratio against
+    the target, graphs per second and the peak tensor memory of one step."""
     rows = []
     for name in names:
-        module = _module(name)
-        _reference_dir(root, name)
-        steps = {side: module.training_step(side, batch_size) for side in ("ours", "reference")}
-        # the sides take turns, so that a slower or faster period of the machine falls on both
-        times = dict(zip(steps, time_interleaved(*steps.values(), torch.device("cpu"), warmup,
-                                                 rounds)))
+        steps, times = _module(name).RUN.step_times(rounds, batch_size, warmup=warmup)
         median = {side: statistics.median(values) for side, values in times.items()}
         peak = {side: memory_use(step, torch.device("cpu")).peak for side, step in steps.items()}
         ratio = median["ours"] / median["reference"]
@@ -113,8 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, "
           f"{allocator_setting()}; batch {args.batch_size}, median of {args.rounds} steps "
           f"per side, taken in turns")
-    rows = time_encoders(args.encoders, args.reference_root, args.batch_size, args.warmup,
-                         args.rounds)
+    rows = time_encoders(args.encoders, args.batch_size, args.warmup, args.rounds)
     print(format_table(("encoder", "ours s", "reference s", "ours / ref", "target", "",
                         "graphs/s ours / ref", "peak MiB ours / ref"), rows,
                        right=(False, True, True, True, True, False, True, True)))

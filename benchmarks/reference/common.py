@@ -216,14 +216,22 @@ class ReferenceRun:
 
         return step
 
+    def step_times(self, rounds: int, batch_size: int = 128,
+                   reference_dir: Path | None = None, warmup: int = 1
+                   ) -> tuple[dict[str, Callable[[], float]], dict[str, list[float]]]:
+        """Each side's training step (:meth:`training_step`) and the seconds of ``rounds``
+        of them, the sides taking turns so that a slower or faster period of the machine
+        falls on both (:func:`benchmarks.common.time_interleaved`)."""
+        steps = {side: self.training_step(side, batch_size, reference_dir) for side in SIDES}
+        times = time_interleaved(*steps.values(), torch.device("cpu"), warmup=warmup,
+                                 iters=rounds)
+        return steps, dict(zip(SIDES, times))
+
     def time_steps(self, rounds: int, batch_size: int = 128,
                    reference_dir: Path | None = None) -> dict[str, float]:
-        """Median seconds of one training step of each side over ``rounds`` steps taken
-        in turns (:func:`benchmarks.common.time_interleaved`, one warm-up each)."""
-        steps = {side: self.training_step(side, batch_size, reference_dir) for side in SIDES}
-        times = time_interleaved(steps["reference"], steps["ours"], torch.device("cpu"),
-                                 warmup=1, iters=rounds)
-        return {side: statistics.median(t) for side, t in zip(SIDES, times)}
+        """Median seconds of one training step of each side (:meth:`step_times`)."""
+        _, times = self.step_times(rounds, batch_size, reference_dir)
+        return {side: statistics.median(t) for side, t in times.items()}
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """The command line: ``--out`` writes the fixture, ``--time N`` times N steps."""
