@@ -1,4 +1,4 @@
-"""Generate a zoo of small CNNs trained on real images (python -m CNN_Zoo_Generate --help).
+"""Generate a zoo of small CNNs or ViTs trained on real images (python -m CNN_Zoo_Generate --help).
 
 Many networks with sampled hyper-parameters train at once (``neural_graphs.zoo``); each
 is recorded at several epochs with its accuracy on its training images and on images it
@@ -7,6 +7,8 @@ never saw. Default data: the MNIST test set, first 5,000 images to train the zoo
 --nproc_per_node=N -m CNN_Zoo_Generate ...`` splits the groups across processes.
 
     python -m CNN_Zoo_Generate --family small --num 1000 --out runs/zoo_small \\
+        --data-dir ../shared/data
+    python -m CNN_Zoo_Generate --family vit --num 112 --out runs/zoo_vit \\
         --data-dir ../shared/data
     python -m CNN_Zoo_Generate --describe runs/zoo_small
 
@@ -24,6 +26,7 @@ import torch
 
 from neural_graphs.zoo import (
     DATASETS,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     FAMILIES,
     StoreError,
@@ -69,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--family", choices=FAMILIES, default="small",
                         help="small: 3 conv layers of 16 channels, 3x3, stride 2 (Small CNN "
                         "Zoo); wild: 2-5 conv layers, 4-32 channels, kernels 3/5/7, residual "
-                        "connections, BatchNorm, six activations")
+                        "connections, BatchNorm, six activations; vit: SimpleViT (patch 4, "
+                        "dim 32, depth 2, 4 heads, MLP 64) differing only by seed, Adam 1e-3, "
+                        "random crops (the dynamic-neural-graph paper's ViT zoo)")
     parser.add_argument("--num", "--networks", dest="num", type=positive_int, default=1000,
                         help="number of networks (each with one member per checkpoint epoch); "
                         "under torchrun spell it --networks (torchrun takes --num for its "
@@ -92,17 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the first N training images (default all: 5,000 for mnist)")
     parser.add_argument("--test-images", type=positive_int, default=None,
                         help="keep the first N measurement images (default all)")
-    small, wild = (",".join(map(str, DEFAULT_EPOCHS[f])) for f in ("small", "wild"))
+    small, wild, vit = (",".join(map(str, DEFAULT_EPOCHS[f])) for f in FAMILIES)
     parser.add_argument("--epochs", type=_epochs, default=None,
                         help="checkpoint epochs, comma-separated; 0 is the untrained network "
                         f"(default: small {small}, the Small CNN Zoo's 0,1,2,3,20,40,60,80,86 "
-                        f"of 86 epochs scaled to 12; wild {wild})")
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="training images per step, per network")
+                        f"of 86 epochs scaled to 12; wild {wild}; vit {vit}, the official "
+                        "ViT zoo's stop epochs)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="training images per step, per network (default: "
+                        + ", ".join(f"{f} {DEFAULT_BATCH_SIZE[f]}" for f in FAMILIES) + ")")
     parser.add_argument("--group-size", type=positive_int, default=None,
-                        help="networks trained at once (default 16, the fastest on CPU; "
-                        "larger on a GPU): small, at most so many per train fraction and "
-                        "activation; wild, hyper-parameter draws per architecture")
+                        help="networks per group, the unit of a shard and of torchrun's split "
+                        "(default 16, the fastest on CPU, larger on a GPU; vit 8): small, at "
+                        "most so many per train fraction and activation, trained at once; "
+                        "wild, hyper-parameter draws per architecture, trained at once; vit, "
+                        "seeds trained one after the other")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the whole zoo")
     parser.add_argument("--device", default=None, help="torch device (default cuda:LOCAL_RANK "

@@ -1,12 +1,16 @@
-"""Model zoos of small CNNs trained on real images, many networks at once.
+"""Model zoos of small CNNs and ViTs trained on real images, many networks at once.
 
-Two families (``python -m CNN_Zoo_Generate --family small|wild``):
+Three families (``python -m CNN_Zoo_Generate --family small|wild|vit``):
 
 - ``small``, the Small CNN Zoo of Unterthiner et al. (2020): three 3x3 convolutions of 16
   channels, stride 2, global average pooling, a linear layer to the classes;
 - ``wild``, after the CNN Wild Park: 2-5 convolutions of 4-32 channels, kernels 3/5/7,
   optional residual connections (identity, or a 1x1 projection when the width or the
-  resolution changes) and BatchNorm, any of six activations.
+  resolution changes) and BatchNorm, any of six activations;
+- ``vit``, the dynamic-neural-graph paper's ViT zoo: SimpleViTs (patch 4, dim 32, depth 2,
+  4 heads, MLP 64) that differ only by seed and stop epoch, trained with the official
+  recipe (Adam 1e-3, batch 128, random crops); :mod:`neural_graphs.zoo_vit` says how it
+  is adapted to ``torch.nn`` and the images here, and trains its groups network by network.
 
 Every network draws its own hyper-parameters (optimizer Adam or SGD with momentum 0.9,
 log-uniform learning rate and weight decay, a multiplier on torch's default
@@ -87,7 +91,9 @@ from neural_graphs.zoo_cnn import (
 )
 from neural_graphs.zoo_plan import (
     DATASETS,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
+    DEFAULT_GROUP_SIZE,
     FAMILIES,
     FORMAT_VERSION,
     HPARAM_SPACE,
@@ -101,6 +107,7 @@ from neural_graphs.zoo_plan import (
     load_data,
     plan_zoo,
 )
+from neural_graphs.zoo_vit import SimpleViT, build_vit, is_vit, train_vit_group
 from utils import store
 from utils.cli import default_device
 from utils.images import CIFAR10_FOLDER, CIFAR10_URL, LUMA, load_cifar10
@@ -112,8 +119,11 @@ __all__ = [
     "CIFAR10_FOLDER",
     "CIFAR10_URL",
     "DATASETS",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_EPOCHS",
+    "DEFAULT_GROUP_SIZE",
     "FAMILIES",
+    "SimpleViT",
     "FORMAT_VERSION",
     "HPARAM_SPACE",
     "LUMA",
@@ -129,6 +139,7 @@ __all__ = [
     "ZooMember",
     "assign_groups",
     "build_cnn",
+    "build_vit",
     "check_config",
     "generate_zoo",
     "hparam_space",
@@ -381,14 +392,17 @@ def generate_zoo(config: ZooConfig, data: ZooData, out: str | Path,
             def on_epoch(epoch: int, group: dict[str, Any] = group) -> None:
                 bar.set_postfix(group=group["group"], epoch=epoch)
 
-            result = train_group(group, data_dev, config, on_epoch)
+            trainer = train_vit_group if config.family == "vit" else train_group
+            result = trainer(group, data_dev, config, on_epoch)
             record = _write_shard(out, result)
             n = len(group["networks"])
             trained += n
             bar.update(n)
             final = [m["test_acc"] for m in record["members"] if m["epoch"] == max(config.epochs)]
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            say(f"group {g} ({n} nets, {len(group['networks'][0]['arch']['layers'])} conv, "
+            arch = group["networks"][0]["arch"]
+            shape = ("ViT" if is_vit(arch) else f"{len(arch['layers'])} conv")
+            say(f"group {g} ({n} nets, {shape}, "
                 f"fraction {group['train_fraction']}): {elapsed:.1f} s ({cpu:.1f} s CPU), "
                 f"{60 * n / elapsed:.1f} nets/min, final test acc median "
                 f"{np.median(final) if final else float('nan'):.3f}, "
@@ -422,9 +436,10 @@ class ZooMember:
     test_acc: float
     state_dict: dict[str, Tensor]
 
-    def model(self, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-        """The network as a plain torch module (:func:`build_cnn`), in eval mode."""
-        net = build_cnn(self.arch).to(dtype)
+    def model(self, dtype: torch.dtype = torch.float32) -> nn.Sequential | SimpleViT:
+        """The network as a plain torch module (:func:`build_cnn`, or :func:`build_vit`
+        for the ViT family), in eval mode."""
+        net = (build_vit(self.arch) if is_vit(self.arch) else build_cnn(self.arch)).to(dtype)
         net.load_state_dict(self.state_dict)
         return net.eval()
 

@@ -4,7 +4,7 @@ Every zoo member (one checkpoint of one network, :class:`neural_graphs.zoo.ZooMe
 becomes the neural graph of its eval-mode network (:func:`neural_graphs.to_neural_graph`,
 BatchNorm folded), with the member's test accuracy as the target ``y``. Graphs of one zoo
 share one ``kernel_shape`` (the family's largest kernel: 3x3 for ``small``, 7x7 for
-``wild``), so any of them collate into one :class:`torch_geometric.data.Batch`.
+``wild``, the patch for ``vit``), so any of them collate into one :class:`torch_geometric.data.Batch`.
 
 The conversion runs once: the graphs are cached in ``ZOO_DIR/neural_graphs_<kh>x<kw>.pt``
 (written atomically), keyed by the sha256 of the zoo's ``manifest.json`` and the kernel
@@ -73,14 +73,17 @@ def family_kernel_shape(manifest: dict[str, Any]) -> tuple[int, int]:
     family = config.get("family")
     if family == "small":
         return (3, 3)
+    if family == "vit":  # the patch embedding is the only convolution
+        patch = int(config.get("vit_skeleton", {}).get("patch_size", 4))
+        return (patch, patch)
     if family == "wild":
         sizes = (config.get("wild_space") or {}).get("kernel_size")
         if not sizes:
             raise ValueError("the wild zoo's manifest has no config.wild_space.kernel_size")
         k = int(max(sizes))
         return (k, k)
-    raise ValueError(f"unknown zoo family {family!r} in the manifest; expected 'small' or "
-                     "'wild'")
+    raise ValueError(f"unknown zoo family {family!r} in the manifest; expected 'small', "
+                     "'wild' or 'vit'")
 
 
 def cache_path(zoo_dir: str | Path, kernel_shape: Sequence[int]) -> Path:

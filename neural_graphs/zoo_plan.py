@@ -2,7 +2,8 @@
 
 :func:`load_data` gives the images a zoo trains and measures on (:class:`ZooData`);
 :class:`ZooConfig` is everything that decides a zoo's contents; :func:`plan_zoo` draws
-every network's hyper-parameters (and, for the ``wild`` family, its architecture) and
+every network's hyper-parameters (and, for the ``wild`` family, its architecture; the
+``vit`` family only a seed) and
 puts them into groups that train as one stacked network; :func:`assign_groups` splits the
 groups over ``torchrun`` ranks by estimated cost.
 """
@@ -21,11 +22,22 @@ import torch
 from torch import Tensor
 
 from neural_graphs.zoo_cnn import ACTIVATIONS
+from neural_graphs.zoo_vit import (
+    VIT_EPOCHS,
+    VIT_SKELETON,
+    VIT_SPACE,
+    is_vit,
+    vit_hparams,
+    vit_macs,
+    vit_skeleton,
+)
 from utils.images import grey, load_cifar10, load_cifar100, load_mnist
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_EPOCHS",
+    "DEFAULT_GROUP_SIZE",
     "FAMILIES",
     "FORMAT_VERSION",
     "HPARAM_SPACE",
@@ -40,7 +52,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-FAMILIES = ("small", "wild")
+FAMILIES = ("small", "wild", "vit")
 DATASETS = ("mnist", "cifar10-gs", "cifar100-gs")
 
 
@@ -78,8 +90,13 @@ HPARAM_SPACE: dict[str, Any] = {
 # Checkpoint epochs when none are given (0: the untrained network). small: the Small CNN
 # Zoo's 0, 1, 2, 3, 20, 40, 60, 80, 86 of 86 epochs with the first four kept and the rest
 # scaled to 12 epochs (20 -> 3, 40 -> 6, 60 -> 8, 80 -> 11, 86 -> 12).
+# vit: the official ViT zoo's stop epochs.
 DEFAULT_EPOCHS: dict[str, list[int]] = {"small": [0, 1, 2, 3, 6, 8, 11, 12],
-                                        "wild": [1, 2, 4, 8]}
+                                        "wild": [1, 2, 4, 8], "vit": list(VIT_EPOCHS)}
+#: Images per step and networks per group when none are given (vit: the official batch;
+#: groups of 8 split 112 networks evenly over two processes).
+DEFAULT_BATCH_SIZE: dict[str, int] = {"small": 32, "wild": 32, "vit": 128}
+DEFAULT_GROUP_SIZE: dict[str, int] = {"small": 16, "wild": 16, "vit": 8}
 WILD_SPACE: dict[str, Any] = {
     "depth": [2, 5],
     "channels": [4, 32],
@@ -189,19 +206,21 @@ class ZooConfig:
     train_images: int | None = None
     test_images: int | None = None
     epochs: list[int] | None = None  # None: DEFAULT_EPOCHS of the family
-    batch_size: int = 32
-    group_size: int | None = None
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE of the family
+    group_size: int | None = None  # None: DEFAULT_GROUP_SIZE of the family
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {list(FAMILIES)}, got {self.family!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE[self.family]
+        if self.group_size is None:
+            self.group_size = DEFAULT_GROUP_SIZE[self.family]
         for name in ("num", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.group_size is None:
-            self.group_size = 16
         if self.group_size < 1:
             raise ValueError(f"group_size must be at least 1, got {self.group_size}")
         if self.seed < 0:
@@ -214,7 +233,10 @@ class ZooConfig:
         self.epochs = epochs
 
     def to_dict(self, data: ZooData) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "family": self.family, "num": self.num,
+        # Only a ViT zoo records its skeleton: the configurations of other zoos stay as
+        # they were written (a resumed zoo must find its own configuration unchanged).
+        extra = {"vit_skeleton": VIT_SKELETON} if self.family == "vit" else {}
+        return {**extra, "format": FORMAT_VERSION, "family": self.family, "num": self.num,
                 "seed": self.seed, "dataset": self.dataset,
                 "train_images": len(data.train_x), "test_images": len(data.test_x),
                 "image_shape": list(data.train_x.shape[1:]), "num_classes": data.num_classes,
@@ -229,8 +251,9 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 def hparam_space(family: str) -> dict[str, Any]:
-    """The hyper-parameter ranges the ``family`` samples from (recorded in the config)."""
-    return SMALL_SPACE if family == "small" else HPARAM_SPACE
+    """The hyper-parameter ranges the ``family`` samples from (recorded in the config;
+    ``vit``: the one recipe every network shares)."""
+    return {"small": SMALL_SPACE, "vit": VIT_SPACE}.get(family, HPARAM_SPACE)
 
 
 def _per_optimizer(entry: Any, optimizer: str) -> Any:
@@ -308,6 +331,13 @@ def plan_zoo(config: ZooConfig, in_channels: int, num_classes: int,
             if members:
                 parts = math.ceil(len(members) / config.group_size)
                 batches += [list(part) for part in np.array_split(members, parts)]
+    elif config.family == "vit":
+        skeleton = vit_skeleton(in_channels, num_classes, image_size)
+        for i in range(config.num):
+            hp = vit_hparams(int(rng.integers(2**31 - 1)))
+            nets.append({"network": i, "hparams": hp, "skeleton": skeleton})
+        batches = [list(range(start, min(config.num, start + config.group_size)))
+                   for start in range(0, config.num, config.group_size)]
     else:
         while len(nets) < config.num:
             skeleton = _wild_skeleton(rng, in_channels, num_classes, image_size)
@@ -336,6 +366,8 @@ def plan_zoo(config: ZooConfig, in_channels: int, num_classes: int,
 
 def _macs(arch: dict[str, Any], size: int) -> int:
     """Multiply-accumulates of one forward pass on a ``size x size`` image."""
+    if is_vit(arch):
+        return vit_macs(arch)
     total, width = 0, arch["in_channels"]
     for layer in arch["layers"]:
         out, k, s = layer["out_channels"], layer["kernel_size"], layer["stride"]
