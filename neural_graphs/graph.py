@@ -50,8 +50,12 @@ tensor methods; ``neural_graphs.activations``), max/average/adaptive pooling (mo
 functions, and global pooling written ``x.mean((2, 3))`` / ``x.amax(...)``), flatten
 (``nn.Flatten``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``), Dropout and Identity
 (ignored), residual additions and constant offsets, self-attention and Transformer
-encoder layers; containers and your own modules are traced through. Anything else raises
-``TypeError`` naming the operation, its place in the model and what is supported.
+encoder layers, the ViT class token and position embedding (parameters, or buffers like
+SimpleViT's fixed sin-cos embedding; kept with their layer in ``layers``, as ``tokens``),
+and the mean over the tokens (``x.mean(1)`` of token-major ``[B, T, C]`` states, as in
+SimpleViT: an average pooling of the tokens); containers and your own modules are traced
+through. Anything else raises ``TypeError`` naming the operation, its place in the model
+and what is supported.
 
 Graphs of networks with different largest kernels batch with :func:`collate_graphs`
 (``neural_graphs.kernels``), which pads every kernel to the batch's largest grid.
@@ -80,7 +84,7 @@ from neural_graphs.kernels import (
     kernel_placement,
     pad_kernels,
 )
-from neural_graphs.trace_state import _Group, _Layer, _Rows
+from neural_graphs.trace_state import _Group, _Layer, _model_tensor, _Rows
 from neural_graphs.tracing import read_network
 
 __all__ = [
@@ -241,7 +245,7 @@ def to_neural_graph(model: nn.Module, *, batchnorm: str = "fold",
             else None,
             "rows": layer.weight_rows, "num_heads": layer.num_heads,
             "neurons_last": bool(layer.tokens.get("neurons_last")),
-            "tokens": {role: (key, model.get_parameter(key).detach().clone())
+            "tokens": {role: (key, _model_tensor(model, key).detach().clone())
                        for role, key in layer.tokens.items() if role != "neurons_last"},
             "batchnorm": None if layer.batchnorm is None else {
                 "path": layer.batchnorm_path, "eps": layer.batchnorm.eps, "folded": fold},
@@ -424,7 +428,7 @@ def from_neural_graph(graph: Data, template: nn.Module) -> nn.Module:
                 key = layer["bias"] or _param_path(layer["path"], "bias")
                 _rows(params[key], layer["rows"]).copy_(graph.x[lo:hi, 0])
             for key, value in layer["tokens"].values():
-                params[key].copy_(value)
+                _model_tensor(model, key).copy_(value)
             if layer["batchnorm"] is not None and not fold:
                 path = layer["batchnorm"]["path"]
                 for col, name in enumerate(("weight", "bias")):

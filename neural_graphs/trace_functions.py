@@ -3,10 +3,11 @@
 What the graph supports as a module it supports in functional and method form too:
 activations (``F.relu``, ``torch.tanh``, ``x.sigmoid()``, in-place variants), pooling
 (``F.max_pool2d``, ``F.adaptive_avg_pool2d``, ...; global pooling written as
-``x.mean((2, 3))``, ``x.mean(dim=(-2, -1))``, ``x.amax(...)``), flatten (``torch.flatten``,
-``x.flatten(1)``, ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), dropout and
-additions. Anything else raises ``TypeError`` naming the operation, its place in the
-model and what is supported.
+``x.mean((2, 3))``, ``x.mean(dim=(-2, -1))``, ``x.amax(...)``; the mean over the tokens of
+token-major ``[B, T, C]`` states, ``x.mean(1)``, ``x.mean(dim=-2)``, ``torch.mean(x, 1)``,
+as in SimpleViT), flatten (``torch.flatten``, ``x.flatten(1)``, ``x.view(x.size(0), -1)``,
+``x.reshape(x.shape[0], -1)``), dropout and additions. Anything else raises ``TypeError``
+naming the operation, its place in the model and what is supported.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ SUPPORTED = (
     "Linear, Conv1d/Conv2d, BatchNorm1d/2d (eval), LayerNorm, the activations "
     f"{', '.join(ACTIVATIONS)} (modules, F./torch. functions or tensor methods), "
     "MaxPool/AvgPool 1d/2d, AdaptiveAvgPool1d/2d and AdaptiveMaxPool2d (modules or F. "
-    "functions; global pooling also as x.mean/x.amax over the spatial axes), flatten "
+    "functions; global pooling also as x.mean/x.amax over the spatial axes, and "
+    "x.mean(1) over the tokens of token-major [batch, tokens, channels] states), flatten "
     "(nn.Flatten, torch.flatten(x, 1), x.flatten(1), x.view/reshape(x.size(0), -1)), "
     "Dropout and Identity (ignored), residual and constant additions, multi-head "
     "self-attention and Transformer encoder layers, the ViT class token and position "
-    "embedding; containers (Sequential, ModuleList, ModuleDict, your own modules) are "
-    "traced through")
+    "embedding (parameters or buffers); containers (Sequential, ModuleList, ModuleDict, "
+    "your own modules) are traced through")
 
 _ADD = (operator.add, operator.iadd, torch.add)
 _SUB = (operator.sub, operator.isub, torch.sub)
@@ -76,6 +78,14 @@ def unsupported(what: str, node: fx.Node, why: str = "") -> TypeError:
                      f"supported: {SUPPORTED}")
 
 
+def _axes(dim: Any, ndim: int) -> list[int] | None:
+    """The sorted axes a reduction's ``dim`` names in an ``ndim``-d tensor (negative ones
+    counted from the end); None when it names none, a non-integer or one twice."""
+    dims = (dim,) if isinstance(dim, int) else tuple(dim) if dim is not None else ()
+    axes = sorted({d % ndim for d in dims if isinstance(d, int)})
+    return axes if axes and len(axes) == len(dims) else None
+
+
 def _argument(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
     return kwargs.get(name, args[index] if len(args) > index else default)
 
@@ -101,15 +111,13 @@ class _FunctionMixin:
 
     def reduction(self, how: str, value: Any, dim: Any, keepdim: bool,
                   node: fx.Node) -> _Value:
-        """``x.mean(dims)`` / ``x.amax(dims)`` over every spatial axis: global pooling."""
+        """``x.mean(dims)`` / ``x.amax(dims)`` over every spatial axis: global pooling;
+        over the tokens of token-major states see :meth:`token_reduction`."""
         value = self.value_of(value, node)
-        layer = self.layers[value.layer]
-        spatial = _dims(layer, value.pre)
-        dims = (dim,) if isinstance(dim, int) else tuple(dim) if dim is not None else ()
-        ndim = 2 + spatial
-        axes = sorted({d % ndim for d in dims if isinstance(d, int)}) if ndim > 2 else []
-        if value.tokens or not spatial or len(axes) != len(dims) or \
-                axes != list(range(2, ndim)):
+        if value.tokens:
+            return self.token_reduction(how, value, dim, keepdim, node)
+        spatial = _dims(self.layers[value.layer], value.pre)
+        if not spatial or _axes(dim, 2 + spatial) != list(range(2, 2 + spatial)):
             raise unsupported(f"reduction .{how}(dim={dim})", node, "only a global "
                               "pooling over every spatial axis of conv feature maps")
         native = _REDUCTIONS[how][spatial - 1]
@@ -118,6 +126,19 @@ class _FunctionMixin:
                               "message-passing twin")
         value = self.pool(native(1), node.name, value)
         return value if keepdim else self.flatten(value, 1, -1, node.name)
+
+    def token_reduction(self, how: str, value: _Value, dim: Any, keepdim: bool,
+                        node: fx.Node) -> _Value:
+        """A reduction of token-major ``[B, T, C]`` states. Only the mean over the tokens
+        (axis 1, SimpleViT's pooling) is an exact pooling of every neuron on its own; over
+        the channels it would mix neurons, and a max over the tokens has no pooling twin
+        (AdaptiveMaxPool1d)."""
+        if how != "mean" or _dims(self.layers[value.layer], value.pre) != 1 or \
+                _axes(dim, 3) != [1]:
+            raise unsupported(f"reduction .{how}(dim={dim}) of token-major states", node,
+                              "only the mean over the tokens, x.mean(1) / x.mean(-2) / "
+                              "torch.mean(x, 1) of [batch, tokens, channels]")
+        return self.mean_tokens(value, keepdim, node.name)
 
     def value_of(self, value: Any, node: fx.Node) -> _Value:
         if not isinstance(value, _Value):

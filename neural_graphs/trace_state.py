@@ -75,6 +75,20 @@ class _Attr:
     target: str
 
 
+def _model_tensor(model: nn.Module, target: str) -> Tensor:
+    """The parameter or buffer ``target`` of ``model``: a learned class token or position
+    embedding is a parameter, a fixed one (SimpleViT's sin-cos embedding) a buffer."""
+    try:
+        return model.get_parameter(target)
+    except AttributeError:
+        pass
+    try:
+        return model.get_buffer(target)
+    except AttributeError as err:
+        raise TypeError(f"to_neural_graph: '{target}' must be a parameter or a registered "
+                        "buffer of the model (a plain tensor attribute is not read)") from err
+
+
 def _dims(layer: _Layer, pre: tuple) -> int:
     """Spatial (or token) axes left after the pending steps ``pre``."""
     dims = layer.spatial_dims or 0

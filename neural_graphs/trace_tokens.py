@@ -1,6 +1,8 @@
 """Transformers in ``to_neural_graph`` (internal): self-attention as q, k, v layers and a
 parameter-free attention layer, Transformer encoder layers, the class token and position
-embedding of token-major states, and picking one token."""
+embedding of token-major states (parameters, or buffers such as SimpleViT's fixed sin-cos
+embedding), picking one token, and the mean over the tokens (``x.mean(1)``, SimpleViT's
+pooling: a global average pooling of the tokens)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from neural_graphs.activations import function_activation, module_activation
-from neural_graphs.trace_state import _Attr, _Group, _Layer, _Rows, _Value
+from neural_graphs.trace_state import _Attr, _Group, _Layer, _model_tensor, _Rows, _Value
 
 __all__: list[str] = []
 
@@ -29,8 +31,8 @@ def _is_attention(m: nn.Module) -> bool:
 
 class _TokenMixin:
     """The transformer half of the network reader; mixed into ``tracing._Builder``, whose
-    ``source``, ``new_layer``, ``close``, ``linear``, ``layernorm``, ``activation`` and
-    ``add`` it calls."""
+    ``source``, ``new_layer``, ``close``, ``linear``, ``layernorm``, ``activation``,
+    ``add`` and ``pool`` it calls."""
 
     layers: list[_Layer]
     model: nn.Module
@@ -116,7 +118,7 @@ class _TokenMixin:
         return tokens
 
     def prepend(self, attr: _Attr, value: _Value, path: str) -> _Value:
-        param = self.model.get_parameter(attr.target)
+        param = _model_tensor(self.model, attr.target)
         layer = self.token_layer(value, path)
         if param.numel() != layer.size or "prepend" in layer.tokens:
             raise TypeError(f"to_neural_graph: concatenation at '{path}' must prepend one "
@@ -125,7 +127,7 @@ class _TokenMixin:
         return _Value(layer.index, tokens=True)
 
     def position(self, attr: _Attr, value: _Value, path: str) -> _Value:
-        param = self.model.get_parameter(attr.target)
+        param = _model_tensor(self.model, attr.target)
         layer = self.token_layer(value, path)
         if param.dim() != 3 or param.shape[0] != 1 or param.shape[2] != layer.size or \
                 "position" in layer.tokens:
@@ -142,3 +144,10 @@ class _TokenMixin:
         self.close(value)
         return _Value(value.layer, (*value.pre, ("select_token", index[1])), tokens=False)
 
+    def mean_tokens(self, value: _Value, keepdim: bool, path: str) -> _Value:
+        """``x.mean(1)`` of token-major states: a global average pooling over the tokens
+        (the pooling twin, exact), then, without ``keepdim``, its one token picked."""
+        pooled = self.pool(nn.AdaptiveAvgPool1d(1), path, value)
+        if keepdim:
+            return _Value(pooled.layer, pooled.pre, tokens=True)
+        return _Value(pooled.layer, (*pooled.pre, ("select_token", 0)), tokens=False)

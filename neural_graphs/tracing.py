@@ -4,8 +4,11 @@
 layer, tracing through containers and your own modules) and walks the fx graph: each
 Linear, Conv or LayerNorm opens a layer of neurons, BatchNorm, constants, residual
 additions and the activation attach to the open layer, and pooling / flatten steps are
-recorded on the edges that read them. Functions and tensor methods are read in
-``trace_functions``, transformers in ``trace_tokens``.
+recorded on the edges that read them (global pooling ``x.mean((2, 3))`` of feature maps,
+and the mean over the tokens ``x.mean(1)`` of token-major states, SimpleViT's pooling, are
+pooling steps too). Functions and tensor methods are read in ``trace_functions``,
+transformers in ``trace_tokens`` (with the class token and position embedding, held as
+parameters or as buffers like SimpleViT's fixed sin-cos embedding).
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ _POOL_TWINS = {twin: native for native, twin in TWINS.items() if native in _POOL
 
 
 class _Tracer(fx.Tracer):
-    """Stops at every module this builder reads as a whole; traces through the rest."""
+    """Stops at every module this builder reads as a whole; traces through the rest.
+    Buffers read in a traced forward are proxied like parameters, so a class token held as
+    a buffer can be expanded to the batch (``self.cls_token.expand(x.shape[0], -1, -1)``)."""
+
+    proxy_buffer_attributes = True
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):

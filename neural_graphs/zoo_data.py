@@ -4,7 +4,8 @@ Every zoo member (one checkpoint of one network, :class:`neural_graphs.zoo.ZooMe
 becomes the neural graph of its eval-mode network (:func:`neural_graphs.to_neural_graph`,
 BatchNorm folded), with the member's test accuracy as the target ``y``. Graphs of one zoo
 share one ``kernel_shape`` (the family's largest kernel: 3x3 for ``small``, 7x7 for
-``wild``, the patch for ``vit``), so any of them collate into one :class:`torch_geometric.data.Batch`.
+``wild``, the patch for ``vit``), so any of them collate into one
+:class:`torch_geometric.data.Batch`.
 
 The conversion runs once: the graphs are cached in ``ZOO_DIR/neural_graphs_<kh>x<kw>.pt``
 (written atomically), keyed by the sha256 of the zoo's ``manifest.json`` and the kernel

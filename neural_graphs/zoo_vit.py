@@ -28,7 +28,7 @@ accuracies.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -216,6 +216,57 @@ def _finite(model: nn.Module) -> bool:
     return all(bool(p.detach().isfinite().all()) for p in model.parameters())
 
 
+def _member(model: SimpleViT, network: int, epoch: int, data: Any, subset: Tensor,
+            train_x: Tensor, test_x: Tensor) -> dict[str, Any]:
+    """One checkpoint: accuracies on the network's training images and on every
+    measurement image, and a CPU copy of its ``state_dict``."""
+    train_pred = predict_module(model, train_x[subset])
+    test_pred = predict_module(model, test_x)
+    return {"network": network, "epoch": epoch,
+            "train_acc": float((train_pred == data.train_y[subset]).double().mean()),
+            "test_acc": float((test_pred == data.test_y).double().mean()),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
+def _train_network(net: dict[str, Any], data: Any, config: Any, dtype: torch.dtype,
+                   on_epoch: Callable[[int], None] | None
+                   ) -> tuple[list[dict[str, Any]], float | None]:
+    """One network's members and the fraction of an epoch at which it diverged (None)."""
+    hp, arch = net["hparams"], net["arch"]
+    device = data.train_x.device
+    train_x, test_x = data.train_x.to(dtype), data.test_x.to(dtype)
+    fill = -data.mean / data.std  # black, normalised like the images
+    rng = np.random.default_rng(hp["seed"])
+    model = _initialised(arch, hp["seed"], dtype).to(device)
+    model.arch = arch
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"],
+                                 weight_decay=hp["weight_decay"])
+    size = max(1, round(hp["train_fraction"] * len(train_x)))
+    subset = torch.as_tensor(rng.choice(len(train_x), size, replace=False), device=device)
+    members = []
+    if 0 in config.epochs:
+        members.append(_member(model, net["network"], 0, data, subset, train_x, test_x))
+    steps = math.ceil(size / config.batch_size)
+    for epoch in range(1, max(config.epochs) + 1):
+        model.train()
+        order = subset[torch.as_tensor(rng.permutation(size), device=device)]
+        for step in range(steps):
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            x = _random_crops(train_x[index], hp["crop_padding"], rng, fill)
+            loss = F.cross_entropy(model(x), data.train_y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if not _finite(model):
+                return members, round(epoch - 1 + (step + 1) / steps, 6)
+        if epoch in config.epochs:
+            members.append(_member(model, net["network"], epoch, data, subset, train_x,
+                                   test_x))
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return members, None
+
+
 def train_vit_group(group: dict[str, Any], data: Any, config: Any,
                     on_epoch: Callable[[int], None] | None = None,
                     dtype: torch.dtype = torch.float32) -> dict[str, Any]:
@@ -227,57 +278,13 @@ def train_vit_group(group: dict[str, Any], data: Any, config: Any,
     order every epoch, in batches of ``config.batch_size``, with random crops; at every
     epoch of ``config.epochs`` (0: the initialisation) a finite network becomes a member.
     """
-    device = data.train_x.device
-    train_x, test_x = data.train_x.to(dtype), data.test_x.to(dtype)
-    fill = -data.mean / data.std  # black, normalised like the images
     members: list[dict[str, Any]] = []
     networks = []
-    epochs = set(config.epochs)
     for net in group["networks"]:
-        hp, arch = net["hparams"], net["arch"]
-        rng = np.random.default_rng(hp["seed"])
-        model = _initialised(arch, hp["seed"], dtype).to(device)
-        model.arch = arch
-        optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"],
-                                     weight_decay=hp["weight_decay"])
-        size = max(1, round(hp["train_fraction"] * len(train_x)))
-        subset = torch.as_tensor(rng.choice(len(train_x), size, replace=False), device=device)
-        diverged = None
-
-        def checkpoint(epoch: int) -> None:
-            train_pred = predict_module(model, train_x[subset])
-            test_pred = predict_module(model, test_x)
-            members.append({
-                "network": net["network"], "epoch": epoch,
-                "train_acc": float((train_pred == data.train_y[subset]).double().mean()),
-                "test_acc": float((test_pred == data.test_y).double().mean()),
-                "state_dict": {k: v.detach().cpu().clone()
-                               for k, v in model.state_dict().items()}})
-
-        if 0 in epochs:
-            checkpoint(0)
-        steps = math.ceil(size / config.batch_size)
-        for epoch in range(1, max(config.epochs) + 1):
-            model.train()
-            order = subset[torch.as_tensor(rng.permutation(size), device=device)]
-            for step in range(steps):
-                index = order[step * config.batch_size:(step + 1) * config.batch_size]
-                x = _random_crops(train_x[index], hp["crop_padding"], rng, fill)
-                loss = F.cross_entropy(model(x), data.train_y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if not _finite(model):
-                    diverged = round(epoch - 1 + (step + 1) / steps, 6)
-                    break
-            if diverged is not None:
-                break
-            if epoch in epochs:
-                checkpoint(epoch)
-            if on_epoch is not None:
-                on_epoch(epoch)
-        networks.append({"network": net["network"], "arch": arch, "hparams": hp,
-                         "diverged_epoch": diverged})
+        own, diverged = _train_network(net, data, config, dtype, on_epoch)
+        members += own
+        networks.append({"network": net["network"], "arch": net["arch"],
+                         "hparams": net["hparams"], "diverged_epoch": diverged})
     return {"group": group["group"], "train_fraction": group["train_fraction"],
             "networks": networks, "members": members}
 

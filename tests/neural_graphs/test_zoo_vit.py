@@ -194,3 +194,23 @@ def test_cli_makes_a_vit_zoo_and_describes_it(tmp_path: Path, shared_data: Path,
     assert "family vit" in capsys.readouterr().out
     members = zoo.load_zoo(out)
     assert len(members) == 4 and members[0].model()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_vit_zoo_members_are_exact_neural_graphs(tmp_path: Path) -> None:
+    """Every member's graph (the zoo's cache, patch-sized kernel grid) computes its network
+    in float64, and the zoo's graphs load for the accuracy-prediction job."""
+    from neural_graphs import run_neural_graph, to_neural_graph
+    from neural_graphs.zoo_data import load_zoo_graphs
+
+    data = synthetic_data(train=32, test=16)
+    config = zoo.ZooConfig(family="vit", num=2, group_size=2, epochs=[0, 1], batch_size=16)
+    zoo.generate_zoo(config, data, tmp_path, device="cpu", progress=False,
+                     log=lambda line: None)
+    graphs = load_zoo_graphs(tmp_path, progress=False)
+    assert graphs.family == "vit" and graphs.kernel_shape == (4, 4) and len(graphs) == 4
+    x = data.test_x[:5].double()
+    for member, graph in zip(zoo.load_zoo(tmp_path), graphs.graphs):
+        model = member.model(torch.float64)
+        exact = run_neural_graph(to_neural_graph(model, kernel_shape=(4, 4)), x)
+        assert (exact - model(x)).abs().max().item() < 1e-10
+        assert float(graph.y) == pytest.approx(member.test_acc)
