@@ -11,6 +11,9 @@ this project; see ``--help``):
   under the same allocator setting: median seconds, graphs per second, the ratio ours /
   reference, and the peak tensor memory of one step of each.
 
+Our INR2JLS and INR-INR autoencoders against the official ones have their own command,
+``python -m benchmarks.reference.jls``.
+
 Example (reference checkouts in /work/ref, their extra dependencies in a separate
 environment)::
 
