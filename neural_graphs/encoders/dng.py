@@ -205,19 +205,10 @@ class DNGEncoder(nn.Module):
             return NodeEmbeddings(self._dense_chunks(batch, layout, own, start), batch)
         state = start.new_zeros(batch.num_nodes, start.shape[-1])
         state = state.index_copy(0, inputs, start)
-        heads = self.edge_heads(batch) if self.num_layers is None else None
-        step_of_edge = batch.edge_layer
         for snapshot in layer_snapshots(batch):
             layer = snapshot.step - 1
-            src, dst = snapshot.edge_index
             targets = snapshot.target.nonzero().squeeze(1)
-            if heads is None:
-                step_heads = self.edge_heads(snapshot, layer)
-            else:
-                step_heads = heads[(step_of_edge == snapshot.step).nonzero().squeeze(1)]
-            sources = self._at(self.source_proj, layer)(state)[src]
-            messages = step_heads * sources.unsqueeze(1)  # [E_t, K, d]
-            summed = scatter(messages, dst, 0, batch.num_nodes, "sum")[targets]
+            summed = self._summed_messages(snapshot, state, targets, layer)  # [T, K, d]
             memory = self.message_mlp(summed.flatten(1)) if self.message_mlp is not None \
                 else summed.sum(1)
             if own is not None:
@@ -226,6 +217,30 @@ class DNGEncoder(nn.Module):
                 inner = self._at(self.node_proj, layer)(self.node_rff(batch.x[targets]))
             state = state.index_copy(0, targets, self._update(inner, memory, layer))
         return NodeEmbeddings(state, batch)
+
+    def _summed_messages(self, snapshot: Data, state: Tensor, targets: Tensor,
+                         layer: int) -> Tensor:
+        """:math:`m_i^{(k)}` of every target of a step, ``[T, K, head_dim]``, computed on the
+        valid (edge, kernel element) entries only: a padding entry sends nothing, so a
+        Linear edge on a grid of ``K`` elements costs one head, not ``K`` (a ViT's graph on
+        its 4x4 patch grid, or a wild CNN's on 7x7, would otherwise carry ``[E, K, d]``
+        heads, nearly all zero)."""
+        src, dst = snapshot.edge_index
+        edge, element = snapshot.edge_mask.nonzero(as_tuple=True)
+        heads = self._at(self.edge_proj, layer)(
+            self.edge_rff(snapshot.edge_attr[edge, element].unsqueeze(-1)))  # [V, d]
+        if self.edge_type is not None:
+            heads = heads + self.edge_type(snapshot.edge_type[edge])
+        sources = self._at(self.source_proj, layer)(state)[src[edge]]
+        slot = torch.full((state.shape[0],), -1, dtype=torch.long, device=state.device)
+        slot[targets] = torch.arange(len(targets), device=state.device)
+        kernel = snapshot.edge_mask.shape[1]
+        index = slot[dst[edge]] * kernel + element
+        keep = slot[dst[edge]] >= 0
+        if not bool(keep.all()):  # edges into neurons this step does not update
+            heads, sources, index = heads[keep], sources[keep], index[keep]
+        summed = scatter(heads * sources, index, 0, len(targets) * kernel, "sum")
+        return summed.view(len(targets), kernel, -1)
 
     @staticmethod
     def _dense_layout(batch: Batch) -> list[int] | None:
