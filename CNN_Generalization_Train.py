@@ -39,13 +39,12 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree
 
 from jobs.encoder_jobs import (
-    EncoderDefaults,
-    encoder_side,
     load_or_refuse,
     per_encoder,
     run_job,
     split_loaders_of,
 )
+from jobs.zoo_jobs import ZOO_ENCODER_DEFAULTS, ZOO_ENCODERS, make_zoo_encoder
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
 from utils.cli import non_negative_int, positive_float, positive_int
@@ -53,23 +52,14 @@ from utils.tasks import scalar_regression
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
 
 SCRIPT = "CNN_Generalization_Train"
-ENCODER_NAMES = ("statnn", "nfn", "ngnn", "ngt", "dng")
+ENCODER_NAMES = ZOO_ENCODERS
 EVERY = "all"
 DEFAULT_ENCODER = "ngnn"
 LOSSES = ("bce", "mse")
 
 
-# Sized for minutes per run on 3,200 training members (1,000 networks x 4 checkpoints),
-# 2 CPU cores. Measured CPU seconds of one forward+backward pass of a batch of 128 small-zoo
-# graphs (59 neurons, 688 edges with 3x3 kernels), one thread: statnn 0.17, ngnn 0.93,
-# ngt 2.5, dng 2.4 (dng with 128 frequencies: 6.4); an epoch is 25 such batches.
-ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
-    "statnn": EncoderDefaults(hidden=256, layers=2, epochs=100),
-    "nfn": EncoderDefaults(hidden=32, layers=3, epochs=40),
-    "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=20),
-    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=8),
-    "dng": EncoderDefaults(hidden=64, layers=1, epochs=8, rff_dim=32),
-}
+#: Default sizes and epochs per encoder (shared with the zoo benchmark: jobs.zoo_jobs).
+ENCODER_DEFAULTS = ZOO_ENCODER_DEFAULTS
 
 
 # --------------------------------------------------------------------------- model
@@ -119,16 +109,7 @@ def encoder_settings(args: argparse.Namespace, side: str) -> tuple[int, int, int
     return hidden, layers, rff_dim
 
 
-def make_encoder(side: str, hidden: int, layers: int, rff_dim: int,
-                 rff_sigma: float, deg: Tensor | None = None) -> nn.Module:
-    """The encoder ``side`` of :data:`ENCODER_NAMES` with one output
-    (:func:`jobs.encoder_jobs.encoder_side`).
-
-    ``deg``: the in-degree histogram of the training graphs (NG-GNN's PNA scalers)."""
-    if side not in GRAPH_ENCODER_NAMES:
-        return encoder_side(side, 1, hidden=hidden, layers=layers)
-    return encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
-                        rff_sigma=rff_sigma, deg=deg if side == "ngnn" else None)
+make_encoder = make_zoo_encoder
 
 
 # --------------------------------------------------------------------------- data

@@ -141,8 +141,10 @@ def test_kernel_shape_is_the_family_largest():
     assert family_kernel_shape({"config": {"family": "small"}}) == (3, 3)
     wild = {"config": {"family": "wild", "wild_space": {"kernel_size": [3, 5, 7]}}}
     assert family_kernel_shape(wild) == (7, 7)
+    vit = {"config": {"family": "vit", "vit_skeleton": {"patch_size": 4}}}
+    assert family_kernel_shape(vit) == (4, 4)  # the patch embedding, its one convolution
     with pytest.raises(ValueError, match="unknown zoo family"):
-        family_kernel_shape({"config": {"family": "vit"}})
+        family_kernel_shape({"config": {"family": "mlp"}})
 
 
 def test_bad_zoo_folders_give_clear_errors(small_zoo, tmp_path, capsys):

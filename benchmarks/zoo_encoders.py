@@ -1,0 +1,100 @@
+"""`python -m benchmarks.zoo_encoders`: each zoo encoder on one batch of a zoo family's
+networks: parameters, CPU seconds and peak tensor memory of one training step.
+
+The networks are the family's own (:func:`neural_graphs.zoo.plan_zoo` on 28x28 grey
+images, ten classes), untrained: the cost of a step depends on the architectures, not on
+the weights. Each becomes its neural graph on the family's kernel grid (3x3 small, 7x7
+wild, the 4x4 patch for vit), as ``CNN_Generalization_Train`` reads them, and each encoder
+(at that job's defaults, :data:`jobs.zoo_jobs.ZOO_ENCODER_DEFAULTS`) runs one forward and
+backward pass of a squared loss on the whole batch (:func:`benchmarks.common.memory_use`:
+the peak of tensor memory above the level at the start)::
+
+    python -m benchmarks.zoo_encoders --family wild --batch-size 128
+    python -m benchmarks.zoo_encoders --family vit --batch-size 32 --encoders statnn ngnn dng
+
+NG-T holds ``[graphs, n, n, edge_dim]`` tensors: on ViT graphs (747 neurons) a batch of
+128 needs far more memory than a workstation has; ask for it with a small batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+from torch_geometric.data import Batch
+
+from benchmarks.common import format_table, memory_use, parameter_count
+from jobs.zoo_jobs import ZOO_ENCODER_DEFAULTS, ZOO_ENCODERS, make_zoo_encoder
+from neural_graphs.graph import to_neural_graph
+from neural_graphs.zoo import FAMILIES, ZooConfig, build_cnn, build_vit, plan_zoo
+from neural_graphs.zoo_vit import is_vit
+from utils.cli import HelpFormatter, positive_int
+from utils.memory import allocator_setting, keep_freed_memory
+
+KERNELS = {"small": (3, 3), "wild": (7, 7), "vit": (4, 4)}
+DEFAULT_ENCODERS = ("statnn", "ngnn", "ngt", "dng")
+
+
+def family_graphs(family: str, count: int, seed: int = 0) -> list:
+    """The neural graphs of the first ``count`` networks of a ``family`` zoo (untrained)."""
+    groups = plan_zoo(ZooConfig(family=family, num=count, seed=seed, epochs=[1]), 1, 10, 28)
+    graphs = []
+    for group in groups:
+        for net in group["networks"]:
+            torch.manual_seed(net["hparams"]["seed"])
+            arch = net["arch"]
+            model = build_vit(arch) if is_vit(arch) else build_cnn(arch)
+            graph = to_neural_graph(model.eval(), kernel_shape=KERNELS[family])
+            graph.y = torch.rand(1)
+            graphs.append(graph)
+    return graphs
+
+
+def measure(side: str, graphs: list) -> tuple[str, ...]:
+    """One row: the encoder, its parameters, CPU seconds and peak MiB of one step."""
+    defaults = ZOO_ENCODER_DEFAULTS[side]
+    degrees = torch.cat([torch.bincount(g.edge_index[1], minlength=g.num_nodes) for g in graphs])
+    encoder = make_zoo_encoder(side, defaults.hidden, defaults.layers, defaults.rff_dim, 1.0,
+                               deg=torch.bincount(degrees))
+    if side == "statnn":
+        encoder.attach_features(graphs)
+    batch = Batch.from_data_list(graphs)
+    with torch.no_grad():
+        encoder(Batch.from_data_list(graphs[:2]))  # lazy parts
+
+    def step() -> None:
+        encoder(batch).square().mean().backward()
+
+    start = time.process_time()
+    use = memory_use(step, torch.device("cpu"))
+    return (side, f"{parameter_count(encoder):,}", f"{time.process_time() - start:.1f}",
+            f"{use.peak / 2**20:,.0f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.zoo_encoders",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--family", choices=FAMILIES, default="wild", help="zoo family")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="networks")
+    parser.add_argument("--encoders", nargs="+", choices=ZOO_ENCODERS,
+                        default=list(DEFAULT_ENCODERS), help="encoders to measure")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    graphs = family_graphs(args.family, args.batch_size)
+    nodes = [g.num_nodes for g in graphs]
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {allocator_setting()}; "
+          f"{len(graphs)} {args.family} networks, neurons {min(nodes)}-{max(nodes)} (mean "
+          f"{sum(nodes) / len(nodes):.0f}), kernel grid {KERNELS[args.family]}", flush=True)
+    rows = [measure(side, graphs) for side in args.encoders]
+    print(format_table(("encoder", "parameters", "CPU s / step", "peak MiB"), rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""What the zoo jobs share (``CNN_Generalization_Train``, ``benchmarks.zoo_encoders``): the
+encoders' default sizes and epochs on a model zoo, and how each is built.
+
+Sized for minutes per run on 3,200 training members (1,000 networks x 4 checkpoints),
+2 CPU cores. Measured CPU seconds of one forward+backward pass of a batch of 128 small-zoo
+graphs (59 neurons, 688 edges with 3x3 kernels), one thread: statnn 0.17, ngnn 0.93,
+ngt 2.5, dng 2.4 (dng with 128 frequencies: 6.4); an epoch is 25 such batches.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from jobs.encoder_jobs import EncoderDefaults, encoder_side
+from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
+
+__all__ = ["ZOO_ENCODERS", "ZOO_ENCODER_DEFAULTS", "make_zoo_encoder"]
+
+ZOO_ENCODERS = ("statnn", "nfn", "ngnn", "ngt", "dng")
+ZOO_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
+    "statnn": EncoderDefaults(hidden=256, layers=2, epochs=100),
+    "nfn": EncoderDefaults(hidden=32, layers=3, epochs=40),
+    "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=20),
+    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=8),
+    "dng": EncoderDefaults(hidden=64, layers=1, epochs=8, rff_dim=32),
+}
+
+
+def make_zoo_encoder(side: str, hidden: int, layers: int, rff_dim: int,
+                     rff_sigma: float, deg: Tensor | None = None) -> nn.Module:
+    """The encoder ``side`` of :data:`ZOO_ENCODERS` with one output
+    (:func:`jobs.encoder_jobs.encoder_side`).
+
+    ``deg``: the in-degree histogram of the training graphs (NG-GNN's PNA scalers)."""
+    if side not in GRAPH_ENCODER_NAMES:
+        return encoder_side(side, 1, hidden=hidden, layers=layers)
+    return encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
+                        rff_sigma=rff_sigma, deg=deg if side == "ngnn" else None)
