@@ -1,5 +1,6 @@
-"""Predict a CNN's test accuracy from its weights: a weight-space encoder reads the neural
-graph of each network of a zoo and regresses the accuracy it reached on images it never saw.
+"""Predict a network's test accuracy from its weights: a weight-space encoder reads the
+neural graph of each network of a zoo (CNNs or ViTs) and regresses the accuracy it reached
+on images it never saw.
 
 ``python -m CNN_Generalization_Train --zoo-dir DIR --encoder ngnn`` trains the encoder
 (``statnn``, ``nfn``, ``ngnn``, ``ngt``, ``dng``, or ``all`` one after the other) on the

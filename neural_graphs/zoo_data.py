@@ -283,7 +283,7 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m neural_graphs.zoo_data",
-        description="Convert a zoo of CNNs to neural graphs once (cached in the zoo "
+        description="Convert a zoo of CNNs or ViTs to neural graphs once (cached in the zoo "
         "folder) and print what it holds.")
     parser.add_argument("zoo_dir", help="a folder written by python -m CNN_Zoo_Generate")
     parser.add_argument("--split-seed", type=int, default=0,
