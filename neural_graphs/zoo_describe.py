@@ -102,7 +102,7 @@ def format_description(desc: dict[str, Any]) -> str:
     state = "complete" if desc["complete"] else (
         f"INCOMPLETE, {desc['shards_done']} of {desc['groups']} shards")
     lines = [
-        f"{desc['folder']}: CNN zoo ({state}), family {desc['family']}, {desc['dataset']}, "
+        f"{desc['folder']}: model zoo ({state}), family {desc['family']}, {desc['dataset']}, "
         f"{desc['networks']} networks ({desc['diverged']} diverged), {desc['members']} "
         "members",
         f"test accuracy (%) per checkpoint epoch; chance {100 * desc['chance']:.1f}%, near "
