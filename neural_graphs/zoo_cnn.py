@@ -33,6 +33,7 @@ __all__ = [
     "ResidualBlock",
     "StackedCNNs",
     "build_cnn",
+    "near_ties",
     "predict",
     "predictions",
 ]
@@ -148,6 +149,14 @@ def predictions(logits: Tensor) -> Tensor:
     """Class predictions ``argmax`` over the last dimension, ``-1`` where a logit is not finite."""
     pred = logits.argmax(-1)
     return torch.where(logits.isfinite().all(-1), pred, torch.full_like(pred, -1))
+
+
+def near_ties(logits: Tensor) -> Tensor:
+    """bool ``logits.shape[:-1]``: the top two logits lie within ``TIE_TOLERANCE * (1 +
+    max |logit|)`` of each other, or a logit is not finite (recompute in float64)."""
+    top = logits.topk(2, dim=-1).values
+    scale = logits.abs().amax(-1).nan_to_num(nan=math.inf)
+    return ~((top[..., 0] - top[..., 1]) > TIE_TOLERANCE * (1 + scale))
 
 
 # --------------------------------------------------------------------------- stacked networks
@@ -381,10 +390,7 @@ def predict(stack: StackedCNNs, images: Tensor, index: Tensor | None) -> Tensor:
             logits = stack(_gather(images, index[:, start:stop]))
         out[:, start:stop] = predictions(logits).T
         if recheck:
-            top = logits.topk(2, dim=-1).values
-            scale = logits.abs().amax(-1).nan_to_num(nan=math.inf)
-            near = ~((top[..., 0] - top[..., 1]) > TIE_TOLERANCE * (1 + scale))  # [b, N]
-            pairs = near.T.nonzero()
+            pairs = near_ties(logits).T.nonzero()  # of [b, N]
             pairs[:, 1] += start
             near_pairs.append(pairs)
     if near_pairs:

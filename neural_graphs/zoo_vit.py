@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neural_graphs.zoo_cnn import TIE_TOLERANCE, predictions
+from neural_graphs.zoo_cnn import near_ties, predictions
 
 __all__ = [
     "VIT_EPOCHS",
@@ -190,9 +190,7 @@ def predict_module(model: nn.Module, images: Tensor, chunk: int = 1000) -> Tenso
         logits = model(images[start:start + chunk].to(dtype))
         out.append(predictions(logits))
         if dtype != torch.float64:
-            top = logits.topk(2, dim=-1).values
-            scale = logits.abs().amax(-1).nan_to_num(nan=math.inf)
-            near.append(~((top[:, 0] - top[:, 1]) > TIE_TOLERANCE * (1 + scale)))
+            near.append(near_ties(logits))
     pred = torch.cat(out)
     if near:
         recheck = torch.cat(near).nonzero().flatten()
