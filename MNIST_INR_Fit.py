@@ -1,4 +1,4 @@
-"""Fit one SIREN per MNIST image: the MNIST INR set of the neural-graphs experiments.
+"""Fit one SIREN per MNIST or Fashion-MNIST image: the INR sets of the neural-graphs work.
 
 ``python -m MNIST_INR_Fit --recipe published|fast``: a SIREN 2-32-32-1 (omega_0 = 30,
 output + 0.5) per image, fitted by Adam to the MSE against the pixels (in [0, 1]) on the
@@ -10,6 +10,15 @@ rows, both ``linspace(-1, 1, 28)``), many INRs per optimizer step
   Adam lr 1e-3, 2,000 steps: the per-parameter statistics of the published set;
 - ``fast``: the SIREN paper's first layer (``first_layer_init="siren"``), Adam lr 1e-3,
   300 steps: a far higher PSNR in a fraction of the time (another weight distribution).
+
+Images: ``--dataset mnist`` (default) reads ``DATA_DIR/MNIST/raw``, ``--dataset
+fashion-mnist`` reads ``DATA_DIR/FashionMNIST/raw`` (``DATA_DIR``: ``--data-dir``; the
+``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` files of either, torchvision's layout,
+md5-checked and downloaded when absent and the folder is writable:
+``utils.images.load_idx_dataset``). Both have 60,000 training and 10,000 test images, so
+``--mnist-source`` means the same for both; a Fashion-MNIST set records
+``"dataset": "fashion-mnist"`` in its configuration (an MNIST set records none) and the
+INR jobs find its images in ``FashionMNIST/raw``.
 
 Output in ``--out``: ``fit_config.json``, shards ``shard_NNNNN.pt`` (stacked parameters in
 SIREN state_dict names, labels, image indices, split names, PSNR) each with a
@@ -51,12 +60,13 @@ from utils.cli import (
     positive_int,
     set_cpu_threads,
 )
-from utils.DataLoader_GNN import load_mnist
+from utils.images import IDX_DATASETS, load_idx_dataset
 from utils.memory import allocator_setting, keep_freed_memory
 
 TEST_SPLIT_SIZES = {"train": 7000, "val": 1000, "test": 2000}
 TRAIN_SOURCE_VAL = 5000
-# the split sizes of each --mnist-source (MNIST: 60,000 training and 10,000 test images)
+# the split sizes of each --mnist-source (MNIST and Fashion-MNIST: 60,000 training and
+# 10,000 test images)
 SOURCE_SPLIT_SIZES = {"test-split": TEST_SPLIT_SIZES,
                       "train": {"train": 60000 - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL,
                                 "test": 10000}}
@@ -75,12 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="published",
                         help="published: reference init, 2,000 Adam steps; fast: SIREN "
                              "first-layer init, 300 steps")
+    parser.add_argument("--dataset", choices=tuple(IDX_DATASETS), default="mnist",
+                        help="the images: mnist reads DATA_DIR/MNIST/raw, fashion-mnist "
+                             "DATA_DIR/FashionMNIST/raw")
     parser.add_argument("--data-dir", default="data",
-                        help="folder holding MNIST/raw/*.gz (utils.DataLoader_GNN layout)")
+                        help="folder holding MNIST/raw/*.gz or FashionMNIST/raw/*.gz "
+                             "(utils.images layout)")
     parser.add_argument("--mnist-source", choices=tuple(SOURCE_SPLIT_SIZES), default="train",
                         help="train: the 60k training images split 55k/5k (stratified) plus "
                              "the 10k test images as test; test-split: only the 10k test "
-                             "images, split 7,000/1,000/2,000 stratified by label")
+                             "images, split 7,000/1,000/2,000 stratified by label (either "
+                             "--dataset)")
     parser.add_argument("--steps", type=non_negative_int, default=None,
                         help="Adam steps per INR (default: the recipe's)")
     parser.add_argument("--lr", type=positive_float, default=None,
@@ -92,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--copies", type=non_negative_int, default=0,
                         help="extra INRs per training image, from other initialisations")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: data/mnist_inrs_<recipe>)")
+                        help="output folder (default: data/mnist_inrs_<recipe>, "
+                             "data/fashion_mnist_inrs_<recipe> for --dataset fashion-mnist)")
     parser.add_argument("--device", default=default_device(),
                         help="torch device; under torchrun, CUDA processes take "
                              "cuda:LOCAL_RANK")
@@ -137,19 +153,23 @@ def parse_args(parser: argparse.ArgumentParser,
 
 def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
                                                    dict[str, np.ndarray]]:
-    """Images, labels and the split (image indices per split) of ``--mnist-source``."""
-    hint = f"--mnist-source {args.mnist_source} reads MNIST from {args.data_dir}/MNIST/raw."
+    """Images, labels and the split (image indices per split) of ``--mnist-source`` of
+    ``--dataset``."""
+    title, folder = IDX_DATASETS[args.dataset]
+    hint = (f"--dataset {args.dataset} --mnist-source {args.mnist_source} reads {title} from "
+            f"{args.data_dir}/{folder}/raw.")
     if args.mnist_source == "train":
         hint += " With the test set only, use --mnist-source test-split."
-    test_images, test_labels = load_mnist(args.data_dir, "t10k", hint=hint)
+    test_images, test_labels = load_idx_dataset(args.dataset, args.data_dir, "t10k", hint=hint)
     if args.mnist_source == "test-split":
         images, labels = test_images, test_labels
         if len(labels) != sum(TEST_SPLIT_SIZES.values()):
-            raise ValueError(f"the MNIST test set has {len(labels)} images, expected "
+            raise ValueError(f"the {title} test set has {len(labels)} images, expected "
                              f"{sum(TEST_SPLIT_SIZES.values())}")
         splits = stratified_split(labels, TEST_SPLIT_SIZES, args.seed)
     else:
-        train_images, train_labels = load_mnist(args.data_dir, "train", hint=hint)
+        train_images, train_labels = load_idx_dataset(args.dataset, args.data_dir, "train",
+                                                      hint=hint)
         sizes = {"train": len(train_labels) - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL}
         splits = stratified_split(train_labels, sizes, args.seed)
         images = np.concatenate([train_images, test_images])
@@ -172,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    out = args.out or os.path.join("data", f"mnist_inrs_{args.recipe}")
+    prefix = args.dataset.replace("-", "_")
+    out = args.out or os.path.join("data", f"{prefix}_inrs_{args.recipe}")
     try:
         images, labels, splits = load_images(args)
     except (FileNotFoundError, RuntimeError, ValueError) as err:
@@ -184,10 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        limit=args.limit, copies=args.copies, batch_inrs=args.batch_inrs,
                        shard_size=args.shard_size, stop_psnr=args.stop_psnr,
                        check_every=args.check_every, dtype=args.dtype,
-                       images_sha256=images_digest(images[selected], labels[selected]))
+                       images_sha256=images_digest(images[selected], labels[selected]),
+                       dataset=args.dataset)
     if rank == 0:
         sizes = ", ".join(f"{name} {len(part)}" for name, part in splits.items())
-        print(f"MNIST INRs, recipe {args.recipe}: {steps} Adam steps, lr {lr}, images "
+        print(f"{IDX_DATASETS[args.dataset][0]} INRs, recipe {args.recipe}: {steps} Adam "
+              f"steps, lr {lr}, images "
               f"{sizes}, {args.copies} extra copies per training image, {world_size} "
               f"process(es) on {device}, {torch.get_num_threads()} thread(s) each, "
               f"{allocator_setting()} -> {out}",
@@ -207,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(min {summary['min']:.2f}, median {summary['median']:.2f}, max "
               f"{summary['max']:.2f}); this process {seconds:.1f} s, all shards "
               f"{manifest['fit_seconds_total']:.1f} s", flush=True)
-        print("parameter std (published): " + ", ".join(
+        published = "published" if args.dataset == "mnist" else "published MNIST set"
+        print(f"parameter std ({published}): " + ", ".join(
             f"{key} {value['std']:.4f} ({manifest['published_statistics'][key]['std']})"
             for key, value in stats.items()) + f"; output-bias mean "
             f"{stats['net.4.bias']['mean']:.4f} (-0.012)", flush=True)

@@ -15,8 +15,8 @@ Augmentations (training split only, drawn per item from a seeded generator):
 
 :func:`load_inr_splits` reads a set written by ``python -m MNIST_INR_Fit`` once and gives
 its three splits; :func:`check_inr_dir` says in one sentence why a folder is not such a set;
-:func:`inr_set_images` reads the MNIST images the INRs were fitted to (checked against the
-set's image digest); :func:`graph_features_to_stacked` inverts
+:func:`inr_set_images` reads the MNIST or Fashion-MNIST images the INRs were fitted to
+(checked against the set's image digest); :func:`graph_features_to_stacked` inverts
 :func:`stacked_to_graph_features` (an edited graph back to SIREN parameters).
 """
 
@@ -337,26 +337,40 @@ def load_split(inr_dir: str | Path, split: str, augment: INRAugment | None = Non
 
 
 def inr_set_images(manifest: dict[str, Any], data_dir: str | Path | None = None) -> np.ndarray:
-    """The MNIST image (uint8 ``[n, 28, 28]``) each INR of a set was fitted to, in the set's
+    """The image (uint8 ``[n, 28, 28]``) each INR of a set was fitted to, in the set's
     order, read from ``data_dir`` (default: the ``data_dir`` the fit recorded) and checked
-    against the digest of the fit's images (``images_sha256``).
+    against the digest of the fit's images (``images_sha256``). The images are those of the
+    set's recorded ``dataset`` (:func:`~neural_graphs.inr_fit.fit_dataset`): MNIST from
+    ``data_dir/MNIST/raw`` (also a set that records none), Fashion-MNIST from
+    ``data_dir/FashionMNIST/raw``.
 
     Raises:
-        InvalidINRSet: the manifest lacks image indices or a known source, or the images
-            read differ from those the set was fitted to.
+        InvalidINRSet: the manifest lacks image indices or a known source or image set, or
+            the images read differ from those the set was fitted to.
+        FileNotFoundError: an image file is absent (the message names the folder expected).
+        RuntimeError: an image file fails its md5 check.
     """
-    from neural_graphs.inr_fit import images_digest
-    from utils.DataLoader_GNN import load_mnist
+    from neural_graphs.inr_fit import fit_dataset, images_digest
+    from utils.images import IDX_DATASETS, load_idx_dataset
 
     config = manifest.get("config", {})
     source = config.get("source")
+    dataset = fit_dataset(config)
+    if dataset not in IDX_DATASETS:
+        raise InvalidINRSet(f"the manifest's config has image set {dataset!r}; expected one of "
+                            f"{', '.join(repr(name) for name in IDX_DATASETS)}")
+    title, subfolder = IDX_DATASETS[dataset]
     folder = Path(data_dir if data_dir is not None else manifest.get("data_dir", "data"))
-    hint = f"the INR set was fitted to MNIST images (source {source!r}) from {folder}."
+    hint = (f"the INR set was fitted to {title} images (source {source!r}) from {folder}; "
+            f"they are read from {folder / subfolder / 'raw'}.")
+
+    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+        return load_idx_dataset(dataset, folder, split, download=False, hint=hint)
+
     if source == "test-split":
-        images, labels = load_mnist(folder, "t10k", download=False, hint=hint)
+        images, labels = read("t10k")
     elif source == "train":
-        train = load_mnist(folder, "train", download=False, hint=hint)
-        test = load_mnist(folder, "t10k", download=False, hint=hint)
+        train, test = read("train"), read("t10k")
         images, labels = np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
     else:
         raise InvalidINRSet(f"the manifest's config has image source {source!r}; expected "
@@ -368,10 +382,10 @@ def inr_set_images(manifest: dict[str, Any], data_dir: str | Path | None = None)
     selected = np.unique(index)
     if selected.size and (selected[0] < 0 or selected[-1] >= len(images)):
         raise InvalidINRSet(f"image indices {selected[0]}..{selected[-1]} are out of range for "
-                            f"{len(images)} images in {folder}")
+                            f"{len(images)} images in {folder / subfolder / 'raw'}")
     digest = images_digest(images[selected], labels[selected])
     if digest != config.get("images_sha256"):
-        raise InvalidINRSet(f"the MNIST images in {folder} are not those the set was fitted to "
-                            f"(sha256 {digest[:12]}..., the set records "
+        raise InvalidINRSet(f"the {title} images in {folder / subfolder / 'raw'} are not those "
+                            f"the set was fitted to (sha256 {digest[:12]}..., the set records "
                             f"{str(config.get('images_sha256'))[:12]}...)")
     return images[index]

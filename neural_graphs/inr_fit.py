@@ -1,4 +1,5 @@
-"""The MNIST INR set of the neural-graphs experiments: one SIREN fitted per image.
+"""The MNIST INR set of the neural-graphs experiments: one SIREN fitted per image (of MNIST
+or Fashion-MNIST, :attr:`FitConfig.dataset`).
 
 :func:`run_fit` (driven by ``python -m MNIST_INR_Fit``) fits the INRs of a
 :class:`FitConfig` with the batched core :func:`~neural_graphs.siren_fit.fit_sirens` and
@@ -41,6 +42,7 @@ from utils.store import ConfigMismatchError, StoreError
 
 __all__ = [
     "ConfigMismatchError",
+    "DEFAULT_DATASET",
     "FitConfig",
     "FitResult",
     "InrPlan",
@@ -48,6 +50,7 @@ __all__ = [
     "SPLITS",
     "StoreError",
     "check_config",
+    "fit_dataset",
     "fit_sirens",
     "images_digest",
     "keep_freed_memory",
@@ -72,6 +75,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fast": {"first_layer_init": "siren", "lr": 1e-3, "steps": 300},
 }
 
+DEFAULT_DATASET = "mnist"  # the image set of a configuration that records none
 CONFIG_FILE = "fit_config.json"
 RENDERS = "renders.png"
 RENDER_LABEL_WIDTH = 80  # pixels left of the grid of renders.png for the row labels
@@ -153,6 +157,13 @@ class FitConfig:
         stop_psnr: per-INR early stop (dB) or None; check_every: steps between checks.
         dtype: ``"float32"`` or ``"float64"``.
         images_sha256: sha256 of the selected images and labels.
+        omega_0, out_offset, hidden_features, hidden_layers: the SIREN.
+        dataset: the image set (``"mnist"``, ``"fashion-mnist"``: a name of
+            :data:`utils.images.IDX_DATASETS`, or another source's name). Recorded (in
+            :meth:`to_dict`, so in ``fit_config.json``, the manifest and :meth:`digest`)
+            only when it is not ``"mnist"``: an MNIST set written before the field existed
+            keeps its configuration and digest, so it still resumes and loads, and a
+            configuration without the field reads as MNIST.
     """
 
     recipe: str
@@ -173,12 +184,29 @@ class FitConfig:
     out_offset: float = 0.5
     hidden_features: int = 32
     hidden_layers: int = 2
+    dataset: str = DEFAULT_DATASET
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The configuration as recorded (``dataset`` left out when it is ``"mnist"``)."""
+        record = asdict(self)
+        if record["dataset"] == DEFAULT_DATASET:
+            del record["dataset"]
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> FitConfig:
+        """The configuration of a recorded ``fit_config.json`` or manifest ``config`` (one
+        without ``dataset`` is an MNIST set)."""
+        return cls(**record)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def fit_dataset(config: dict[str, Any]) -> str:
+    """The image set a recorded configuration (``fit_config.json``, a manifest's
+    ``config``) was fitted to: its ``dataset``, ``"mnist"`` when it records none."""
+    return str(config.get("dataset", DEFAULT_DATASET))
 
 
 def images_digest(images: np.ndarray, labels: np.ndarray) -> str:

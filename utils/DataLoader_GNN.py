@@ -10,6 +10,7 @@ Every ``get_dataloaders_*`` function returns ``(train_loader, val_loader)``; bot
 Layout under a data directory (default ``data``)::
 
     DIR/MNIST/raw/*-ubyte.gz            MNIST IDX files (gzip)
+    DIR/FashionMNIST/raw/*-ubyte.gz     Fashion-MNIST IDX files (read by load_fashion_mnist)
     DIR/cifar-100-python.tar.gz         CIFAR-100 python version (may be deleted after use)
     DIR/cifar-100-python/{train,test}   extracted pickles
     DIR/CWRU/raw/*.mat                  the ten CWRU recordings
@@ -48,11 +49,16 @@ from utils.images import (
     CIFAR100_MD5,
     CIFAR100_TARBALL,
     CIFAR100_URL,
+    FASHION_MNIST_MD5,
+    FASHION_MNIST_MIRRORS,
+    IDX_DATASETS,
     MNIST_MD5,
     MNIST_MIRRORS,
     download_file,
     is_writable,
     load_cifar100,
+    load_fashion_mnist,
+    load_idx_dataset,
     load_mnist,
     md5sum,
     read_idx,
@@ -65,6 +71,9 @@ __all__ = [
     "CIFAR100_TARBALL",
     "CIFAR100_URL",
     "CWRU_WINDOWS_CACHE_ENV",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_MIRRORS",
+    "IDX_DATASETS",
     "MNIST_MD5",
     "MNIST_MIRRORS",
     "EpochSampler",
@@ -77,6 +86,8 @@ __all__ = [
     "get_dataloaders_MNIST",
     "load_cifar100",
     "load_cwru_arrays",
+    "load_fashion_mnist",
+    "load_idx_dataset",
     "load_mnist",
     "md5sum",
     "random_resized_crop_params",

@@ -1,4 +1,4 @@
-"""Image readers and downloads: MNIST (IDX), CIFAR-10, CIFAR-100 and grey conversion.
+"""Image readers and downloads: MNIST and Fashion-MNIST (IDX), CIFAR-10, CIFAR-100, grey.
 
 Every reader returns uint8 images and int64 labels as numpy arrays; the loaders of
 :mod:`utils.DataLoader_GNN` and the zoo's data (:mod:`neural_graphs.zoo_plan`) build on them.
@@ -6,12 +6,14 @@ Every reader returns uint8 images and int64 labels as numpy arrays; the loaders 
 Layout under a data directory (default ``data``)::
 
     DIR/MNIST/raw/*-ubyte.gz            MNIST IDX files (gzip)
+    DIR/FashionMNIST/raw/*-ubyte.gz     Fashion-MNIST IDX files (same names, torchvision layout)
     DIR/cifar-10-batches-py/            the extracted CIFAR-10 python version
     DIR/cifar-100-python.tar.gz         CIFAR-100 python version (may be deleted after use)
     DIR/cifar-100-python/{train,test}   extracted pickles
 
-Downloads are md5-checked against :data:`MNIST_MD5` / :data:`CIFAR100_MD5` and replace
-their destination only once complete; a read-only data directory is never written to.
+Downloads are md5-checked against :data:`MNIST_MD5` / :data:`FASHION_MNIST_MD5` /
+:data:`CIFAR100_MD5` and replace their destination only once complete; a read-only data
+directory is never written to.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ __all__ = [
     "CIFAR100_MD5",
     "CIFAR100_URL",
     "CIFAR10_URL",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_MIRRORS",
+    "IDX_DATASETS",
     "LUMA",
     "MNIST_MD5",
     "MNIST_MIRRORS",
@@ -44,6 +49,8 @@ __all__ = [
     "is_writable",
     "load_cifar10",
     "load_cifar100",
+    "load_fashion_mnist",
+    "load_idx_dataset",
     "load_mnist",
     "md5sum",
     "read_idx",
@@ -55,6 +62,21 @@ MNIST_MD5: dict[str, str] = {
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# Fashion-MNIST: the files and sums of torchvision's FashionMNIST.resources
+FASHION_MNIST_MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+FASHION_MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+#: the IDX image sets by the name jobs record: (name in messages, folder under the data
+#: directory holding ``raw/*-ubyte.gz``)
+IDX_DATASETS: dict[str, tuple[str, str]] = {
+    "mnist": ("MNIST", "MNIST"),
+    "fashion-mnist": ("Fashion-MNIST", "FashionMNIST"),
 }
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -168,7 +190,7 @@ def _fetch(dest: Path, md5: str, urls: Sequence[str], download: bool, hint: str)
     raise FileNotFoundError(msg.strip())
 
 
-# --------------------------------------------------------------------------- MNIST
+# --------------------------------------------------------------------------- MNIST, Fashion-MNIST
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -191,6 +213,55 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
+def _idx_sources(dataset: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The md5 sums and default mirrors of ``dataset``, read when called (tests replace
+    :data:`MNIST_MD5` and :data:`FASHION_MNIST_MD5` to accept stand-in files)."""
+    if dataset == "mnist":
+        return MNIST_MD5, MNIST_MIRRORS
+    return FASHION_MNIST_MD5, FASHION_MNIST_MIRRORS
+
+
+def load_idx_dataset(
+    dataset: str,
+    data_dir: str | Path = "data",
+    split: str = "train",
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    hint: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load one split (``"train"`` or ``"t10k"``) of an IDX image set of
+    :data:`IDX_DATASETS` (``"mnist"``, ``"fashion-mnist"``) as uint8 images [N, 28, 28] and
+    int64 labels.
+
+    Files live in ``data_dir/FOLDER/raw`` (``MNIST``, ``FashionMNIST``: torchvision's
+    layout) and are md5-checked against the set's sums (:data:`MNIST_MD5`,
+    :data:`FASHION_MNIST_MD5`); absent files are downloaded from ``mirrors`` (default: the
+    set's, :data:`MNIST_MIRRORS`, :data:`FASHION_MNIST_MIRRORS`) when ``download``.
+    ``hint`` ends the message of a missing or damaged file.
+    """
+    if dataset not in IDX_DATASETS:
+        raise ValueError(f"unknown IDX image set {dataset!r}; expected one of "
+                         f"{', '.join(IDX_DATASETS)}")
+    title, folder = IDX_DATASETS[dataset]
+    if split not in ("train", "t10k"):
+        raise ValueError(f"{title} split must be 'train' or 't10k', got {split!r}")
+    md5s, default_mirrors = _idx_sources(dataset)
+    raw_dir = Path(data_dir) / folder / "raw"
+    bases = default_mirrors if mirrors is None else tuple(mirrors)
+    arrays = []
+    for kind in ("images-idx3", "labels-idx1"):
+        name = f"{split}-{kind}-ubyte.gz"
+        urls = [base.rstrip("/") + "/" + name for base in bases]
+        arrays.append(read_idx(_fetch(raw_dir / name, md5s[name], urls, download, hint)))
+    images, labels = arrays
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{title} {split} files in {raw_dir} disagree: images {images.shape}, "
+            f"labels {labels.shape}"
+        )
+    return images.astype(np.uint8, copy=False), labels.astype(np.int64)
+
+
 def load_mnist(
     data_dir: str | Path = "data",
     split: str = "train",
@@ -203,22 +274,24 @@ def load_mnist(
     Files live in ``data_dir/MNIST/raw`` and are md5-checked against ``MNIST_MD5``; absent
     files are downloaded from ``mirrors`` (default ``MNIST_MIRRORS``) when ``download``.
     """
-    if split not in ("train", "t10k"):
-        raise ValueError(f"MNIST split must be 'train' or 't10k', got {split!r}")
-    raw_dir = Path(data_dir) / "MNIST" / "raw"
-    bases = MNIST_MIRRORS if mirrors is None else tuple(mirrors)
-    arrays = []
-    for kind in ("images-idx3", "labels-idx1"):
-        name = f"{split}-{kind}-ubyte.gz"
-        urls = [base.rstrip("/") + "/" + name for base in bases]
-        arrays.append(read_idx(_fetch(raw_dir / name, MNIST_MD5[name], urls, download, hint)))
-    images, labels = arrays
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"MNIST {split} files in {raw_dir} disagree: images {images.shape}, "
-            f"labels {labels.shape}"
-        )
-    return images.astype(np.uint8, copy=False), labels.astype(np.int64)
+    return load_idx_dataset("mnist", data_dir, split, download, mirrors, hint)
+
+
+def load_fashion_mnist(
+    data_dir: str | Path = "data",
+    split: str = "train",
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    hint: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load one Fashion-MNIST split (``"train"``: 60,000 images, ``"t10k"``: 10,000) as
+    uint8 images [N, 28, 28], int64 labels (the ten clothing classes, 0-9).
+
+    Files live in ``data_dir/FashionMNIST/raw`` (the MNIST file names and IDX format) and
+    are md5-checked against ``FASHION_MNIST_MD5``; absent files are downloaded from
+    ``mirrors`` (default ``FASHION_MNIST_MIRRORS``) when ``download``.
+    """
+    return load_idx_dataset("fashion-mnist", data_dir, split, download, mirrors, hint)
 
 
 # --------------------------------------------------------------------------- CIFAR-100
