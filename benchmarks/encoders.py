@@ -40,6 +40,7 @@ from utils.cli import (
     non_negative_int,
     positive_int,
 )
+from utils.compiled import set_compiled_layers
 from utils.memory import allocator_setting, keep_freed_memory
 
 INR_DIRS = (Path("/work/runs/inr_fast"), Path("/work/runs/inr200_fast"))
@@ -98,7 +99,7 @@ def measure(model: nn.Module, batch: Batch, warmup: int, iters: int,
         model.zero_grad(set_to_none=True)
         model(batch).square().mean().backward()
 
-    step()  # builds the lazy parts
+    step()  # builds the lazy parts (and compiles what is compiled)
     cpu_start = time.process_time()
     times = time_samples(step, warmup, iters, device)
     cpu = (time.process_time() - cpu_start) / (warmup + len(times))
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dim", type=positive_int, default=10, help="encoder output size")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N")
+    parser.add_argument("--compile", choices=("on", "off"), default="on",
+                        help="the layers an encoder offers to compile (NG-T's) compiled, as "
+                        "a long training run has them (--compile auto), or eager; the "
+                        "compilation falls in the first, untimed step")
     args = parser.parse_args(argv)
     device = checked_device(parser, args.device)
     if device.type == "cpu":
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = batch.to(device)
     print(f"{args.batch_size} graphs ({source}), {batch.num_nodes} nodes, "
           f"{batch.edge_index.shape[1]} edges; {device}, {torch.get_num_threads()} threads, "
-          f"{allocator_setting()}")
+          f"{allocator_setting()}, compiled layers {args.compile}")
     builders = REFERENCE_SIZES if args.sizes == "reference" else job_sizes()
     names = args.encoders or list(builders)
     unknown = sorted(set(names) - set(builders))
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                      disable=not sys.stderr.isatty()):
         torch.manual_seed(0)
         model = builders[name](args.out_dim).to(device)
+        set_compiled_layers(model, args.compile, 0)
         results[name] = measure(model, batch, args.warmup, args.iters, device)
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
     rows = [(name, f"{r['parameters']:,}", f"{r['seconds'] * 1e3:.0f}",

@@ -106,6 +106,12 @@ def test_every_encoder_trains_and_reports_test_acc(synthetic_set: Path,
         last = _records(tmp_path / "all" / "log", f"MNIST_INR_Classification_Train_{side}_seed0")
         assert last[-1]["final"] and 0 <= last[-1]["test_acc"] <= 100, side
         assert last[-1]["model"] == side
+    # a run of a few steps is not worth compiling (--compile auto); only NG-T offers it
+    headers = {side: (tmp_path / "all" / "log" / f"MNIST_INR_Classification_Train_{side}"
+                      "_seed0.txt").read_text().splitlines()[0]
+               for side in classify.ENCODER_NAMES}
+    assert "compiled layers off" in headers["ngt"]
+    assert not any("compiled layers" in h for side, h in headers.items() if side != "ngt")
 
 
 def test_bad_inputs_get_clear_errors(synthetic_set: Path, tmp_path: Path,

@@ -103,6 +103,7 @@ from utils.job_config import (
     SideUnavailable,
     job_of,
 )
+from utils.compiled import compile_argument, set_compiled_layers
 from utils.memory import allocator_setting, keep_freed_memory
 from utils.run_log import RunLog
 from utils.tasks import Task
@@ -205,6 +206,7 @@ def build_parser(setup: JobConfig | JobSource) -> argparse.ArgumentParser:
     parser.add_argument("--amp", action="store_true",
                         help="CUDA mixed precision: autocast to float16 with a GradScaler; "
                         "an error on CPU")
+    compile_argument(parser)
     job.extra_arguments(parser)
     return parser
 
@@ -291,6 +293,7 @@ class _Run:
         self.name = run_name(self.job.script, self.side, self.seed)
         self.log = RunLog(Path(self.args.log_dir), self.name)
         self.ckpts = Checkpoints(Path(self.args.checkpoint_dir), self.name)
+        self.compiled = ""  # what the header says of compiled layers (set by build)
         self.config = {key: value for key, value in vars(self.args).items()
                        if isinstance(value, (str, int, float, bool, list, type(None)))}
         self.config.update(script=self.job.script, side=self.side, seed=self.seed,
@@ -306,6 +309,8 @@ class _Run:
         run's ``total_steps``."""
         seed_everything(self.seed)
         model = self.job.build_model(self.args, self.seed, self.side).to(self.device)
+        self.compiled = set_compiled_layers(model, getattr(self.args, "compile", "off"),
+                                            total_steps)
         if self.world.rank > 0:
             # Own dropout masks per rank; rank 0 keeps the single-device stream.
             torch.manual_seed(int(np.random.SeedSequence(
@@ -348,7 +353,8 @@ class _Run:
             f"{params:,} parameters | {_describe_optimizer(run.optimizer)} | epochs "
             f"{self.args.epochs}, batch {self.args.batch_size} x {self.world.world_size} "
             f"process(es) | device {self.device}{' amp' if self.args.amp else ''} | "
-            f"{allocator_setting()} | started {_now()}")
+            f"{allocator_setting()}{f' | {self.compiled}' if self.compiled else ''} | "
+            f"started {_now()}")
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if not self.world.enabled:

@@ -55,12 +55,15 @@ def _reference_dir(root: Path, name: str) -> Path:
 
 
 def time_encoders(names: Sequence[str], batch_size: int, warmup: int,
-                  rounds: int) -> list[tuple[str, ...]]:
+                  rounds: int, compile_layers: bool = True) -> list[tuple[str, ...]]:
     """One table row per encoder: median step seconds of each side, their ratio against
-    the target, graphs per second and the peak tensor memory of one step."""
+    the target, graphs per second and the peak tensor memory of one step
+    (``compile_layers``: ours as a long training run runs it, its compilable layers
+    compiled in the warm-up steps)."""
     rows = []
     for name in names:
-        steps, times = _module(name).RUN.step_times(rounds, batch_size, warmup=warmup)
+        steps, times = _module(name).RUN.step_times(rounds, batch_size, warmup=warmup,
+                                                    compile_layers=compile_layers)
         median = {side: statistics.median(values) for side, values in times.items()}
         peak = {side: memory_use(step, torch.device("cpu")).peak for side, step in steps.items()}
         ratio = median["ours"] / median["reference"]
@@ -93,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timed steps of each side, taken in turns")
     parser.add_argument("--out", type=Path, default=FIXTURES,
                         help="folder of the fixtures (job fixtures)")
+    parser.add_argument("--compile", choices=("on", "off"), default="on",
+                        help="ours with the layers it offers to compile (NG-T's) compiled, "
+                        "as the training loop runs a long run (--compile auto), or eager")
     return parser
 
 
@@ -112,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, "
           f"{allocator_setting()}; batch {args.batch_size}, median of {args.rounds} steps "
-          f"per side, taken in turns")
-    rows = time_encoders(args.encoders, args.batch_size, args.warmup, args.rounds)
+          f"per side, taken in turns; compiled layers {args.compile}")
+    rows = time_encoders(args.encoders, args.batch_size, args.warmup, args.rounds,
+                         args.compile == "on")
     print(format_table(("encoder", "ours s", "reference s", "ours / ref", "target", "",
                         "graphs/s ours / ref", "peak MiB ours / ref"), rows,
                        right=(False, True, True, True, True, False, True, True)))

@@ -25,6 +25,7 @@ from models.common import parameter_count
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN, siren_from_params, siren_layer_keys, stack_siren_params
 from utils.cli import HelpFormatter, non_negative_int, positive_int
+from utils.compiled import set_compiled_layers
 
 __all__ = ["SIDES", "ReferenceRun", "default_dtype", "evaluate", "import_reference",
            "initialised_sirens", "neural_graphs_inputs", "siren_graphs"]
@@ -184,13 +185,14 @@ class ReferenceRun:
         return fixture
 
     def training_step(self, which: str, batch_size: int = 128,
-                      reference_dir: Path | None = None, seed: int = 0
-                      ) -> Callable[[], float]:
+                      reference_dir: Path | None = None, seed: int = 0,
+                      compile_layers: bool = False) -> Callable[[], float]:
         """One training step (forward, cross-entropy, backward, gradient clipping to
         :attr:`clip`, :attr:`optimizer` step) of ``"reference"`` or ``"ours"`` on
         ``batch_size`` SIRENs. Inputs are prepared once, as each one's data loader
         delivers them: the reference's (its graph built in its forward), our batch of
-        neural graphs."""
+        neural graphs. ``compile_layers``: ours with the layers it offers to compile
+        compiled, as the training loop runs a long run (``--compile auto``)."""
         if which not in SIDES:
             raise ValueError(f"which must be 'reference' or 'ours', got {which!r}")
         params = self.sirens(batch_size, seed)
@@ -199,6 +201,7 @@ class ReferenceRun:
         model = self.build(reference_dir, seed)
         if which == "ours":
             model, inputs = self.ours(model), siren_graphs(params)
+            set_compiled_layers(model, "on" if compile_layers else "off", 0)
         else:
             inputs = self.inputs(params, reference_dir)
         model.train()
@@ -217,12 +220,15 @@ class ReferenceRun:
         return step
 
     def step_times(self, rounds: int, batch_size: int = 128,
-                   reference_dir: Path | None = None, warmup: int = 1
+                   reference_dir: Path | None = None, warmup: int = 1,
+                   compile_layers: bool = False
                    ) -> tuple[dict[str, Callable[[], float]], dict[str, list[float]]]:
         """Each side's training step (:meth:`training_step`) and the seconds of ``rounds``
         of them, the sides taking turns so that a slower or faster period of the machine
-        falls on both (:func:`benchmarks.common.time_interleaved`)."""
-        steps = {side: self.training_step(side, batch_size, reference_dir) for side in SIDES}
+        falls on both (:func:`benchmarks.common.time_interleaved`); the ``warmup`` steps
+        before them include any compilation."""
+        steps = {side: self.training_step(side, batch_size, reference_dir,
+                                          compile_layers=compile_layers) for side in SIDES}
         times = time_interleaved(*steps.values(), torch.device("cpu"), warmup=warmup,
                                  iters=rounds)
         return steps, dict(zip(SIDES, times))

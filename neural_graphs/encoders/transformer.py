@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ from neural_graphs.encoders.batch import (
 from neural_graphs.encoders.embeddings import ConstructorEmbedding, GraphEmbedding
 from neural_graphs.encoders.readouts import NodeEmbeddings, Readout, head_mlp
 
-__all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer"]
+__all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer", "compiled_relational_stack",
+           "relational_stack"]
 
 
 def _xavier_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -148,6 +150,21 @@ class RelationalLayer(nn.Module):
         return h, e
 
 
+def relational_stack(layers: nn.ModuleList, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
+    """The final node states after every layer of ``layers`` (padded nodes ``h``
+    ``[B, n, D_n]``, edges ``e`` ``[B, n, n, D_e]``, ``mask`` ``[B, n]``)."""
+    for layer in layers:
+        h, e = layer(h, e, mask)
+    return h
+
+
+@functools.cache
+def compiled_relational_stack() -> Callable[[nn.ModuleList, Tensor, Tensor, Tensor], Tensor]:
+    """:func:`relational_stack` through ``torch.compile`` (built once per process and shared
+    by every model: the compiled code is reused by every stack of the same structure)."""
+    return torch.compile(relational_stack)
+
+
 class NGTransformer(nn.Module):
     r"""NG-T: the relational transformer reading a neural graph.
 
@@ -205,6 +222,12 @@ class NGTransformer(nn.Module):
             (``"total"``, the reference).
         edge_node_bias (bool): biases on the edge update's node projections (the
             reference's redundant parameters).
+        compile_layers (bool): run the relational layers through ``torch.compile``
+            (:func:`compiled_relational_stack`): it fuses the elementwise work on the
+            ``[graphs, n, n, D]`` pair tensors, which dominates the step on CPU. The same
+            function up to rounding; the first batch of each new shape pays the
+            compilation (tens of seconds), and shapes that keep changing are compiled
+            once with symbolic sizes.
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -220,7 +243,8 @@ class NGTransformer(nn.Module):
                  modulate_v: bool = True, kernel_shape: tuple[int, ...] | None = None,
                  embedding: str = "graph",
                  input_stats: Mapping[str, Sequence[float] | Tensor] | None = None,
-                 attn_scale: str = "head", edge_node_bias: bool = False) -> None:
+                 attn_scale: str = "head", edge_node_bias: bool = False,
+                 compile_layers: bool = False) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
@@ -252,6 +276,7 @@ class NGTransformer(nn.Module):
             for index in range(num_layers))
         self.readout = Readout(readout)
         self.head = head_mlp(head_hidden, out_dim, layers=1)
+        self.compile_layers = compile_layers
 
     def dense_edges(self, e: Tensor, graph: Tensor, src: Tensor, dst: Tensor, graphs: int,
                     size: int) -> Tensor:
@@ -306,6 +331,7 @@ class NGTransformer(nn.Module):
         sizes = start[1:] - start[:-1]
         src, dst = batch.edge_index
         graph_of_edge = graph_of_node[src]
+        stack = compiled_relational_stack() if self.compile_layers else relational_stack
         parts, order = [], []
         for chunk in self.size_chunks(sizes):
             local = torch.full_like(sizes, -1)
@@ -317,8 +343,7 @@ class NGTransformer(nn.Module):
             g = graph_of_edge[edges]
             e_c = self.dense_edges(e[edges], local[g], src[edges] - start[g],
                                    dst[edges] - start[g], len(chunk), h_c.shape[1])
-            for layer in self.layers:
-                h_c, e_c = layer(h_c, e_c, mask)
+            h_c = stack(self.layers, h_c, e_c, mask)
             parts.append(h_c[mask])
             order.append(nodes)
         if len(parts) == 1:
