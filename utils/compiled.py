@@ -26,8 +26,8 @@ def compile_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
                         help="run the layers a model offers to compile (NG-T's relational "
                         "layers) through torch.compile, which fuses their elementwise work: "
-                        "on, off, or auto (on for runs of at least "
-                        f"{COMPILE_MIN_STEPS} training steps; compiling costs about a minute)")
+                        "on, off, or auto, on for runs of at least "
+                        f"{COMPILE_MIN_STEPS} training steps as compiling costs about a minute")
 
 
 def set_compiled_layers(model: nn.Module, choice: str, total_steps: int) -> str:
