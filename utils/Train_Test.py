@@ -94,6 +94,7 @@ from tqdm import tqdm
 
 from utils.checkpoints import Checkpoints, RunState, set_rng_state
 from utils.cli import HelpFormatter, checked_device, default_device
+from utils.compiled import compile_argument, set_compiled_layers
 from utils.DataLoader_GNN import set_epoch
 from utils.job_config import (
     JobConfig,
@@ -103,7 +104,6 @@ from utils.job_config import (
     SideUnavailable,
     job_of,
 )
-from utils.compiled import compile_argument, set_compiled_layers
 from utils.memory import allocator_setting, keep_freed_memory
 from utils.run_log import RunLog
 from utils.tasks import Task
