@@ -193,12 +193,6 @@ class FitConfig:
             del record["dataset"]
         return record
 
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> FitConfig:
-        """The configuration of a recorded ``fit_config.json`` or manifest ``config`` (one
-        without ``dataset`` is an MNIST set)."""
-        return cls(**record)
-
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 

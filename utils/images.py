@@ -216,9 +216,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 def _idx_sources(dataset: str) -> tuple[dict[str, str], tuple[str, ...]]:
     """The md5 sums and default mirrors of ``dataset``, read when called (tests replace
     :data:`MNIST_MD5` and :data:`FASHION_MNIST_MD5` to accept stand-in files)."""
-    if dataset == "mnist":
-        return MNIST_MD5, MNIST_MIRRORS
-    return FASHION_MNIST_MD5, FASHION_MNIST_MIRRORS
+    return {"mnist": (MNIST_MD5, MNIST_MIRRORS),
+            "fashion-mnist": (FASHION_MNIST_MD5, FASHION_MNIST_MIRRORS)}[dataset]
 
 
 def load_idx_dataset(

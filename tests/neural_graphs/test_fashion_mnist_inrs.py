@@ -143,7 +143,7 @@ def test_fit_writes_a_fashion_mnist_set_the_inr_jobs_read(
     params, labels, splits, manifest = load_inr_set(out)
     assert manifest["config"]["dataset"] == "fashion-mnist"
     assert fit_dataset(manifest["config"]) == "fashion-mnist"
-    assert FitConfig.from_dict(manifest["config"]).dataset == "fashion-mnist"
+    assert FitConfig(**manifest["config"]).dataset == "fashion-mnist"
     assert len(splits) == 10 and params["net.0.weight"].shape == (10, 32, 2)
     index = np.asarray(manifest["inrs"]["image_index"])
     test_images, test_labels = fashion["arrays"]["t10k"]
@@ -190,7 +190,7 @@ OLD_CONFIG = {  # a fit_config.json written before FitConfig.dataset existed
 
 def test_a_config_without_dataset_reads_resumes_and_loads_as_mnist(
         fashion: dict, tmp_path: Path) -> None:
-    config = FitConfig.from_dict(OLD_CONFIG)
+    config = FitConfig(**OLD_CONFIG)
     assert config.dataset == "mnist" == fit_dataset(OLD_CONFIG)
     # an MNIST configuration is recorded, and hashed, as before the field: the shards of an
     # old set keep their config_sha256, so the set resumes
@@ -200,7 +200,7 @@ def test_a_config_without_dataset_reads_resumes_and_loads_as_mnist(
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "fit_config.json").write_text(json.dumps(OLD_CONFIG))
     inr_fit.check_config(tmp_path / "old", config)  # the same configuration: no error
-    other = FitConfig.from_dict({**OLD_CONFIG, "dataset": "fashion-mnist"})
+    other = FitConfig(**{**OLD_CONFIG, "dataset": "fashion-mnist"})
     assert other.to_dict()["dataset"] == "fashion-mnist" and other.digest() != config.digest()
     with pytest.raises(ConfigMismatchError, match="dataset: saved None, now 'fashion-mnist'"):
         inr_fit.check_config(tmp_path / "old", other)
