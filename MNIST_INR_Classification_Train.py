@@ -12,7 +12,8 @@ epoch with the best ``val`` accuracy and reports its ``test`` accuracy: the last
 Training recipe (SPEC 4.1, the neural-graphs classifier): AdamW (amsgrad, weight decay
 ``--weight-decay``), linear learning-rate warm-up over ``--warmup-steps`` optimizer steps,
 gradient norm clipped to ``--max-grad-norm``, dropout ``--dropout`` in the encoder's output
-MLP, batch 128, ``--augment`` for the DWSNets augmentations of the training INRs. Epochs and
+MLP, batch 128 (smaller for a small training set, :func:`jobs.encoder_jobs.batch_size_for`),
+``--augment`` for the DWSNets augmentations of the training INRs. Epochs and
 widths default per encoder (:data:`jobs.inr_jobs.INR_ENCODER_DEFAULTS`) so that one run on
 7,000 training INRs takes about 20 minutes on a 2-core CPU; ``--epochs`` and ``--hidden``
 override them.
@@ -21,6 +22,7 @@ override them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +30,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from jobs.encoder_jobs import (
+    BATCH_SIZE_HELP,
     RECIPE_DEFAULTS,
+    batch_size_for,
     materialize,
     recipe_arguments,
     recipe_optimizer,
@@ -119,9 +123,12 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(args: argparse.Namespace) -> JobConfig:
-    """Read the INR set once (a folder that is not a readable set is refused) and build
-    the optimizer of the recipe flags."""
-    SPLITS.check(args.inr_dir, args.augment, args.seeds[0])
+    """Read the INR set once (a folder that is not a readable set is refused), size the
+    batch to it unless ``--batch-size`` is given, and build the optimizer of the recipe
+    flags."""
+    train = SPLITS.check(args.inr_dir, args.augment, args.seeds[0])["train"]
+    if args.batch_size is None:
+        args.batch_size = batch_size_for(len(train), int(os.environ.get("WORLD_SIZE", "1")))
     return with_recipe(JOB, args)
 
 
@@ -131,8 +138,8 @@ def configure(args: argparse.Namespace) -> JobConfig:
 JOB = JobConfig(
     script=SCRIPT, title="MNIST INR classifier",
     epochs={side: ENCODER_DEFAULTS[side].epochs for side in ENCODER_NAMES},
-    batch_size=128, lr=1e-3, optimizer=recipe_optimizer(RECIPE_DEFAULTS),
-    build_model=build_classifier, loaders=inr_loaders,
+    batch_size=None, batch_size_help=BATCH_SIZE_HELP, lr=1e-3,
+    optimizer=recipe_optimizer(RECIPE_DEFAULTS), build_model=build_classifier, loaders=inr_loaders,
     sides=SideFlag("--encoder", ENCODER_NAMES, default="ngnn", every="all", noun="encoder",
                    help="weight-space encoder, or 'all' for each in turn (each with its "
                    "default epochs unless --epochs is given)"),

@@ -18,7 +18,7 @@ import MNIST_INR_Classification_Train as classify
 import MNIST_INR_CNN_Ceiling as ceiling
 import MNIST_INR_Dilation_Train as dilation
 import MNIST_INR_Fit
-from jobs.encoder_jobs import materialize
+from jobs.encoder_jobs import batch_size_for, materialize
 from neural_graphs.inr import SIREN, render, stack_siren_params
 from neural_graphs.inr_data import INRGraphDataset
 from neural_graphs.inr_fit import FitConfig, images_digest, load_inr_set, run_fit, stratified_split
@@ -95,6 +95,27 @@ def test_classification_final_record_and_exact_resume(synthetic_set: Path,
     with pytest.raises(SystemExit, match="trained with --hidden 8, this command gives 4"):
         classify.main([*base, "--epochs", "3", "--resume", "--hidden", "4",
                        *_dirs(tmp_path, "cut")])
+
+
+@pytest.mark.parametrize("train_size, world_size, batch", [
+    (7000, 1, 128), (1280, 1, 128), (1279, 1, 64), (700, 1, 64), (700, 2, 32), (28, 1, 16),
+    (0, 1, 16)])
+def test_default_batch_gives_small_sets_ten_steps_an_epoch(train_size: int, world_size: int,
+                                                         batch: int) -> None:
+    assert batch_size_for(train_size, world_size) == batch
+
+
+def test_the_classifier_sizes_its_batch_to_the_set_unless_told(synthetic_set: Path,
+                                                              tmp_path: Path) -> None:
+    base = ["--inr-dir", str(synthetic_set), "--encoder", "statnn", "--epochs", "1",
+            *[a for a in TINY if a not in ("--batch-size", "16")]]
+    run = "MNIST_INR_Classification_Train_statnn_seed0"
+    for name, extra, batch in (("auto", [], 16), ("told", ["--batch-size", "32"], 32)):
+        assert classify.main([*base, *extra, *_dirs(tmp_path, name)]) == 0
+        header = (tmp_path / name / "log" / f"{run}.txt").read_text().splitlines()[0]
+        assert f"batch {batch} x 1 process" in header, header
+    with pytest.raises(ValueError, match="world_size >= 1"):
+        batch_size_for(10, 0)
 
 
 def test_every_encoder_trains_and_reports_test_acc(synthetic_set: Path,

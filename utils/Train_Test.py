@@ -182,7 +182,7 @@ def build_parser(setup: JobConfig | JobSource) -> argparse.ArgumentParser:
                         default=None if isinstance(job.epochs, Mapping) else job.epochs,
                         help=_epochs_help(job))
     parser.add_argument("--batch-size", type=int, default=job.batch_size,
-                        help="batch size per process")
+                        help=job.batch_size_help)
     parser.add_argument("--lr", type=float, default=job.lr,
                         help="learning rate, a positive finite number")
     parser.add_argument("--device", default=default_device(),
@@ -528,6 +528,9 @@ def main(setup: JobConfig | JobSource, argv: Sequence[str] | None = None) -> int
         except JobRefused as err:
             print(f"error: {err}", file=sys.stderr)
             return REFUSED
+    if args.batch_size is None:
+        raise TypeError(f"{job.script}: batch_size=None needs a configure that sets "
+                        "args.batch_size")
     world, device = init_distributed(args.device)
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())

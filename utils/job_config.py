@@ -76,7 +76,9 @@ class JobConfig:
         title: what the network is called in the log header.
         epochs: default of ``--epochs``: one number, or one per side (a mapping from every
             side to its epochs; ``--epochs`` then defaults to the run's side's).
-        batch_size, lr: defaults of ``--batch-size`` and ``--lr``.
+        batch_size, lr: defaults of ``--batch-size`` and ``--lr``; ``batch_size=None`` leaves
+            it to ``configure`` (which must then set ``args.batch_size``), with
+            ``batch_size_help`` saying how it is chosen.
         optimizer: ``optimizer(params, lr=lr)``, e.g. ``functools.partial(SGD, momentum=0.9)``,
             or one per side (a mapping from every side to its factory).
         build_model: ``(args, seed, side) -> nn.Module``; the loop seeds every generator
@@ -103,7 +105,7 @@ class JobConfig:
     script: str
     title: str
     epochs: int | Mapping[str, int]
-    batch_size: int
+    batch_size: int | None
     lr: float
     optimizer: Callable[..., Optimizer] | Mapping[str, Callable[..., Optimizer]]
     build_model: Callable[[argparse.Namespace, int, str], nn.Module]
@@ -118,6 +120,7 @@ class JobConfig:
     labels: dict[str, Any] = field(default_factory=dict)
     configure: Callable[[argparse.Namespace], JobConfig] | None = None
     reads_data_dir: bool = True
+    batch_size_help: str = "batch size per process"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "task", "optimizer"):
