@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["allocator_setting", "keep_freed_memory"]
+__all__ = ["CHUNK_BYTES", "allocator_setting", "graphs_per_chunk", "keep_freed_memory"]
+
+#: The largest intermediate tensor a chunked CPU computation should allocate: half of
+#: glibc's largest mmap threshold (32 MiB), so malloc serves it from heap memory freed by
+#: the chunk before instead of fresh pages that fault in (NG-T at reference size: 7.1
+#: million page faults and 42 s of system time a training step unchunked, 15 thousand and
+#: 0.2 s in chunks of this size).
+CHUNK_BYTES = 16 << 20
 
 _KEPT: dict[int, int] = {}  # threshold set in this process, if any (process-wide, like mallopt)
 
@@ -45,3 +52,14 @@ def allocator_setting() -> str:
     kept = _KEPT[0]
     return (f"glibc keeps freed blocks (mmap threshold {min(kept, 1 << 25) >> 20} MiB, "
             f"trim threshold {kept >> 20} MiB)")
+
+
+def graphs_per_chunk(bytes_per_graph: int, graphs: int, device_type: str,
+                     budget: int = CHUNK_BYTES) -> int:
+    """How many of ``graphs`` independent graphs one chunk of a computation should hold so
+    that its largest tensor (``bytes_per_graph`` a graph) stays within ``budget`` bytes:
+    at least one, and all of them off the CPU (CUDA's caching allocator reuses memory
+    itself, and smaller kernels would only cost launches)."""
+    if device_type != "cpu":
+        return max(graphs, 1)
+    return max(1, min(graphs, budget // max(bytes_per_graph, 1)))

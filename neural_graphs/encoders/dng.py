@@ -24,6 +24,7 @@ from neural_graphs.encoders.batch import (
 from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding, IndexEmbedding
 from neural_graphs.encoders.readouts import NodeEmbeddings, Readout, head_mlp
 from neural_graphs.graph import EDGE_TYPES, layer_snapshots
+from utils.memory import CHUNK_BYTES, graphs_per_chunk
 
 __all__ = ["DNGEncoder"]
 
@@ -267,10 +268,10 @@ class DNGEncoder(nn.Module):
         expected = (torch.cat(local, 1).unsqueeze(1) + shift).reshape(2, -1)
         return sizes if torch.equal(batch.edge_index, expected) else None
 
-    #: Largest intermediate tensor of one chunk of the dense path. glibc serves blocks above
-    #: its mmap threshold (at most 32 MiB) with fresh pages that fault in on every step
-    #: (128 SIRENs at once: a step's Fourier features alone are 134 MB).
-    DENSE_CHUNK_BYTES = 16 << 20
+    #: Largest intermediate tensor of one chunk of the dense path on CPU
+    #: (:data:`utils.memory.CHUNK_BYTES`; 128 SIRENs at once: a step's Fourier features
+    #: alone are 134 MB).
+    DENSE_CHUNK_BYTES = CHUNK_BYTES
 
     def _dense_chunks(self, batch: Batch, sizes: list[int], own: Tensor | None,
                       start: Tensor) -> Tensor:
@@ -280,8 +281,9 @@ class DNGEncoder(nn.Module):
         pairs = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
         width = max(self.edge_rff.out_features, self._at(self.source_proj, 0).out_features)
         per_graph = pairs * batch.edge_attr.shape[-1] * width * batch.edge_attr.element_size()
-        step = max(1, self.DENSE_CHUNK_BYTES // max(per_graph, 1))
         graphs = batch.num_graphs
+        step = graphs_per_chunk(per_graph, graphs, batch.edge_attr.device.type,
+                                self.DENSE_CHUNK_BYTES)
         if step >= graphs:
             return self._dense_states(batch, sizes, own, start, slice(0, graphs))
         return torch.cat([self._dense_states(batch, sizes, own, start,

@@ -24,6 +24,7 @@ from neural_graphs.encoders.batch import (
 )
 from neural_graphs.encoders.embeddings import ConstructorEmbedding, GraphEmbedding
 from neural_graphs.encoders.readouts import NodeEmbeddings, Readout, head_mlp
+from utils.memory import CHUNK_BYTES, graphs_per_chunk
 
 __all__ = ["NGTransformer", "RelationalAttention", "RelationalLayer", "compiled_relational_stack",
            "relational_stack"]
@@ -138,6 +139,15 @@ class RelationalLayer(nn.Module):
                                           nn.GELU(), _xavier_linear(edge_hidden, edge_dim))
             self.edge_norm0 = nn.LayerNorm(edge_dim)
             self.edge_norm1 = nn.LayerNorm(edge_dim)
+
+    @property
+    def pair_width(self) -> int:
+        """Features per neuron pair of the widest ``[B, n, n, width]`` tensor a forward
+        makes (the attention's edge projections or the edge update's hidden layer)."""
+        widths = [self.attention.edge_qk.out_features, self.attention.edge_v.out_features]
+        if self.update_edges:
+            widths.append(self.edge_pair.out_features)
+        return max(widths)
 
     def forward(self, h: Tensor, e: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         h = self.node_norm0(h + self.attn_out(self.attention(h, e, mask)))
@@ -309,6 +319,25 @@ class NGTransformer(nn.Module):
         bucket = (sizes + self.SIZE_BUCKET - 1) // self.SIZE_BUCKET
         return [(bucket == b).nonzero().squeeze(1) for b in bucket.unique().flip(0)]
 
+    #: Largest ``[graphs, n, n, width]`` tensor of one run of the relational layers on CPU
+    #: (:data:`utils.memory.CHUNK_BYTES`): larger ones are fresh pages that fault in on every
+    #: step, which cost NG-T 80% of its step at reference size.
+    CHUNK_BYTES = CHUNK_BYTES
+
+    def run_layers(self, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
+        """The relational layers on padded graphs (``h`` ``[B, n, D_n]``, ``e``
+        ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``),
+        over chunks of graphs whose widest pair tensor stays within :attr:`CHUNK_BYTES`:
+        graphs never mix, so the chunks compute the same function."""
+        stack = compiled_relational_stack() if self.compile_layers else relational_stack
+        width = max(layer.pair_width for layer in self.layers)
+        per_graph = e.shape[1] * e.shape[2] * width * e.element_size()
+        step = graphs_per_chunk(per_graph, h.shape[0], e.device.type, self.CHUNK_BYTES)
+        if step >= h.shape[0]:
+            return stack(self.layers, h, e, mask)
+        return torch.cat([stack(self.layers, *chunk)
+                          for chunk in zip(h.split(step), e.split(step), mask.split(step))])
+
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
         return self.head(self.features(graphs))
 
@@ -331,7 +360,6 @@ class NGTransformer(nn.Module):
         sizes = start[1:] - start[:-1]
         src, dst = batch.edge_index
         graph_of_edge = graph_of_node[src]
-        stack = compiled_relational_stack() if self.compile_layers else relational_stack
         parts, order = [], []
         for chunk in self.size_chunks(sizes):
             local = torch.full_like(sizes, -1)
@@ -343,7 +371,7 @@ class NGTransformer(nn.Module):
             g = graph_of_edge[edges]
             e_c = self.dense_edges(e[edges], local[g], src[edges] - start[g],
                                    dst[edges] - start[g], len(chunk), h_c.shape[1])
-            h_c = stack(self.layers, h_c, e_c, mask)
+            h_c = self.run_layers(h_c, e_c, mask)
             parts.append(h_c[mask])
             order.append(nodes)
         if len(parts) == 1:

@@ -1,5 +1,6 @@
-"""NG-T pads graphs of different sizes in chunks by size: the same function as each graph
-alone (float64, outputs, node embeddings and gradients)."""
+"""NG-T pads graphs of different sizes in chunks by size, and runs its layers over chunks of
+graphs within a byte budget on CPU: the same function as each graph alone, or as all at
+once (float64, outputs, node embeddings and gradients)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from torch_geometric.data import Batch
 
 from neural_graphs import to_neural_graph
 from neural_graphs.encoders import NGTransformer
+from neural_graphs.encoders import transformer as transformer_module
+from utils.memory import graphs_per_chunk
 
 
 def _mlp(width: int, depth: int) -> nn.Module:
@@ -41,3 +44,66 @@ def test_chunks_by_size_equal_each_graph_alone() -> None:
     grads_alone = torch.autograd.grad((alone * weights).sum(), list(encoder.parameters()))
     for a, b in zip(grads, grads_alone):
         assert (a - b).abs().max().item() < 1e-12
+
+
+def _siren_batch(count: int) -> Batch:
+    torch.manual_seed(1)
+    nets = [nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 1)).double() for _ in range(count)]
+    return Batch.from_data_list([to_neural_graph(net) for net in nets])
+
+
+def _run(encoder: NGTransformer, batch: Batch) -> tuple[torch.Tensor, ...]:
+    out = encoder(batch)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    grads = torch.autograd.grad((out * weights).sum(), list(encoder.parameters()))
+    return (out, encoder.node_embeddings(batch).states, *grads)
+
+
+def test_graph_chunks_within_the_byte_budget_compute_the_same_function() -> None:
+    """7 SIREN-like graphs in chunks of 3, 3 and 1 graphs: outputs, node embeddings and
+    every gradient equal one run over all 7 (float64)."""
+    batch = _siren_batch(7)
+    encoder = NGTransformer(3, node_dim=8, edge_dim=4, num_layers=3, heads=2,
+                            attn_dim=8).double()
+    # the widest: the edge update's hidden layer (64) over q, k and value modulation (3 x 8)
+    assert encoder.layers[0].pair_width == 64
+    whole = _run(encoder, batch)
+    n = batch.num_nodes // 7
+    encoder.CHUNK_BYTES = 3 * n * n * encoder.layers[0].pair_width * 8 + 1
+    chunked = _run(encoder, batch)
+    for a, b in zip(whole, chunked):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_graph_chunks_split_as_the_budget_says(monkeypatch) -> None:
+    batch = _siren_batch(7)
+    encoder = NGTransformer(3, node_dim=8, edge_dim=4, num_layers=1, heads=2, attn_dim=8,
+                            edge_hidden=8).double()
+    assert encoder.layers[0].pair_width == 3 * 8  # q, k and the value modulation per pair
+    n = batch.num_nodes // 7
+    seen = []
+    original = transformer_module.relational_stack
+
+    def counting(layers, h, e, mask):
+        seen.append(h.shape[0])
+        return original(layers, h, e, mask)
+    monkeypatch.setattr(transformer_module, "relational_stack", counting)
+    encoder.CHUNK_BYTES = 3 * n * n * encoder.layers[0].pair_width * 8 + 1
+    encoder(batch)
+    assert seen == [3, 3, 1]
+    seen.clear()
+    encoder.CHUNK_BYTES = 1  # below one graph: one graph a chunk
+    encoder(batch)
+    assert seen == [1] * 7
+    seen.clear()
+    encoder.CHUNK_BYTES = NGTransformer.CHUNK_BYTES  # these small graphs: one chunk
+    encoder(batch)
+    assert seen == [7]
+
+
+def test_chunks_are_a_cpu_matter() -> None:
+    assert graphs_per_chunk(10, 128, "cpu", budget=40) == 4
+    assert graphs_per_chunk(100, 128, "cpu", budget=40) == 1
+    assert graphs_per_chunk(1, 128, "cpu", budget=1 << 20) == 128
+    assert graphs_per_chunk(100, 128, "cuda", budget=40) == 128
