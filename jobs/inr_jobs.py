@@ -5,8 +5,9 @@ epochs, their flags, the INR set's splits read once, and their loaders.
 Epochs sized so that one default run on 7,000 training INRs costs at most 45 minutes on
 two free cores, on one thread (``python -m benchmarks.encoders --sizes job``: CPU seconds
 of one forward + backward on a 128-INR batch, flatmlp 0.009, statnn 0.024, nfn 0.20,
-ngnn 0.66, dng 0.54, ngt 2.9; an epoch is 55 such steps plus the forward passes over the 1,000
-validation INRs, the test adds 2,000 more), at most the reference recipe's 200.
+ngnn 0.66, dng 0.54, ngt 1.33 compiled and in chunks of graphs (2.9 before both); an epoch
+is 55 such steps plus the forward passes over the 1,000 validation INRs, the test adds 2,000
+more), at most the reference recipe's 200.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ INR_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
     "statnn": EncoderDefaults(hidden=256, layers=2, epochs=200),
     "nfn": EncoderDefaults(hidden=32, layers=3, epochs=200),
     "ngnn": EncoderDefaults(hidden=32, layers=4, epochs=60, probes=64),
-    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=14, probes=64),
+    "ngt": EncoderDefaults(hidden=32, layers=2, epochs=24, probes=64),
     "dng": EncoderDefaults(hidden=64, layers=1, epochs=70, probes=64),
 }
 

@@ -305,7 +305,7 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
         capsys: pytest.CaptureFixture[str]) -> None:
     text = _help(classify.main, capsys)
     assert "(default: 9)" not in text
-    assert "default per encoder: flatmlp 200, statnn 200, nfn 200, ngnn 60, ngt 14, dng 70" in text
+    assert "default per encoder: flatmlp 200, statnn 200, nfn 200, ngnn 60, ngt 24, dng 70" in text
     edit = _help(dilation.main, capsys)
     hidden = edit.split("--hidden HIDDEN ")[1].split("--layers")[0]
     assert "nfn" not in hidden and "statnn" not in hidden and "flatmlp 256" in hidden
