@@ -7,12 +7,15 @@ import sys
 
 __all__ = ["CHUNK_BYTES", "allocator_setting", "graphs_per_chunk", "keep_freed_memory"]
 
+#: glibc's largest mmap threshold: blocks above it are always mapped afresh and unmapped.
+MMAP_CEILING = 1 << 25
+
 #: The largest intermediate tensor a chunked CPU computation should allocate: half of
-#: glibc's largest mmap threshold (32 MiB), so malloc serves it from heap memory freed by
+#: :data:`MMAP_CEILING`, so malloc serves it from heap memory freed by
 #: the chunk before instead of fresh pages that fault in (NG-T at reference size: 7.1
 #: million page faults and 42 s of system time a training step unchunked, 15 thousand and
 #: 0.2 s in chunks of this size).
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = MMAP_CEILING // 2
 
 _KEPT: dict[int, int] = {}  # threshold set in this process, if any (process-wide, like mallopt)
 
@@ -38,7 +41,7 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    kept = bool(mallopt(m_mmap_threshold, min(threshold_bytes, 1 << 25))
+    kept = bool(mallopt(m_mmap_threshold, min(threshold_bytes, MMAP_CEILING))
                 and mallopt(m_trim_threshold, threshold_bytes))
     if kept:
         _KEPT[0] = threshold_bytes
@@ -50,7 +53,7 @@ def allocator_setting() -> str:
     if not _KEPT:
         return "allocator defaults"
     kept = _KEPT[0]
-    return (f"glibc keeps freed blocks (mmap threshold {min(kept, 1 << 25) >> 20} MiB, "
+    return (f"glibc keeps freed blocks (mmap threshold {min(kept, MMAP_CEILING) >> 20} MiB, "
             f"trim threshold {kept >> 20} MiB)")
 
 
