@@ -5,11 +5,12 @@ the published graph constructor's features (:class:`ConstructorEmbedding`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from torch_geometric.data import Batch
@@ -19,12 +20,87 @@ from neural_graphs.encoders.batch import _INPUT, _OUTPUT, layer_slot, local_node
 from neural_graphs.encoders.probes import ProbeFeatures
 from neural_graphs.graph import EDGE_TYPES
 
-__all__ = ["STATS_KEYS", "ConstructorEmbedding", "FourierFeatures", "GraphEmbedding",
-           "IndexEmbedding", "gaussian_encoding"]
+__all__ = ["FOURIER_ROWS", "STATS_KEYS", "ConstructorEmbedding", "FourierFeatures",
+           "GraphEmbedding", "IndexEmbedding", "fourier_linear", "gaussian_encoding",
+           "gaussian_projection"]
 
 #: the per-layer statistics the reference normalizes weights and biases with (its
 #: ``stats``): one number per layer of weights each
 STATS_KEYS = ("weights_mean", "weights_std", "biases_mean", "biases_std")
+#: rows whose Fourier features :func:`fourier_linear` makes at once: they stay in cache
+FOURIER_ROWS = 4096
+
+
+def _cos_sin(proj: Tensor, out: Tensor | None = None) -> Tensor:
+    """``[cos(proj), sin(proj)]`` along the last dimension (into ``out`` when given)."""
+    if out is None:
+        return torch.cat([proj.cos(), proj.sin()], dim=-1)
+    half = proj.shape[-1]
+    torch.cos(proj, out=out[..., :half])
+    torch.sin(proj, out=out[..., half:])
+    return out
+
+
+class _FourierLinear(torch.autograd.Function):
+    """``F.linear(cos_sin(project(v)), weight, bias)`` for rows of ``v`` that need no
+    gradient, :data:`FOURIER_ROWS` rows at a time: the ``2F``-wide features of a chunk are
+    made in one buffer, projected and dropped, and made again in the backward pass for
+    the weight's gradient, instead of being stored for a whole batch (hundreds of MB for
+    the edges of 128 SIRENs, written once and read once)."""
+
+    @staticmethod
+    def forward(ctx: object, project: Callable[[Tensor], Tensor], v: Tensor,
+                weight: Tensor, bias: Tensor | None) -> Tensor:
+        out = v.new_empty(v.shape[0], weight.shape[0])
+        buffer = None
+        for start in range(0, v.shape[0], FOURIER_ROWS):
+            proj = project(v[start:start + FOURIER_ROWS])
+            if buffer is None or buffer.shape[0] != proj.shape[0]:
+                buffer = proj.new_empty(proj.shape[0], 2 * proj.shape[1])
+            features, part = _cos_sin(proj, buffer), out[start:start + FOURIER_ROWS]
+            if bias is None:
+                torch.mm(features, weight.t(), out=part)
+            else:
+                torch.addmm(bias, features, weight.t(), out=part)
+        ctx.project = project
+        ctx.save_for_backward(v, weight, bias)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, ...]:
+        v, weight, bias = ctx.saved_tensors
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[2] else None
+        if grad_weight is not None:
+            buffer = None
+            for start in range(0, v.shape[0], FOURIER_ROWS):
+                proj = ctx.project(v[start:start + FOURIER_ROWS])
+                if buffer is None or buffer.shape[0] != proj.shape[0]:
+                    buffer = proj.new_empty(proj.shape[0], 2 * proj.shape[1])
+                grad_weight.addmm_(grad[start:start + FOURIER_ROWS].t(),
+                                   _cos_sin(proj, buffer))
+        grad_bias = grad.sum(0) if bias is not None and ctx.needs_input_grad[3] else None
+        return None, None, grad_weight, grad_bias
+
+
+def fourier_linear(project: Callable[[Tensor], Tensor], v: Tensor, linear: nn.Linear
+                   ) -> Tensor:
+    r""":math:`\text{linear}([\cos(p), \sin(p)])` with :math:`p` = ``project(v)`` (the
+    phases of random Fourier features), computed :data:`FOURIER_ROWS` rows at a time
+    without storing the features for the backward pass when ``v`` needs no gradient (the
+    scalars of a network's weights); otherwise through autograd as written.
+
+    Shapes:
+        - input: :math:`(*, \text{in})`
+        - output: :math:`(*, \text{linear.out\_features})`
+    """
+    if v.requires_grad or v.dtype != linear.weight.dtype:
+        return linear(_cos_sin(project(v)))
+    if v.dim() == 2:
+        return _FourierLinear.apply(project, v, linear.weight, linear.bias)
+    out = _FourierLinear.apply(project, v.reshape(-1, v.shape[-1]), linear.weight,
+                               linear.bias)
+    return out.view(*v.shape[:-1], out.shape[-1])
 
 
 class FourierFeatures(LazyModuleMixin, nn.Module):
@@ -73,8 +149,18 @@ class FourierFeatures(LazyModuleMixin, nn.Module):
             raise ValueError(f"FourierFeatures was built for {self.frequencies.shape[0]} "
                              f"input columns (edge_attr width K or x width), got "
                              f"{v.shape[-1]}; build graphs with one kernel_shape=")
-        proj = (2 * math.pi) * (v @ self.frequencies.to(v.dtype))
-        return torch.cat([proj.cos(), proj.sin()], dim=-1)
+        return _cos_sin(self.project(v))
+
+    def project(self, v: Tensor) -> Tensor:
+        r"""The phases :math:`2\pi v B` whose cosines and sines are the features."""
+        return (2 * math.pi) * (v @ self.frequencies.to(v.dtype))
+
+    def linear(self, v: Tensor, linear: nn.Linear) -> Tensor:
+        """``linear(self(v))`` without storing the features for the backward pass
+        (:func:`fourier_linear`)."""
+        if self.has_uninitialized_params():
+            self(v[..., :1, :])  # draw the lazy frequencies from v's width
+        return fourier_linear(self.project, v, linear)
 
     @property
     def out_features(self) -> int:
@@ -182,7 +268,8 @@ class GraphEmbedding(nn.Module):
         return pos
 
     def edges(self, batch: Batch) -> Tensor:
-        return self.edge_proj(self.edge_rff(batch.edge_attr)) + self.edge_type(batch.edge_type)
+        return self.edge_rff.linear(batch.edge_attr, self.edge_proj) + \
+            self.edge_type(batch.edge_type)
 
 
 
@@ -201,8 +288,12 @@ def gaussian_encoding(v: Tensor, b: Tensor) -> Tensor:
     Returns:
         Tensor: :math:`(*, 2F)`.
     """
-    proj = (2 * math.pi * v) @ b.to(v.dtype).T
-    return torch.cat([proj.cos(), proj.sin()], dim=-1)
+    return _cos_sin(gaussian_projection(v, b))
+
+
+def gaussian_projection(v: Tensor, b: Tensor) -> Tensor:
+    r"""The phases :math:`2\pi v B^\top` of :func:`gaussian_encoding`, in its order."""
+    return (2 * math.pi * v) @ b.to(v.dtype).T
 
 
 def _layer_stats(stats: Mapping[str, Sequence[float] | Tensor] | None
@@ -348,7 +439,10 @@ class ConstructorEmbedding(nn.Module):
 
     def edge_features(self, values: Tensor) -> Tensor:
         r""":math:`W_e\,\gamma_e(v) + c_e` of :meth:`edge_values` rows."""
-        return self.edge_proj(gaussian_encoding(values, self.edge_b))
+        return fourier_linear(self._edge_projection, values, self.edge_proj)
+
+    def _edge_projection(self, values: Tensor) -> Tensor:
+        return gaussian_projection(values, self.edge_b)
 
     def no_edge(self, like: Tensor) -> Tensor:
         """The features of an unconnected pair, :math:`v = 0` (of ``like``'s dtype and

@@ -29,8 +29,6 @@ __all__ = ["NGGNN", "PNAEdgeConv", "EdgeUpdate"]
 AGGREGATORS = ("mean", "min", "max", "std")
 SCALERS = ("identity", "amplification")
 EDGE_FIELDS = tuple(f for f in GRAPH_FIELDS if f.startswith("edge_") and f != "edge_index")
-#: edges embedded at once (:meth:`NGGNN._embed_edges`): their Fourier features stay in cache
-EMBED_ROWS = 4096
 
 
 class PNAEdgeConv(MessagePassing):
@@ -319,18 +317,12 @@ class NGGNN(nn.Module):
                 for block, rows in zip(plan.layout.blocks, plan.rows)], None
 
     def _embed_edges(self, fields: dict[str, Tensor]) -> Tensor:
-        """Edge features of the edges whose embedding inputs are ``fields``, in chunks of
-        :data:`EMBED_ROWS` edges: the Fourier features are ``2 * rff_dim`` wide, and for a
-        whole batch they would pass through memory (and be mapped afresh by malloc,
-        being that large) several times."""
-        rows = next(iter(fields.values())).shape[0]
-        chunks = []
-        for start in range(0, rows, EMBED_ROWS):
-            part = {k: v[start:start + EMBED_ROWS] for k, v in fields.items()}
-            e = self.embed.edge_features(part["values"]) if self.feature_kind == "reference" \
-                else self.embed.edges(Data(**part))
-            chunks.append(self.edge_in(e))
-        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        """Edge features of the edges whose embedding inputs are ``fields`` (their
+        Fourier features made in cache-sized chunks and not stored:
+        :func:`~neural_graphs.encoders.embeddings.fourier_linear`)."""
+        e = self.embed.edge_features(fields["values"]) if self.feature_kind == "reference" \
+            else self.embed.edges(Data(**fields))
+        return self.edge_in(e)
 
     def _normalize(self, index: int, h: Tensor, batch: Batch) -> Tensor:
         if self.norm == "graph":

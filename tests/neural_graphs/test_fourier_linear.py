@@ -1,0 +1,78 @@
+"""fourier_linear: Linear(random Fourier features) in chunks, the features made again in
+the backward pass instead of stored; the same function and gradients as writing it out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import neural_graphs.encoders.embeddings as embeddings
+from neural_graphs.encoders.embeddings import (
+    ConstructorEmbedding,
+    FourierFeatures,
+    fourier_linear,
+    gaussian_encoding,
+    gaussian_projection,
+)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 20])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fourier_linear_equals_linear_of_features_in_float64(monkeypatch, rows: int,
+                                                             bias: bool) -> None:
+    monkeypatch.setattr(embeddings, "FOURIER_ROWS", 3)  # several chunks, a short last one
+    torch.manual_seed(0)
+    rff = FourierFeatures(5, 2.0, in_features=2).double()
+    linear = nn.Linear(10, 4, bias=bias).double()
+    v = torch.randn(rows, 2, dtype=torch.float64)
+    grad = torch.randn(rows, 4, dtype=torch.float64)
+    ours = fourier_linear(rff.project, v, linear)
+    ours.backward(grad)
+    ours_grads = [p.grad.clone() for p in linear.parameters()]
+    linear.zero_grad()
+    written = linear(rff(v))
+    written.backward(grad)
+    torch.testing.assert_close(ours, written, rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(ours_grads, (p.grad for p in linear.parameters())):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert ours.grad_fn is not None and "FourierLinear" in type(ours.grad_fn).__name__
+
+
+def test_fourier_linear_passes_gradients_to_inputs_that_need_them() -> None:
+    torch.manual_seed(0)
+    b = torch.randn(6, 3, dtype=torch.float64)
+    linear = nn.Linear(12, 2).double()
+    v = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(
+        lambda x: fourier_linear(lambda y: gaussian_projection(y, b), x, linear), (v,))
+    written = linear(gaussian_encoding(v, b))
+    torch.testing.assert_close(
+        fourier_linear(lambda y: gaussian_projection(y, b), v, linear), written)
+
+
+def test_fourier_linear_keeps_leading_dimensions_and_float32_agrees() -> None:
+    torch.manual_seed(0)
+    rff, linear = FourierFeatures(8, 3.0, in_features=1), nn.Linear(16, 5)
+    v = torch.randn(4, 6, 1)
+    out = fourier_linear(rff.project, v, linear)
+    assert out.shape == (4, 6, 5)
+    torch.testing.assert_close(out, linear(rff(v)), rtol=1e-5, atol=1e-5)
+
+
+def test_lazy_fourier_features_draw_their_frequencies_in_linear() -> None:
+    torch.manual_seed(0)
+    rff, linear = FourierFeatures(4, 1.0), nn.Linear(8, 3)
+    v = torch.randn(5, 2)
+    out = rff.linear(v, linear)
+    assert rff.frequencies.shape == (2, 4)
+    torch.testing.assert_close(out, linear(rff(v)))
+
+
+def test_constructor_edge_features_keep_the_reference_function(monkeypatch) -> None:
+    monkeypatch.setattr(embeddings, "FOURIER_ROWS", 4)
+    torch.manual_seed(0)
+    embed = ConstructorEmbedding(6, rff_dim=5, reverse_edges=True).double()
+    values = torch.randn(11, 3, dtype=torch.float64)
+    expected = embed.edge_proj(gaussian_encoding(values, embed.edge_b))
+    torch.testing.assert_close(embed.edge_features(values), expected, rtol=1e-12, atol=1e-12)
