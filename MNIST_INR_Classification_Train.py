@@ -22,7 +22,6 @@ override them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +50,7 @@ from jobs.inr_jobs import (
 from neural_graphs.encoders.build import ENCODER_NAMES
 from utils.cli import probability
 from utils.tasks import classification
+from utils.torchrun import torchrun_place
 from utils.Train_Test import JobConfig, SideFlag
 
 SCRIPT = "MNIST_INR_Classification_Train"
@@ -128,7 +128,7 @@ def configure(args: argparse.Namespace) -> JobConfig:
     flags."""
     train = SPLITS.check(args.inr_dir, args.augment, args.seeds[0])["train"]
     if args.batch_size is None:
-        args.batch_size = batch_size_for(len(train), int(os.environ.get("WORLD_SIZE", "1")))
+        args.batch_size = batch_size_for(len(train), torchrun_place().world_size)
     return with_recipe(JOB, args)
 
 

@@ -62,6 +62,7 @@ from utils.cli import (
 )
 from utils.images import IDX_DATASETS, load_idx_dataset
 from utils.memory import allocator_setting, keep_freed_memory
+from utils.torchrun import torchrun_place
 
 TEST_SPLIT_SIZES = {"train": 7000, "val": 1000, "test": 2000}
 TRAIN_SOURCE_VAL = 5000
@@ -187,11 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     lr = recipe["lr"] if args.lr is None else args.lr
     set_cpu_threads(args.threads, args.device)
     keep_freed_memory()
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    place = torchrun_place()
+    rank, world_size = place.rank, place.world_size
     device = args.device
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda" and place.enabled:
+        device = torch.device("cuda", place.local_rank)
     prefix = args.dataset.replace("-", "_")
     out = args.out or os.path.join("data", f"{prefix}_inrs_{args.recipe}")
     try:

@@ -65,7 +65,6 @@ again); ``torchrun`` ranks split the groups by estimated cost.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -113,6 +112,7 @@ from utils.cli import default_device
 from utils.images import CIFAR10_FOLDER, CIFAR10_URL, LUMA, load_cifar10
 from utils.memory import allocator_setting
 from utils.store import ConfigMismatchError, StoreError
+from utils.torchrun import torchrun_place
 
 __all__ = [
     "ACTIVATIONS",
@@ -344,8 +344,8 @@ def _write_manifest(out: Path, config_dict: dict[str, Any], groups: int) -> dict
 
 
 def _dist_place() -> tuple[int, int, int]:
-    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-            int(os.environ.get("LOCAL_RANK", "0")))
+    place = torchrun_place()
+    return place.rank, place.world_size, place.local_rank
 
 
 def generate_zoo(config: ZooConfig, data: ZooData, out: str | Path,

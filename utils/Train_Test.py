@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import shlex
 import signal
@@ -107,6 +106,7 @@ from utils.job_config import (
 from utils.memory import allocator_setting, keep_freed_memory
 from utils.run_log import RunLog
 from utils.tasks import Task
+from utils.torchrun import torchrun_place
 from utils.train_pass import (
     EpochPass,
     NonFiniteLoss,
@@ -244,8 +244,9 @@ def _resume_command(script: str, argv: Sequence[str]) -> str:
     args = list(argv)
     if "--resume" not in args:
         args.append("--resume")
-    launcher = "python -m" if os.environ.get("WORLD_SIZE", "1") == "1" else (
-        f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')} -m")
+    place = torchrun_place()
+    launcher = f"torchrun --nproc_per_node={place.local_world_size} -m" if place.enabled \
+        else "python -m"
     return f"{launcher} {script} {shlex.join(args)}".rstrip()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from utils.checkpoints import rng_state
 from utils.tasks import Task, batch_size, to_device
+from utils.torchrun import torchrun_place
 
 __all__ = ["EpochPass", "NonFiniteLoss", "World", "from_main", "gather_rng",
            "init_distributed"]
@@ -50,11 +50,10 @@ class World:
 
 def init_distributed(device: str) -> tuple[World, torch.device]:
     """Join the torchrun job described by the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    place = torchrun_place()
+    if not place.enabled:
         return World(), torch.device(device)
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = place.rank, place.world_size, place.local_rank
     dev = torch.device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
