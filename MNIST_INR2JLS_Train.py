@@ -31,7 +31,6 @@ against the set's image digest) or the INR's own render (``--target render``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -85,6 +84,7 @@ from neural_graphs.jls import (
 from neural_graphs.jls.inr2inr import batch_layout, graph_parameters, siren_parameters
 from utils.checkpoints import Checkpoints
 from utils.cli import non_negative_float, positive_int
+from utils.torchrun import torchrun_place
 from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable, run_name
 
 SCRIPT = "MNIST_INR2JLS_Train"
@@ -474,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run's picture; returns the exit status."""
     done: dict[str, Any] = {}
     status = run_job(JOB.replace(configure=partial(configure, done=done)), argv)
-    if status == 0 and "args" in done and os.environ.get("RANK", "0") == "0":
+    if status == 0 and "args" in done and torchrun_place().rank == 0:
         for path in write_pictures(done["args"]):
             print(f"wrote {path}")
     return status
