@@ -271,19 +271,19 @@ class DNGEncoder(nn.Module):
     #: Largest intermediate tensor of one chunk of the dense path on CPU
     #: (:data:`utils.memory.CHUNK_BYTES`; 128 SIRENs at once: a step's Fourier features
     #: alone are 134 MB).
-    DENSE_CHUNK_BYTES = CHUNK_BYTES
+    CHUNK_BYTES = CHUNK_BYTES
 
     def _dense_chunks(self, batch: Batch, sizes: list[int], own: Tensor | None,
                       start: Tensor) -> Tensor:
         """:meth:`_dense_states` over chunks of graphs whose largest tensor (a step's
         Fourier features or heads, ``[graphs, n_t, n_{t-1}, K, width]``) stays within
-        :attr:`DENSE_CHUNK_BYTES`: the same states, computed without page faults."""
+        :attr:`CHUNK_BYTES`: the same states, computed without page faults."""
         pairs = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
         width = max(self.edge_rff.out_features, self._at(self.source_proj, 0).out_features)
         per_graph = pairs * batch.edge_attr.shape[-1] * width * batch.edge_attr.element_size()
         graphs = batch.num_graphs
         step = graphs_per_chunk(per_graph, graphs, batch.edge_attr.device.type,
-                                self.DENSE_CHUNK_BYTES)
+                                self.CHUNK_BYTES)
         if step >= graphs:
             return self._dense_states(batch, sizes, own, start, slice(0, graphs))
         return torch.cat([self._dense_states(batch, sizes, own, start,

@@ -146,7 +146,7 @@ def test_dense_path_in_chunks_of_graphs_equals_the_general_path(network: str) ->
     results = {}
     for name, dense, budget in (("general", False, 16 << 20), ("whole", True, 16 << 20),
                                 ("chunks", True, 1)):
-        encoder.dense, encoder.DENSE_CHUNK_BYTES = dense, budget
+        encoder.dense, encoder.CHUNK_BYTES = dense, budget
         encoder.zero_grad()
         out = encoder(batch)
         out.square().sum().backward()
