@@ -25,6 +25,11 @@ class TorchrunPlace:
         """More than one process."""
         return self.world_size > 1
 
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, which writes logs and checkpoints."""
+        return self.rank == 0
+
 
 def torchrun_place() -> TorchrunPlace:
     """This process's :class:`TorchrunPlace` from the environment (rank 0 of 1 when

@@ -25,27 +25,14 @@ from tqdm import tqdm
 
 from utils.checkpoints import rng_state
 from utils.tasks import Task, batch_size, to_device
-from utils.torchrun import torchrun_place
+from utils.torchrun import TorchrunPlace, torchrun_place
 
 __all__ = ["EpochPass", "NonFiniteLoss", "World", "from_main", "gather_rng",
            "init_distributed"]
 
 
-@dataclass
-class World:
-    """The process's place in a (possibly one-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+#: the process's place in a (possibly one-process) job, once the training loop has joined it
+World = TorchrunPlace
 
 
 def init_distributed(device: str) -> tuple[World, torch.device]:
@@ -53,13 +40,12 @@ def init_distributed(device: str) -> tuple[World, torch.device]:
     place = torchrun_place()
     if not place.enabled:
         return World(), torch.device(device)
-    rank, world_size, local_rank = place.rank, place.world_size, place.local_rank
     dev = torch.device(device)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
+        dev = torch.device("cuda", place.local_rank)
         torch.cuda.set_device(dev)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return World(rank, world_size, local_rank), dev
+    return place, dev
 
 
 def from_main(value: Any, job: World) -> Any:
