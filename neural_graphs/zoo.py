@@ -343,11 +343,6 @@ def _write_manifest(out: Path, config_dict: dict[str, Any], groups: int) -> dict
     return store.write_manifest(out, "cnn-zoo", manifest)
 
 
-def _dist_place() -> tuple[int, int, int]:
-    place = torchrun_place()
-    return place.rank, place.world_size, place.local_rank
-
-
 def generate_zoo(config: ZooConfig, data: ZooData, out: str | Path,
                  device: torch.device | str | None = None, progress: bool | None = None,
                  log: Callable[[str], None] | None = None,
@@ -358,10 +353,11 @@ def generate_zoo(config: ZooConfig, data: ZooData, out: str | Path,
     ``max_groups`` stops this process after so many newly trained groups (an interruption).
     """
     out = Path(out)
-    rank, world, local_rank = _dist_place()
+    place = torchrun_place()
+    rank, world = place.rank, place.world_size
     if device is None:
         device = default_device()
-        device = f"cuda:{local_rank}" if device == "cuda" else device
+        device = f"cuda:{place.local_rank}" if device == "cuda" else device
     device = torch.device(device)
     config_dict = config.to_dict(data)
     check_config(out, config_dict)
