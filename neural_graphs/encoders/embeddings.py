@@ -5,7 +5,7 @@ the published graph constructor's features (:class:`ConstructorEmbedding`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,20 @@ def _cos_sin(proj: Tensor, out: Tensor | None = None) -> Tensor:
     return out
 
 
+def _feature_chunks(project: Callable[[Tensor], Tensor], v: Tensor
+                    ) -> Iterator[tuple[slice, Tensor]]:
+    """``(rows, [cos p, sin p])`` of ``v`` :data:`FOURIER_ROWS` rows at a time, ``p =
+    project(v[rows])``, each chunk's features written into one reused buffer (valid until
+    the next chunk)."""
+    buffer = None
+    for start in range(0, v.shape[0], FOURIER_ROWS):
+        rows = slice(start, start + FOURIER_ROWS)
+        proj = project(v[rows])
+        if buffer is None or buffer.shape[0] != proj.shape[0]:
+            buffer = proj.new_empty(proj.shape[0], 2 * proj.shape[1])
+        yield rows, _cos_sin(proj, buffer)
+
+
 class _FourierLinear(torch.autograd.Function):
     """``F.linear(cos_sin(project(v)), weight, bias)`` for rows of ``v`` that need no
     gradient, :data:`FOURIER_ROWS` rows at a time: the ``2F``-wide features of a chunk are
@@ -52,16 +66,11 @@ class _FourierLinear(torch.autograd.Function):
     def forward(ctx: object, project: Callable[[Tensor], Tensor], v: Tensor,
                 weight: Tensor, bias: Tensor | None) -> Tensor:
         out = v.new_empty(v.shape[0], weight.shape[0])
-        buffer = None
-        for start in range(0, v.shape[0], FOURIER_ROWS):
-            proj = project(v[start:start + FOURIER_ROWS])
-            if buffer is None or buffer.shape[0] != proj.shape[0]:
-                buffer = proj.new_empty(proj.shape[0], 2 * proj.shape[1])
-            features, part = _cos_sin(proj, buffer), out[start:start + FOURIER_ROWS]
+        for rows, features in _feature_chunks(project, v):
             if bias is None:
-                torch.mm(features, weight.t(), out=part)
+                torch.mm(features, weight.t(), out=out[rows])
             else:
-                torch.addmm(bias, features, weight.t(), out=part)
+                torch.addmm(bias, features, weight.t(), out=out[rows])
         ctx.project = project
         ctx.save_for_backward(v, weight, bias)
         return out
@@ -72,13 +81,8 @@ class _FourierLinear(torch.autograd.Function):
         v, weight, bias = ctx.saved_tensors
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[2] else None
         if grad_weight is not None:
-            buffer = None
-            for start in range(0, v.shape[0], FOURIER_ROWS):
-                proj = ctx.project(v[start:start + FOURIER_ROWS])
-                if buffer is None or buffer.shape[0] != proj.shape[0]:
-                    buffer = proj.new_empty(proj.shape[0], 2 * proj.shape[1])
-                grad_weight.addmm_(grad[start:start + FOURIER_ROWS].t(),
-                                   _cos_sin(proj, buffer))
+            for rows, features in _feature_chunks(ctx.project, v):
+                grad_weight.addmm_(grad[rows].t(), features)
         grad_bias = grad.sum(0) if bias is not None and ctx.needs_input_grad[3] else None
         return None, None, grad_weight, grad_bias
 
