@@ -465,7 +465,7 @@ JOB = JobConfig(
     resume_keys=("inr_dir", "model", "target", "hidden", "layers", "probes", "dng_config",
                  "latent_dim", "latent_size", "latent_hidden", "decoder_hidden",
                  "classifier_hidden", "weight_decay", "classifier_weight_decay",
-                 "warmup_steps", "max_grad_norm", "weight_loss"),
+                 "warmup_steps", "lr_schedule", "max_grad_norm", "weight_loss"),
     labels={"dataset": "mnist_inr_jls"}, configure=configure, reads_data_dir=False)
 
 

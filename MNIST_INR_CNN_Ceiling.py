@@ -134,7 +134,7 @@ JOB = JobConfig(
     description="Train a small CNN on the rendered INRs of --inr-dir (the ceiling of the "
     "weight-space classifiers); the final record carries test_acc (percent).",
     extra_arguments=ceiling_arguments,
-    resume_keys=("inr_dir", "channels", "dropout", "weight_decay", "warmup_steps",
+    resume_keys=("inr_dir", "channels", "dropout", "weight_decay", "warmup_steps", "lr_schedule",
                  "max_grad_norm"),
     labels={"dataset": "mnist_inr"}, configure=configure, reads_data_dir=False)
 

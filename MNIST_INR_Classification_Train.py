@@ -148,7 +148,7 @@ JOB = JobConfig(
     "weights; the final record carries test_acc (percent).",
     extra_arguments=classification_arguments,
     resume_keys=("inr_dir", "hidden", "layers", "probes", "augment", "dropout",
-                 "weight_decay", "warmup_steps", "max_grad_norm"),
+                 "weight_decay", "warmup_steps", "lr_schedule", "max_grad_norm"),
     labels={"dataset": "mnist_inr"}, configure=configure, reads_data_dir=False)
 
 

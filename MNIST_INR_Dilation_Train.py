@@ -320,7 +320,7 @@ JOB = JobConfig(
     "the final record carries test_mse and identity_mse.",
     extra_arguments=dilation_arguments,
     resume_keys=("inr_dir", "hidden", "layers", "probes", "head_hidden", "weight_decay",
-                 "warmup_steps", "max_grad_norm"),
+                 "warmup_steps", "lr_schedule", "max_grad_norm"),
     labels={"dataset": "mnist_inr_dilation"}, configure=configure, reads_data_dir=False)
 
 

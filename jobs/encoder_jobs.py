@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from utils.cli import non_negative_float, non_negative_int
 from utils.job_data import split_loaders
-from utils.optim import WarmupClipAdamW
+from utils.optim import LR_SCHEDULES, WarmupClipAdamW
 from utils.Train_Test import JobConfig, JobRefused, SideUnavailable
 from utils.Train_Test import main as train_main
 
@@ -67,7 +67,8 @@ def per_encoder(defaults: Mapping[str, EncoderDefaults], key: str,
 # --------------------------------------------------------------------------- recipe
 
 
-RECIPE_DEFAULTS = argparse.Namespace(weight_decay=5e-4, warmup_steps=None, max_grad_norm=10.0)
+RECIPE_DEFAULTS = argparse.Namespace(weight_decay=5e-4, warmup_steps=None, max_grad_norm=10.0,
+                                     lr_schedule="constant")
 #: Without --warmup-steps the warm-up is this share of the run's optimizer steps, at most
 #: the reference's 1,000 (a 5-epoch run on 1,000 INRs used to end inside a 100-step warm-up).
 WARMUP_FRACTION = 0.05
@@ -98,23 +99,30 @@ def batch_size_for(train_size: int, world_size: int = 1) -> int:
     return batch
 
 
-def recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """The optimizer flags of the INR jobs (SPEC 4.1 values)."""
+def recipe_arguments(parser: argparse.ArgumentParser,
+                     defaults: argparse.Namespace = RECIPE_DEFAULTS) -> None:
+    """The optimizer flags of the INR jobs (SPEC 4.1 values unless a job's ``defaults``
+    say otherwise)."""
     parser.add_argument("--weight-decay", type=non_negative_float,
-                        default=RECIPE_DEFAULTS.weight_decay, help="AdamW weight decay")
+                        default=defaults.weight_decay, help="AdamW weight decay")
     parser.add_argument("--warmup-steps", type=non_negative_int,
-                        default=RECIPE_DEFAULTS.warmup_steps,
+                        default=defaults.warmup_steps,
                         help="optimizer steps of the linear learning-rate warm-up "
                         f"(default: {WARMUP_FRACTION * 100:.0f}%% of the run's steps, at most the "
                         f"reference's {REFERENCE_WARMUP_STEPS:,})")
     parser.add_argument("--max-grad-norm", type=non_negative_float,
-                        default=RECIPE_DEFAULTS.max_grad_norm,
+                        default=defaults.max_grad_norm,
                         help="clip the gradient norm to this (0: no clipping)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                        help="learning rate after the warm-up: held (constant, the reference "
+                        "recipe) or a cosine down to zero at the run's last step (default: "
+                        "%(default)s)")
 
 
 def recipe_optimizer(args: argparse.Namespace) -> Callable[..., torch.optim.Optimizer]:
     """``optimizer(params, lr=...)`` of the flags of :func:`recipe_arguments`: AdamW with
-    amsgrad, warm-up and gradient clipping (:class:`~utils.optim.WarmupClipAdamW`)."""
+    amsgrad, warm-up, learning-rate schedule and gradient clipping
+    (:class:`~utils.optim.WarmupClipAdamW`)."""
     warmup = args.warmup_steps
     if args.weight_decay < 0 or (warmup is not None and warmup < 0) or args.max_grad_norm < 0:
         raise SystemExit("error: --weight-decay, --warmup-steps and --max-grad-norm must be "
@@ -123,7 +131,8 @@ def recipe_optimizer(args: argparse.Namespace) -> Callable[..., torch.optim.Opti
     return partial(WarmupClipAdamW, weight_decay=args.weight_decay, amsgrad=True,
                    warmup_steps=warmup, warmup_fraction=WARMUP_FRACTION,
                    max_warmup_steps=REFERENCE_WARMUP_STEPS,
-                   max_grad_norm=args.max_grad_norm or None)
+                   max_grad_norm=args.max_grad_norm or None,
+                   lr_schedule=getattr(args, "lr_schedule", RECIPE_DEFAULTS.lr_schedule))
 
 
 def with_recipe(job: JobConfig, args: argparse.Namespace) -> JobConfig:

@@ -71,10 +71,11 @@ def mnist_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- classification
 
 
-def test_classification_final_record_and_exact_resume(synthetic_set: Path,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_classification_final_record_and_exact_resume(synthetic_set: Path, tmp_path: Path,
+                                                      schedule: str) -> None:
     base = ["--inr-dir", str(synthetic_set), "--encoder", "ngnn", "--probes", "4",
-            "--augment", *TINY]
+            "--augment", "--lr-schedule", schedule, *TINY]
     run = "MNIST_INR_Classification_Train_ngnn_seed0"
     assert classify.main([*base, "--epochs", "2", *_dirs(tmp_path, "whole")]) == 0
     assert classify.main([*base, "--epochs", "1", *_dirs(tmp_path, "cut")]) == 0
@@ -92,8 +93,16 @@ def test_classification_final_record_and_exact_resume(synthetic_set: Path,
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert a["optimizer"]["param_groups"][0]["warmup_step"] == 2 * 2  # 28 INRs, batch 16
+    # The logged rate is that of each epoch's last step: 2 warm-up steps of 4, then a
+    # cosine that ends at zero, or the rate held.
+    assert [r["lr"] for r in whole[:2]] == pytest.approx(
+        [1e-3, 0.0 if schedule == "cosine" else 1e-3], abs=1e-12)
     with pytest.raises(SystemExit, match="trained with --hidden 8, this command gives 4"):
         classify.main([*base, "--epochs", "3", "--resume", "--hidden", "4",
+                       *_dirs(tmp_path, "cut")])
+    other = "constant" if schedule == "cosine" else "cosine"
+    with pytest.raises(SystemExit, match=f"trained with --lr-schedule '{schedule}'"):
+        classify.main([*base, "--epochs", "3", "--resume", "--lr-schedule", other,
                        *_dirs(tmp_path, "cut")])
 
 

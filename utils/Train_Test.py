@@ -276,7 +276,18 @@ def _describe_optimizer(optimizer: Optimizer) -> str:
     parts = [f"{k}={group[k]}" for k in keys if k in group and group[k] not in (0, 0.0)]
     if getattr(optimizer, "warmup_steps", 0):
         parts.append(f"warmup_steps={optimizer.warmup_steps}")
+    if getattr(optimizer, "lr_schedule", "constant") != "constant":
+        parts.append(f"lr_schedule={optimizer.lr_schedule}")
     return f"{type(optimizer).__name__}({', '.join(parts)})"
+
+
+def _last_lr(optimizer: Optimizer) -> float:
+    """The learning rate of the optimizer's last step: a warm-up or schedule kept inside
+    the optimizer (``lr_factor``) scales the group's base rate."""
+    group = optimizer.param_groups[0]
+    if hasattr(optimizer, "lr_factor") and group.get("warmup_step", 0) > 0:
+        return float(group["lr"]) * optimizer.lr_factor(group["warmup_step"])
+    return float(group["lr"])
 
 
 @dataclass
@@ -376,7 +387,6 @@ class _Run:
             for epoch in range(run.epoch + 1, args.epochs + 1):
                 set_epoch(train_loader, epoch - 1)
                 set_epoch(val_loader, epoch - 1)
-                lr = float(run.optimizer.param_groups[0]["lr"])
                 tag = f"{self.name} {epoch}/{args.epochs}"
                 train, train_time = trainer.run(train_loader, args.max_train_batches,
                                                 f"{tag} train")
@@ -384,6 +394,7 @@ class _Run:
                 if task.best_metric not in val:
                     raise KeyError(f"the task's best_metric {task.best_metric!r} is not among "
                                    f"its metrics {sorted(val)}")
+                lr = _last_lr(run.optimizer)
                 if run.scheduler is not None:
                     run.scheduler.step()
                 improved = task.better(val[task.best_metric], run.best)
