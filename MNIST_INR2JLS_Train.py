@@ -60,6 +60,7 @@ from jobs.inr_jobs import (
     encoder_arguments,
     encoder_settings,
     first_graphs,
+    grey_inr_manifest,
     inr_manifest,
     make_encoder,
 )
@@ -403,7 +404,7 @@ def configure(args: argparse.Namespace, done: dict[str, Any] | None = None) -> J
     when either cannot be read), then the job of the chosen stages: one side per stage,
     each with its task, optimizer and epochs."""
     _resolve(args)
-    manifest = inr_manifest(args.inr_dir)
+    manifest = grey_inr_manifest(args.inr_dir, SCRIPT)
     if args.target == "original":
         load_or_refuse("--target original", lambda: _targets(args)(manifest))
     splits = load_or_refuse("--inr-dir", lambda: _splits(args, args.seeds[0]))

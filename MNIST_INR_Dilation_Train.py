@@ -58,6 +58,7 @@ from jobs.inr_jobs import (
     encoder_arguments,
     encoder_settings,
     first_graphs,
+    grey_inr_manifest,
     inr_manifest,
     make_encoder,
 )
@@ -301,7 +302,7 @@ def configure(args: argparse.Namespace) -> JobConfig:
     """Read the INR set and its dilated MNIST targets once (refused with the reason when
     either cannot be read), then the task of the set's rendering and the recipe's
     optimizer."""
-    config = _fit_config(args.inr_dir)
+    config = grey_inr_manifest(args.inr_dir, SCRIPT).get("config", {})
     load_or_refuse("--inr-dir", lambda: _splits(args, args.seeds[0]))
     return with_recipe(JOB, args).replace(
         task=dilation_task(config.get("omega_0", 30.0), config.get("out_offset", 0.5)))

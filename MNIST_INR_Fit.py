@@ -1,4 +1,4 @@
-"""Fit one SIREN per MNIST or Fashion-MNIST image: the INR sets of the neural-graphs work.
+"""Fit one SIREN per MNIST, Fashion-MNIST or CIFAR-10 image: the INR sets of the neural-graphs work.
 
 ``python -m MNIST_INR_Fit --recipe published|fast``: a SIREN 2-32-32-1 (omega_0 = 30,
 output + 0.5) per image, fitted by Adam to the MSE against the pixels (in [0, 1]) on the
@@ -18,7 +18,12 @@ md5-checked and downloaded when absent and the folder is writable:
 ``utils.images.load_idx_dataset``). Both have 60,000 training and 10,000 test images, so
 ``--mnist-source`` means the same for both; a Fashion-MNIST set records
 ``"dataset": "fashion-mnist"`` in its configuration (an MNIST set records none) and the
-INR jobs find its images in ``FashionMNIST/raw``.
+INR jobs find its images in ``FashionMNIST/raw``. ``--dataset cifar10`` reads
+``DATA_DIR/cifar-10-batches-py`` (or extracts ``DATA_DIR/cifar-10-python.tar.gz``,
+md5-checked, downloaded when absent and the folder is writable) and fits SIRENs 2-32-32-3
+on the 32x32 grid, one output per colour channel (the sets of the dynamic-neural-graph
+paper); its 50,000 training images give ``--mnist-source train`` 45,000 / 5,000 /
+10,000.
 
 Output in ``--out``: ``fit_config.json``, shards ``shard_NNNNN.pt`` (stacked parameters in
 SIREN state_dict names, labels, image indices, split names, PSNR) each with a
@@ -60,7 +65,7 @@ from utils.cli import (
     positive_int,
     set_cpu_threads,
 )
-from utils.images import IDX_DATASETS, load_idx_dataset
+from utils.images import IDX_DATASETS, load_cifar10, load_idx_dataset
 from utils.memory import allocator_setting, keep_freed_memory
 from utils.torchrun import torchrun_place
 
@@ -71,6 +76,19 @@ TRAIN_SOURCE_VAL = 5000
 SOURCE_SPLIT_SIZES = {"test-split": TEST_SPLIT_SIZES,
                       "train": {"train": 60000 - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL,
                                 "test": 10000}}
+#: the images of each --dataset: (name in messages, training images, channels, size)
+DATASETS: dict[str, tuple[str, int, int, int]] = {
+    **{name: (title, 60000, 1, 28) for name, (title, _) in IDX_DATASETS.items()},
+    "cifar10": ("CIFAR-10", 50000, 3, 32),
+}
+
+
+def split_sizes(dataset: str, source: str) -> dict[str, int]:
+    """The split sizes of ``--mnist-source source`` of ``--dataset dataset``."""
+    if source == "test-split":
+        return dict(TEST_SPLIT_SIZES)
+    return {"train": DATASETS[dataset][1] - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL,
+            "test": 10000}
 
 
 def smallest_limit(sizes: dict[str, int]) -> int:
@@ -86,15 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="published",
                         help="published: reference init, 2,000 Adam steps; fast: SIREN "
                              "first-layer init, 300 steps")
-    parser.add_argument("--dataset", choices=tuple(IDX_DATASETS), default="mnist",
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="mnist",
                         help="the images: mnist reads DATA_DIR/MNIST/raw, fashion-mnist "
-                             "DATA_DIR/FashionMNIST/raw")
+                             "DATA_DIR/FashionMNIST/raw, cifar10 (SIRENs with 3 outputs on "
+                             "32x32) DATA_DIR/cifar-10-batches-py")
     parser.add_argument("--data-dir", default="data",
-                        help="folder holding MNIST/raw/*.gz or FashionMNIST/raw/*.gz "
-                             "(utils.images layout)")
+                        help="folder holding MNIST/raw/*.gz, FashionMNIST/raw/*.gz or "
+                             "cifar-10-batches-py (utils.images layout)")
     parser.add_argument("--mnist-source", choices=tuple(SOURCE_SPLIT_SIZES), default="train",
-                        help="train: the 60k training images split 55k/5k (stratified) plus "
-                             "the 10k test images as test; test-split: only the 10k test "
+                        help="train: the training images (60k; CIFAR-10 50k) less 5k "
+                             "for validation (stratified) plus the 10k test images as "
+                             "test; test-split: only the 10k test "
                              "images, split 7,000/1,000/2,000 stratified by label (either "
                              "--dataset)")
     parser.add_argument("--steps", type=non_negative_int, default=None,
@@ -108,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--copies", type=non_negative_int, default=0,
                         help="extra INRs per training image, from other initialisations")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: data/mnist_inrs_<recipe>, "
-                             "data/fashion_mnist_inrs_<recipe> for --dataset fashion-mnist)")
+                        help="output folder (default: data/<dataset>_inrs_<recipe>, e.g. "
+                             "data/mnist_inrs_published, data/fashion_mnist_inrs_fast)")
     parser.add_argument("--device", default=default_device(),
                         help="torch device; under torchrun, CUDA processes take "
                              "cuda:LOCAL_RANK")
@@ -136,7 +156,7 @@ def parse_args(parser: argparse.ArgumentParser,
     exit 2): a ``--limit`` that leaves a split empty, a ``--device`` torch cannot use."""
     args = parser.parse_args(argv)
     if args.limit is not None:
-        sizes = SOURCE_SPLIT_SIZES[args.mnist_source]
+        sizes = split_sizes(args.dataset, args.mnist_source)
         total = sum(sizes.values())
         if args.limit > total:
             parser.error(f"--limit {args.limit}: --mnist-source {args.mnist_source} has "
@@ -152,16 +172,30 @@ def parse_args(parser: argparse.ArgumentParser,
     return args
 
 
-def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
-                                                   dict[str, np.ndarray]]:
-    """Images, labels and the split (image indices per split) of ``--mnist-source`` of
-    ``--dataset``."""
+def _read_dataset(args: argparse.Namespace) -> tuple[np.ndarray, ...]:
+    """``(test_images, test_labels, train_images, train_labels)`` of ``--dataset``; colour
+    images channels last, ``[N, H, W, 3]``. With ``--mnist-source test-split`` an IDX set
+    reads only its test files, and the training pair is None."""
+    if args.dataset == "cifar10":
+        train_x, train_y, test_x, test_y = load_cifar10(args.data_dir, download=True)
+        return (test_x.transpose(0, 2, 3, 1), test_y, train_x.transpose(0, 2, 3, 1), train_y)
     title, folder = IDX_DATASETS[args.dataset]
     hint = (f"--dataset {args.dataset} --mnist-source {args.mnist_source} reads {title} from "
             f"{args.data_dir}/{folder}/raw.")
     if args.mnist_source == "train":
         hint += " With the test set only, use --mnist-source test-split."
-    test_images, test_labels = load_idx_dataset(args.dataset, args.data_dir, "t10k", hint=hint)
+    test = load_idx_dataset(args.dataset, args.data_dir, "t10k", hint=hint)
+    if args.mnist_source == "test-split":
+        return (*test, None, None)
+    return (*test, *load_idx_dataset(args.dataset, args.data_dir, "train", hint=hint))
+
+
+def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
+                                                   dict[str, np.ndarray]]:
+    """Images, labels and the split (image indices per split) of ``--mnist-source`` of
+    ``--dataset``."""
+    title = DATASETS[args.dataset][0]
+    test_images, test_labels, train_images, train_labels = _read_dataset(args)
     if args.mnist_source == "test-split":
         images, labels = test_images, test_labels
         if len(labels) != sum(TEST_SPLIT_SIZES.values()):
@@ -169,8 +203,6 @@ def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
                              f"{sum(TEST_SPLIT_SIZES.values())}")
         splits = stratified_split(labels, TEST_SPLIT_SIZES, args.seed)
     else:
-        train_images, train_labels = load_idx_dataset(args.dataset, args.data_dir, "train",
-                                                      hint=hint)
         sizes = {"train": len(train_labels) - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL}
         splits = stratified_split(train_labels, sizes, args.seed)
         images = np.concatenate([train_images, test_images])
@@ -207,10 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        shard_size=args.shard_size, stop_psnr=args.stop_psnr,
                        check_every=args.check_every, dtype=args.dtype,
                        images_sha256=images_digest(images[selected], labels[selected]),
-                       dataset=args.dataset)
+                       dataset=args.dataset, out_features=DATASETS[args.dataset][2],
+                       image_height=images.shape[1], image_width=images.shape[2])
     if rank == 0:
         sizes = ", ".join(f"{name} {len(part)}" for name, part in splits.items())
-        print(f"{IDX_DATASETS[args.dataset][0]} INRs, recipe {args.recipe}: {steps} Adam "
+        print(f"{DATASETS[args.dataset][0]} INRs, recipe {args.recipe}: {steps} Adam "
               f"steps, lr {lr}, images "
               f"{sizes}, {args.copies} extra copies per training image, {world_size} "
               f"process(es) on {device}, {torch.get_num_threads()} thread(s) each, "

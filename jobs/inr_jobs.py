@@ -23,6 +23,7 @@ from torch_geometric.data import Batch
 from jobs.encoder_jobs import EncoderDefaults, encoder_side, load_or_refuse, per_encoder
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.inr_data import INRAugment, INRGraphDataset, check_inr_dir, load_inr_splits
+from neural_graphs.inr_fit import require_grey
 from utils.cli import non_negative_int, positive_int
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "encoder_arguments",
     "encoder_settings",
     "first_graphs",
+    "grey_inr_manifest",
     "inr_dir_argument",
     "inr_manifest",
     "make_encoder",
@@ -122,6 +124,14 @@ def inr_manifest(inr_dir: str) -> dict[str, Any]:
     """The manifest of the INR set in ``inr_dir``; a folder that is not a finished INR set
     is refused (:class:`~utils.Train_Test.JobRefused` naming ``--inr-dir``)."""
     return load_or_refuse("--inr-dir", lambda: check_inr_dir(inr_dir))
+
+
+def grey_inr_manifest(inr_dir: str, job: str) -> dict[str, Any]:
+    """:func:`inr_manifest`, a set of colour images (CIFAR-10) refused too: ``job``
+    compares renders with grey images."""
+    manifest = inr_manifest(inr_dir)
+    load_or_refuse("--inr-dir", lambda: require_grey(manifest.get("config", {}), job))
+    return manifest
 
 
 class INRSplits:

@@ -198,12 +198,13 @@ def batched_siren_forward(params: dict[str, Tensor], coords: Tensor, omega_0: fl
 def render(params: dict[str, Tensor], size: tuple[int, int] = (28, 28),
            coords: Tensor | None = None, omega_0: float = 30.0,
            out_offset: float = 0.5) -> Tensor:
-    r"""Images of ``n`` stacked single-channel SIRENs on the grid of
-    :func:`make_coordinates` (or on ``coords``, whose points must then number
-    ``size[0] * size[1]``, row-major). Values are not clipped.
+    r"""Images of ``n`` stacked SIRENs on the grid of :func:`make_coordinates` (or on
+    ``coords``, whose points must then number ``size[0] * size[1]``, row-major). Values are
+    not clipped. SIRENs with one output draw ``[n, H, W]``; with ``C`` outputs (colour
+    INRs) ``[n, H, W, C]``, channels last.
 
     Shapes:
-        - output: :math:`(n, H, W)`
+        - output: :math:`(n, H, W)` for one output channel, else :math:`(n, H, W, C)`
     """
     height, width = size
     if coords is None:
@@ -212,7 +213,6 @@ def render(params: dict[str, Tensor], size: tuple[int, int] = (28, 28),
     if coords.shape[0] != height * width:
         raise ValueError(f"{coords.shape[0]} coordinates cannot fill a {height}x{width} image")
     out = batched_siren_forward(params, coords, omega_0, out_offset)
-    if out.shape[-1] != 1:
-        raise ValueError(f"render draws single-channel INRs, these have {out.shape[-1]} "
-                         "output channels")
-    return out[..., 0].reshape(-1, height, width)
+    if out.shape[-1] == 1:
+        return out[..., 0].reshape(-1, height, width)
+    return out.reshape(-1, height, width, out.shape[-1])

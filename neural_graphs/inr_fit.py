@@ -1,5 +1,6 @@
-"""The MNIST INR set of the neural-graphs experiments: one SIREN fitted per image (of MNIST
-or Fashion-MNIST, :attr:`FitConfig.dataset`).
+"""The MNIST INR set of the neural-graphs experiments: one SIREN fitted per image (of MNIST,
+Fashion-MNIST or CIFAR-10, :attr:`FitConfig.dataset`; colour images get one SIREN output
+per channel, :attr:`FitConfig.out_features`).
 
 :func:`run_fit` (driven by ``python -m MNIST_INR_Fit``) fits the INRs of a
 :class:`FitConfig` with the batched core :func:`~neural_graphs.siren_fit.fit_sirens` and
@@ -43,6 +44,7 @@ from utils.store import ConfigMismatchError, StoreError
 __all__ = [
     "ConfigMismatchError",
     "DEFAULT_DATASET",
+    "IMPLIED_FIELDS",
     "FitConfig",
     "FitResult",
     "InrPlan",
@@ -51,6 +53,7 @@ __all__ = [
     "StoreError",
     "check_config",
     "fit_dataset",
+    "fit_image_shape",
     "fit_sirens",
     "images_digest",
     "keep_freed_memory",
@@ -61,6 +64,7 @@ __all__ = [
     "parameter_statistics",
     "psnr_from_mse",
     "render",
+    "require_grey",
     "run_fit",
     "siren_from_params",
     "stratified_limit",
@@ -76,6 +80,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_DATASET = "mnist"  # the image set of a configuration that records none
+#: Fields a configuration records only when they differ from these values, so that a set
+#: written before the field existed keeps its configuration and digest (and still resumes
+#: and loads), and a configuration without the field reads as this value.
+IMPLIED_FIELDS: dict[str, Any] = {"dataset": DEFAULT_DATASET, "out_features": 1,
+                                  "image_height": 28, "image_width": 28}
 CONFIG_FILE = "fit_config.json"
 RENDERS = "renders.png"
 RENDER_LABEL_WIDTH = 80  # pixels left of the grid of renders.png for the row labels
@@ -159,11 +168,15 @@ class FitConfig:
         images_sha256: sha256 of the selected images and labels.
         omega_0, out_offset, hidden_features, hidden_layers: the SIREN.
         dataset: the image set (``"mnist"``, ``"fashion-mnist"``: a name of
-            :data:`utils.images.IDX_DATASETS`, or another source's name). Recorded (in
-            :meth:`to_dict`, so in ``fit_config.json``, the manifest and :meth:`digest`)
-            only when it is not ``"mnist"``: an MNIST set written before the field existed
-            keeps its configuration and digest, so it still resumes and loads, and a
-            configuration without the field reads as MNIST.
+            :data:`utils.images.IDX_DATASETS`; ``"cifar10"``; or another source's name).
+        out_features: the SIREN's outputs, one per image channel (1 grey, 3 colour).
+        image_height, image_width: the pixel grid the INRs were fitted on
+            (:func:`~neural_graphs.inr.make_coordinates`).
+
+    ``dataset``, ``out_features`` and the image size are recorded (in :meth:`to_dict`, so
+    in ``fit_config.json``, the manifest and :meth:`digest`) only when they differ from
+    :data:`IMPLIED_FIELDS` (MNIST, one output, 28x28): an MNIST set written before the
+    fields existed keeps its configuration and digest, so it still resumes and loads.
     """
 
     recipe: str
@@ -185,12 +198,17 @@ class FitConfig:
     hidden_features: int = 32
     hidden_layers: int = 2
     dataset: str = DEFAULT_DATASET
+    out_features: int = 1
+    image_height: int = 28
+    image_width: int = 28
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as recorded (``dataset`` left out when it is ``"mnist"``)."""
+        """The configuration as recorded (fields at their :data:`IMPLIED_FIELDS` value left
+        out)."""
         record = asdict(self)
-        if record["dataset"] == DEFAULT_DATASET:
-            del record["dataset"]
+        for key, value in IMPLIED_FIELDS.items():
+            if record[key] == value:
+                del record[key]
         return record
 
     def digest(self) -> str:
@@ -201,6 +219,23 @@ def fit_dataset(config: dict[str, Any]) -> str:
     """The image set a recorded configuration (``fit_config.json``, a manifest's
     ``config``) was fitted to: its ``dataset``, ``"mnist"`` when it records none."""
     return str(config.get("dataset", DEFAULT_DATASET))
+
+
+def fit_image_shape(config: dict[str, Any]) -> tuple[int, int, int]:
+    """``(height, width, channels)`` of the images a recorded configuration was fitted to
+    (28, 28, 1 for a configuration that records none)."""
+    return tuple(int(config.get(key, IMPLIED_FIELDS[key]))  # type: ignore[return-value]
+                 for key in ("image_height", "image_width", "out_features"))
+
+
+def require_grey(config: dict[str, Any], job: str) -> None:
+    """Refuse, naming ``job``, an INR set of colour images (more than one SIREN output):
+    the jobs that compare renders with grey 28x28 images read only grey sets."""
+    height, width, channels = fit_image_shape(config)
+    if channels != 1:
+        raise ValueError(f"{job} reads INR sets of grey images (one SIREN output); this set "
+                         f"was fitted to {fit_dataset(config)} images of {height}x{width} "
+                         f"pixels and {channels} channels")
 
 
 def images_digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -259,6 +294,7 @@ def _fit_shard(out: Path, shard: int, rows: np.ndarray, plan: InrPlan, images: n
         params = init_siren_params(seeds, config.first_layer_init, dtype, device,
                                    hidden_features=config.hidden_features,
                                    hidden_layers=config.hidden_layers,
+                                   out_features=config.out_features,
                                    omega_0=config.omega_0, out_offset=config.out_offset)
         targets = torch.from_numpy(images[plan.image_index[group]]).to(device, dtype) / 255.0
 
@@ -333,19 +369,23 @@ def _write_renders(path: Path, params: dict[str, Tensor], psnr: np.ndarray,
     picks = [row for name in SPLITS
              for row in [r for r in range(len(plan)) if plan.split[r] == name][:per_split]]
     chosen = {key: value[picks].double() for key, value in params.items()}
-    renders = render(chosen, images.shape[1:], omega_0=config.omega_0,
+    height, width = images.shape[1:3]
+    renders = render(chosen, (height, width), omega_0=config.omega_0,
                      out_offset=config.out_offset).clamp(0, 1).mul(255).round()
-    height, width = images.shape[1:]
     gap = 2
-    tiles = np.full((2 * height + 3 * gap, len(picks) * (width + gap) + gap), 128, np.uint8)
+    tiles = np.full((2 * height + 3 * gap, len(picks) * (width + gap) + gap,
+                     *images.shape[3:]), 128, np.uint8)
     for column, row in enumerate(picks):
         left = gap + column * (width + gap)
         tiles[gap:gap + height, left:left + width] = images[plan.image_index[row]]
         tiles[2 * gap + height:2 * gap + 2 * height, left:left + width] = (
             renders[column].numpy().astype(np.uint8))
     tiles = cv2.resize(tiles, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    if tiles.ndim == 3:
+        tiles = np.ascontiguousarray(tiles[..., ::-1])  # RGB images, BGR for cv2
     margin, strip = RENDER_LABEL_WIDTH, RENDER_TEXT_HEIGHT
-    canvas = np.full((tiles.shape[0] + 2 * strip, tiles.shape[1] + margin), 255, np.uint8)
+    canvas = np.full((tiles.shape[0] + 2 * strip, tiles.shape[1] + margin, *tiles.shape[2:]),
+                     255, np.uint8)
     canvas[strip:strip + tiles.shape[0], margin:] = tiles
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 
@@ -377,12 +417,16 @@ def _assemble_manifest(out: Path, config: FitConfig, plan: InrPlan, images: np.n
     labels = torch.cat([s["labels"] for s in shards]).numpy()
     splits = [name for s in shards for name in s["split"]]
     train = [i for i, name in enumerate(splits) if name == "train"]
+    height, width = images.shape[1:3]
     manifest = {
         "config": config.to_dict(),
         "config_sha256": config.digest(),
-        "coordinates": "make_coordinates(28, 28): pixel (row r, column c) is point 28 r + c at "
-                       "(x, y) = (linspace(-1, 1, 28)[c], linspace(-1, 1, 28)[r])",
-        "psnr_definition": "10 log10(1 / MSE) of the raw INR output against pixels / 255",
+        "coordinates": f"make_coordinates({height}, {width}): pixel (row r, column c) is "
+                       f"point {width} r + c at (x, y) = (linspace(-1, 1, {width})[c], "
+                       f"linspace(-1, 1, {height})[r])",
+        "psnr_definition": "10 log10(1 / MSE) of the raw INR output against pixels / 255"
+                           + ("" if config.out_features == 1 else
+                              f", the MSE averaged over the {config.out_features} channels"),
         "count": len(plan),
         "split_sizes": {name: splits.count(name) for name in SPLITS},
         "split_label_counts": {name: np.bincount(labels[[i for i, s in enumerate(splits)
@@ -423,7 +467,8 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
     render grid, and gets the manifest back (the others get None).
 
     Args:
-        images (np.ndarray): uint8 images ``[N, H, W]``, indexed by ``splits``.
+        images (np.ndarray): uint8 images ``[N, H, W]`` (``[N, H, W, C]``, channels last,
+            with ``config.out_features`` C), indexed by ``splits``.
         labels (np.ndarray): their labels ``[N]``.
         splits (dict): image indices per split name (:data:`SPLITS`).
         config (FitConfig): the run's configuration (checked against ``out``).
@@ -435,9 +480,16 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
             otherwise one printed line per fitted group.
     """
     out = Path(out)
-    if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != (images.shape[0],):
-        raise ValueError(f"images must be uint8 [N, H, W] with labels [N], got "
-                         f"{images.dtype} {images.shape} and {labels.shape}")
+    shape = "[N, H, W]" if config.out_features == 1 else f"[N, H, W, {config.out_features}]"
+    if (images.ndim != (3 if config.out_features == 1 else 4) or images.dtype != np.uint8
+            or images.shape[3:] not in ((), (config.out_features,))
+            or labels.shape != (images.shape[0],)):
+        raise ValueError(f"images must be uint8 {shape} (out_features "
+                         f"{config.out_features}) with labels [N], got {images.dtype} "
+                         f"{images.shape} and {labels.shape}")
+    if images.shape[1:3] != (config.image_height, config.image_width):
+        raise ValueError(f"the configuration says {config.image_height}x{config.image_width} "
+                         f"images, got {images.shape[1]}x{images.shape[2]}")
     if config.recipe not in RECIPES or config.dtype not in ("float32", "float64"):
         raise ValueError(f"unknown recipe {config.recipe!r} or dtype {config.dtype!r}")
     if config.batch_inrs < 1 or config.shard_size < 1:

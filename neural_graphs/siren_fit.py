@@ -211,7 +211,9 @@ def fit_sirens(params: dict[str, Tensor], images: Tensor, steps: int, lr: float 
     Args:
         params (dict): initial stacked SIREN parameters (not modified).
         images (Tensor): targets in :math:`[0, 1]`, row-major on the grid of
-            :func:`~neural_graphs.inr.make_coordinates` (or of ``coords``).
+            :func:`~neural_graphs.inr.make_coordinates` (or of ``coords``); one channel
+            ``[n, H, W]`` or ``C`` channels last ``[n, H, W, C]`` for SIRENs with ``C``
+            outputs (the MSE averages over pixels and channels).
         steps (int): Adam steps per INR.
         lr, betas, eps: Adam hyper-parameters (torch defaults but ``lr``).
         omega_0 (float): sine frequency of the SIRENs.
@@ -224,17 +226,21 @@ def fit_sirens(params: dict[str, Tensor], images: Tensor, steps: int, lr: float 
         on_check (callable, optional): ``on_check(step, psnr_of_active_inrs)``.
 
     Shapes:
-        - images: :math:`(n, H, W)`
+        - images: :math:`(n, H, W)` or :math:`(n, H, W, C)`
     """
     stacked = _StackedSirens(params, omega_0, out_offset)
     flat = stacked.flat
     count = flat.shape[0]
-    if images.dim() != 3 or images.shape[0] != count:
-        raise ValueError(f"images must be [{count}, H, W] (one per INR), got "
-                         f"{tuple(images.shape)}")
+    outputs = stacked.shapes[-1][0]
+    shape = "H, W" if outputs == 1 else f"H, W, {outputs}"
+    if images.dim() == 3 and outputs == 1:
+        images = images.unsqueeze(-1)
+    if images.dim() != 4 or images.shape[0] != count or images.shape[3] != outputs:
+        raise ValueError(f"images must be [{count}, {shape}] (one per INR, a channel per "
+                         f"SIREN output), got {tuple(images.shape)}")
     if steps < 0 or check_every < 1:
         raise ValueError(f"steps must be >= 0 and check_every >= 1, got {steps}, {check_every}")
-    height, width = images.shape[1:]
+    height, width = images.shape[1:3]
     axes = None
     if coords is None:
         if stacked.shapes[0][1] != 3:
@@ -247,7 +253,8 @@ def fit_sirens(params: dict[str, Tensor], images: Tensor, steps: int, lr: float 
                          f"{height}x{width} images, got {tuple(coords.shape)}")
     coords = coords.to(dtype=flat.dtype, device=flat.device)
     grid = torch.cat([coords.t(), coords.new_ones(1, coords.shape[0])]).contiguous()
-    target = images.to(dtype=flat.dtype, device=flat.device).reshape(count, 1, -1)
+    target = images.to(dtype=flat.dtype, device=flat.device).reshape(count, -1, outputs)
+    target = target.transpose(1, 2).contiguous()  # [n, C, P]: feature-major
     beta1, beta2 = betas
     final_flat = flat.clone()
     final_mse = torch.full((count,), float("nan"), dtype=flat.dtype, device=flat.device)

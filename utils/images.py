@@ -7,13 +7,14 @@ Layout under a data directory (default ``data``)::
 
     DIR/MNIST/raw/*-ubyte.gz            MNIST IDX files (gzip)
     DIR/FashionMNIST/raw/*-ubyte.gz     Fashion-MNIST IDX files (same names, torchvision layout)
-    DIR/cifar-10-batches-py/            the extracted CIFAR-10 python version
+    DIR/cifar-10-python.tar.gz          CIFAR-10 python version (may be deleted after use)
+    DIR/cifar-10-batches-py/            its extracted pickles
     DIR/cifar-100-python.tar.gz         CIFAR-100 python version (may be deleted after use)
     DIR/cifar-100-python/{train,test}   extracted pickles
 
 Downloads are md5-checked against :data:`MNIST_MD5` / :data:`FASHION_MNIST_MD5` /
-:data:`CIFAR100_MD5` and replace their destination only once complete; a read-only data
-directory is never written to.
+:data:`CIFAR10_MD5` / :data:`CIFAR100_MD5` and replace their destination only once
+complete; a read-only data directory is never written to.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from utils.checksums import file_hexdigest
 __all__ = [
     "CIFAR100_MD5",
     "CIFAR100_URL",
+    "CIFAR10_MD5",
     "CIFAR10_URL",
     "FASHION_MNIST_MD5",
     "FASHION_MNIST_MIRRORS",
@@ -96,7 +98,10 @@ _IDX_DTYPES = {
 
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # torchvision's CIFAR10.tgz_md5
+CIFAR10_TARBALL = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grey = 0.299 R + 0.587 G + 0.114 B
 
 # --------------------------------------------------------------------------- downloads
@@ -296,25 +301,23 @@ def load_fashion_mnist(
 # --------------------------------------------------------------------------- CIFAR-100
 
 
-def _extract_cifar100(tarball: Path, data_dir: Path) -> None:
-    """Extract train/test/meta of the tarball into data_dir/cifar-100-python, file by file."""
-    target = data_dir / CIFAR100_FOLDER
+def _extract_cifar(tarball: Path, data_dir: Path, folder: str, names: Sequence[str]) -> None:
+    """Extract ``folder/name`` of the tarball for each of ``names`` (plain files only) into
+    ``data_dir/folder``, each file replacing its destination only once complete."""
+    target = data_dir / folder
     target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".cifar-100-extract.") as tmp:
+    wanted = {f"{folder}/{name}" for name in names}
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{folder}-extract.") as tmp:
         with tarfile.open(tarball, "r:gz") as tar:
-            members = [
-                m for m in tar.getmembers()
-                if m.isfile() and m.name in {f"{CIFAR100_FOLDER}/{n}" for n in
-                                             ("train", "test", "meta")}
-            ]
+            members = [m for m in tar.getmembers() if m.isfile() and m.name in wanted]
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(tmp, members=members, filter="data")
-            else:  # Python < 3.10.12: members were restricted to three plain files above
+            else:  # Python < 3.10.12: members were restricted to plain files above
                 tar.extractall(tmp, members=members)
-        for name in ("meta", "test", "train"):
-            src = Path(tmp) / CIFAR100_FOLDER / name
+        for name in names:
+            src = Path(tmp) / folder / name
             if not src.is_file():
-                raise RuntimeError(f"{tarball} has no {CIFAR100_FOLDER}/{name}")
+                raise RuntimeError(f"{tarball} has no {folder}/{name}")
             os.replace(src, target / name)
 
 
@@ -322,8 +325,8 @@ def _read_cifar_pickle(path: Path, label_key: bytes = b"fine_labels",
                        classes: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 3, 32, 32]`` and labels of one pickle of the CIFAR python version
     (CIFAR-100: ``fine_labels``; CIFAR-10: ``labels``, ``classes=10``)."""
-    # The pickles come from the official tarballs (md5-checked for CIFAR-100, placed by the
-    # user for CIFAR-10), so unpickling them is trusted.
+    # The pickles come from the official tarballs (md5-checked when this module extracts
+    # them, or placed by the user), so unpickling them is trusted.
     with open(path, "rb") as f:
         entry = pickle.load(f, encoding="bytes")
     data = np.asarray(entry[b"data"], dtype=np.uint8)
@@ -361,7 +364,7 @@ def load_cifar100(
             raise FileNotFoundError(f"{folder}/train and test are absent and {data_dir} is "
                                     f"read-only, so {tarball.name} is not extracted there. "
                                     f"{hint}")
-        _extract_cifar100(tarball, data_dir)
+        _extract_cifar(tarball, data_dir, CIFAR100_FOLDER, ("meta", "test", "train"))
     train_x, train_y = _read_cifar_pickle(folder / "train")
     test_x, test_y = _read_cifar_pickle(folder / "test")
     return train_x, train_y, test_x, test_y
@@ -370,17 +373,37 @@ def load_cifar100(
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-def load_cifar10(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CIFAR-10 from an extracted ``data_dir/cifar-10-batches-py`` as
-    ``(train_x, train_y, test_x, test_y)``, images uint8 ``[N, 3, 32, 32]``."""
-    folder = Path(data_dir) / CIFAR10_FOLDER
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
+def load_cifar10(
+    data_dir: str | Path = "data",
+    download: bool = False,
+    url: str | Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Load CIFAR-10 as ``(train_x, train_y, test_x, test_y)``; images uint8 [N, 3, 32, 32]
+    (50,000 and 10,000), labels 0-9.
+
+    Uses ``data_dir/cifar-10-batches-py/{data_batch_1..5,test_batch}`` when present,
+    otherwise extracts ``data_dir/cifar-10-python.tar.gz``, md5-checked against
+    :data:`CIFAR10_MD5` (downloaded from ``url``, default :data:`CIFAR10_URL`, when absent
+    and ``download``).
+    """
+    data_dir = Path(data_dir)
+    folder = data_dir / CIFAR10_FOLDER
+    missing = [n for n in CIFAR10_BATCHES if not (folder / n).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"CIFAR-10 needs {folder}/ with {', '.join(names)}; missing {', '.join(missing)}. "
-            f"Download {CIFAR10_URL} and extract it into {Path(data_dir)}/.")
-    xs, ys = zip(*(_read_cifar_pickle(folder / name, b"labels", 10) for name in names))
+        hint = (f"CIFAR-10 needs {folder}/ with {', '.join(CIFAR10_BATCHES)}; missing "
+                f"{', '.join(missing)}. Download {CIFAR10_URL} and extract it into "
+                f"{data_dir}/, or place the tarball there.")
+        tarball = data_dir / CIFAR10_TARBALL
+        if not download and not tarball.is_file():
+            raise FileNotFoundError(hint)
+        urls = [CIFAR10_URL] if url is None else [url] if isinstance(url, str) else list(url)
+        tarball = _fetch(tarball, CIFAR10_MD5, urls, download, hint)
+        if not is_writable(data_dir):
+            raise FileNotFoundError(f"{tarball.name} is not extracted: {data_dir} is "
+                                    f"read-only. {hint}")
+        _extract_cifar(tarball, data_dir, CIFAR10_FOLDER, CIFAR10_BATCHES)
+    xs, ys = zip(*(_read_cifar_pickle(folder / name, b"labels", 10)
+                   for name in CIFAR10_BATCHES))
     return (np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5])
 
 
