@@ -87,7 +87,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -104,6 +103,7 @@ from utils.job_config import (
     job_of,
 )
 from utils.memory import allocator_setting, keep_freed_memory
+from utils.optim import describe_optimizer, last_step_lr
 from utils.run_log import RunLog
 from utils.tasks import Task
 from utils.torchrun import torchrun_place
@@ -270,26 +270,6 @@ class _Interrupted(Exception):
         self.run, self.epoch, self.saved, self.checkpoint = run, epoch, saved, checkpoint
 
 
-def _describe_optimizer(optimizer: Optimizer) -> str:
-    group = optimizer.param_groups[0]
-    keys = ("lr", "momentum", "betas", "weight_decay")
-    parts = [f"{k}={group[k]}" for k in keys if k in group and group[k] not in (0, 0.0)]
-    if getattr(optimizer, "warmup_steps", 0):
-        parts.append(f"warmup_steps={optimizer.warmup_steps}")
-    if getattr(optimizer, "lr_schedule", "constant") != "constant":
-        parts.append(f"lr_schedule={optimizer.lr_schedule}")
-    return f"{type(optimizer).__name__}({', '.join(parts)})"
-
-
-def _last_lr(optimizer: Optimizer) -> float:
-    """The learning rate of the optimizer's last step: a warm-up or schedule kept inside
-    the optimizer (``lr_factor``) scales the group's base rate."""
-    group = optimizer.param_groups[0]
-    if hasattr(optimizer, "lr_factor") and group.get("warmup_step", 0) > 0:
-        return float(group["lr"]) * optimizer.lr_factor(group["warmup_step"])
-    return float(group["lr"])
-
-
 @dataclass
 class _Run:
     """One run (one seed, one side) of a job: its settings, logs and checkpoints."""
@@ -362,7 +342,7 @@ class _Run:
         params = sum(p.numel() for p in run.model.parameters())
         self.log.start(
             f"# {self.name}: {self.job.title}, {self.side} side, seed {self.seed}, "
-            f"{params:,} parameters | {_describe_optimizer(run.optimizer)} | epochs "
+            f"{params:,} parameters | {describe_optimizer(run.optimizer)} | epochs "
             f"{self.args.epochs}, batch {self.args.batch_size} x {self.world.world_size} "
             f"process(es) | device {self.device}{' amp' if self.args.amp else ''} | "
             f"{allocator_setting()}{f' | {self.compiled}' if self.compiled else ''} | "
@@ -394,7 +374,7 @@ class _Run:
                 if task.best_metric not in val:
                     raise KeyError(f"the task's best_metric {task.best_metric!r} is not among "
                                    f"its metrics {sorted(val)}")
-                lr = _last_lr(run.optimizer)
+                lr = last_step_lr(run.optimizer)
                 if run.scheduler is not None:
                     run.scheduler.step()
                 improved = task.better(val[task.best_metric], run.best)

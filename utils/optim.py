@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim import AdamW
+from torch.optim import AdamW, Optimizer
 
-__all__ = ["LR_SCHEDULES", "WarmupClipAdamW"]
+__all__ = ["LR_SCHEDULES", "WarmupClipAdamW", "describe_optimizer", "last_step_lr"]
 
 #: What follows the warm-up: the learning rate held (the reference recipe), or a cosine
 #: from it down to zero at the run's last step.
@@ -116,3 +116,25 @@ class WarmupClipAdamW(AdamW):
                 done = min(1.0, (step - self.warmup_steps) / span)
                 factor *= 0.5 * (1.0 + math.cos(math.pi * done))
         return factor
+
+
+def describe_optimizer(optimizer: Optimizer) -> str:
+    """``"WarmupClipAdamW(lr=0.001, betas=(0.9, 0.999), ..., lr_schedule=cosine)"``: the
+    optimizer's class and its settings that are not zero, for a run's header."""
+    group = optimizer.param_groups[0]
+    keys = ("lr", "momentum", "betas", "weight_decay")
+    parts = [f"{k}={group[k]}" for k in keys if k in group and group[k] not in (0, 0.0)]
+    if getattr(optimizer, "warmup_steps", 0):
+        parts.append(f"warmup_steps={optimizer.warmup_steps}")
+    if getattr(optimizer, "lr_schedule", "constant") != "constant":
+        parts.append(f"lr_schedule={optimizer.lr_schedule}")
+    return f"{type(optimizer).__name__}({', '.join(parts)})"
+
+
+def last_step_lr(optimizer: Optimizer) -> float:
+    """The learning rate of the optimizer's last step: a warm-up or schedule kept inside
+    the optimizer (:meth:`WarmupClipAdamW.lr_factor`) scales the group's base rate."""
+    group = optimizer.param_groups[0]
+    if isinstance(optimizer, WarmupClipAdamW) and group.get("warmup_step", 0) > 0:
+        return float(group["lr"]) * optimizer.lr_factor(group["warmup_step"])
+    return float(group["lr"])

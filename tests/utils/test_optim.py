@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from utils.optim import WarmupClipAdamW
+from utils.optim import WarmupClipAdamW, describe_optimizer, last_step_lr
 
 
 def _expected_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -92,3 +92,23 @@ def test_refusals_name_what_was_expected() -> None:
     assert optimizer.param_groups[0]["warmup_step"] == 0 and not optimizer.state
     with pytest.raises(ValueError, match="total_steps must be non-negative"):
         optimizer.plan_run(-1)
+
+
+def test_the_run_header_and_log_name_the_schedule_and_the_rate_of_the_last_step() -> None:
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = WarmupClipAdamW([weight], lr=0.1, warmup_steps=2, lr_schedule="cosine",
+                                weight_decay=0.0)
+    optimizer.plan_run(6)
+    assert describe_optimizer(optimizer) == \
+        "WarmupClipAdamW(lr=0.1, betas=(0.9, 0.999), warmup_steps=2, lr_schedule=cosine)"
+    assert last_step_lr(optimizer) == 0.1  # no step yet: the base rate
+    rates = []
+    for _ in range(6):
+        weight.grad = torch.ones(2)
+        optimizer.step()
+        rates.append(last_step_lr(optimizer))
+    expected = [0.1 * _expected_factor(step, 2, 6, "cosine") for step in range(1, 7)]
+    assert rates == pytest.approx(expected, abs=1e-15) and rates[-1] == pytest.approx(0.0)
+    plain = torch.optim.SGD([weight], lr=0.5, momentum=0.9)
+    assert describe_optimizer(plain) == "SGD(lr=0.5, momentum=0.9)"
+    assert last_step_lr(plain) == 0.5
