@@ -61,7 +61,7 @@ from jobs.inr_jobs import (
     encoder_settings,
     first_graphs,
     grey_inr_manifest,
-    inr_manifest,
+    inr_fit_config,
     make_encoder,
 )
 from neural_graphs.inr import render
@@ -185,10 +185,6 @@ def jls_loaders(args: argparse.Namespace, seed: int,
     return split_loaders_of(_splits(args, seed), args, seed, distributed)
 
 
-def _fit_config(inr_dir: str) -> dict[str, Any]:
-    return inr_manifest(inr_dir).get("config", {})
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -226,7 +222,7 @@ def build_autoencoder(args: argparse.Namespace, seed: int) -> nn.Module:
     decoder = SirenDecoder(latent.views * args.latent_size * args.latent_dim,
                            weights.shape[1], biases.shape[1], args.decoder_hidden)
     decoder.set_statistics(weights, biases)
-    config = _fit_config(args.inr_dir)
+    config = inr_fit_config(args.inr_dir)
     return INR2INR(encoder, latent, decoder, layout, tuple(train.targets.shape[1:]),
                    omega_0=config.get("omega_0", 30.0), out_offset=config.get("out_offset", 0.5))
 
@@ -289,7 +285,7 @@ def write_pictures(args: argparse.Namespace) -> list[Path]:
     first test INRs' targets, own renders and decoded views (INR-INR: decoded SIREN)."""
     if args.stage == "classifier":
         return []
-    config = _fit_config(args.inr_dir)
+    config = inr_fit_config(args.inr_dir)
     side = side_name(args.encoder, args.model, "autoencoder")
     written = []
     for seed in args.seeds:

@@ -59,7 +59,7 @@ from jobs.inr_jobs import (
     encoder_settings,
     first_graphs,
     grey_inr_manifest,
-    inr_manifest,
+    inr_fit_config,
     make_encoder,
 )
 from neural_graphs.inr import render
@@ -271,15 +271,11 @@ def dilation_loaders(args: argparse.Namespace, seed: int,
     return split_loaders_of(_splits(args, seed), args, seed, distributed)
 
 
-def _fit_config(inr_dir: str) -> dict[str, Any]:
-    return inr_manifest(inr_dir).get("config", {})
-
-
 def build_editor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
     """An :class:`INREditor` of ``side`` for the set's SIRENs, its lazy parts built on the
     first training INRs."""
     hidden, layers, probes = encoder_settings(args, side, ENCODER_DEFAULTS)
-    config = _fit_config(args.inr_dir)
+    config = inr_fit_config(args.inr_dir)
     editor = INREditor(side, hidden, layers, probes, omega_0=config.get("omega_0", 30.0),
                        out_offset=config.get("out_offset", 0.5), head_hidden=args.head_hidden)
     train = _splits(args, seed)["train"]

@@ -35,6 +35,7 @@ __all__ = [
     "first_graphs",
     "grey_inr_manifest",
     "inr_dir_argument",
+    "inr_fit_config",
     "inr_manifest",
     "make_encoder",
 ]
@@ -124,6 +125,12 @@ def inr_manifest(inr_dir: str) -> dict[str, Any]:
     """The manifest of the INR set in ``inr_dir``; a folder that is not a finished INR set
     is refused (:class:`~utils.Train_Test.JobRefused` naming ``--inr-dir``)."""
     return load_or_refuse("--inr-dir", lambda: check_inr_dir(inr_dir))
+
+
+def inr_fit_config(inr_dir: str) -> dict[str, Any]:
+    """The fit's configuration recorded in the manifest of ``inr_dir`` (``omega_0``,
+    ``out_offset``, the image set; see :class:`neural_graphs.inr_fit.FitConfig`)."""
+    return inr_manifest(inr_dir).get("config", {})
 
 
 def grey_inr_manifest(inr_dir: str, job: str) -> dict[str, Any]:
