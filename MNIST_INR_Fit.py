@@ -71,15 +71,11 @@ from utils.torchrun import torchrun_place
 
 TEST_SPLIT_SIZES = {"train": 7000, "val": 1000, "test": 2000}
 TRAIN_SOURCE_VAL = 5000
-# the split sizes of each --mnist-source (MNIST and Fashion-MNIST: 60,000 training and
-# 10,000 test images)
-SOURCE_SPLIT_SIZES = {"test-split": TEST_SPLIT_SIZES,
-                      "train": {"train": 60000 - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL,
-                                "test": 10000}}
-#: the images of each --dataset: (name in messages, training images, channels, size)
-DATASETS: dict[str, tuple[str, int, int, int]] = {
-    **{name: (title, 60000, 1, 28) for name, (title, _) in IDX_DATASETS.items()},
-    "cifar10": ("CIFAR-10", 50000, 3, 32),
+#: the images of each --dataset: (name in messages, training images, SIREN outputs); every
+#: one has 10,000 test images
+DATASETS: dict[str, tuple[str, int, int]] = {
+    **{name: (title, 60000, 1) for name, (title, _) in IDX_DATASETS.items()},
+    "cifar10": ("CIFAR-10", 50000, 3),
 }
 
 
@@ -89,6 +85,10 @@ def split_sizes(dataset: str, source: str) -> dict[str, int]:
         return dict(TEST_SPLIT_SIZES)
     return {"train": DATASETS[dataset][1] - TRAIN_SOURCE_VAL, "val": TRAIN_SOURCE_VAL,
             "test": 10000}
+
+
+# the split sizes of each --mnist-source of MNIST (and Fashion-MNIST)
+SOURCE_SPLIT_SIZES = {source: split_sizes("mnist", source) for source in ("test-split", "train")}
 
 
 def smallest_limit(sizes: dict[str, int]) -> int:

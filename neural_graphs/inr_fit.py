@@ -480,10 +480,10 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
             otherwise one printed line per fitted group.
     """
     out = Path(out)
-    shape = "[N, H, W]" if config.out_features == 1 else f"[N, H, W, {config.out_features}]"
-    if (images.ndim != (3 if config.out_features == 1 else 4) or images.dtype != np.uint8
-            or images.shape[3:] not in ((), (config.out_features,))
-            or labels.shape != (images.shape[0],)):
+    channels = () if config.out_features == 1 else (config.out_features,)
+    shape = f"[N, H, W{''.join(f', {c}' for c in channels)}]"
+    if (images.ndim != 3 + len(channels) or images.shape[3:] != channels
+            or images.dtype != np.uint8 or labels.shape != (images.shape[0],)):
         raise ValueError(f"images must be uint8 {shape} (out_features "
                          f"{config.out_features}) with labels [N], got {images.dtype} "
                          f"{images.shape} and {labels.shape}")

@@ -321,6 +321,26 @@ def _extract_cifar(tarball: Path, data_dir: Path, folder: str, names: Sequence[s
             os.replace(src, target / name)
 
 
+def _extracted_cifar(data_dir: Path, folder: str, needed: Sequence[str],
+                     extract: Sequence[str], tarball: str, md5: str,
+                     url: str | Sequence[str], download: bool, hint: str) -> Path:
+    """``data_dir/folder`` once it holds the files ``needed``: when some are absent, the
+    files ``extract`` of ``data_dir/tarball`` (md5-checked, downloaded from ``url`` when
+    absent and ``download``: :func:`_fetch`) are extracted there first. ``hint`` ends the
+    message of a missing or damaged tarball."""
+    target = data_dir / folder
+    missing = [name for name in needed if not (target / name).is_file()]
+    if missing:
+        urls = [url] if isinstance(url, str) else list(url)
+        path = _fetch(data_dir / tarball, md5, urls, download, hint)
+        if not is_writable(data_dir):
+            raise FileNotFoundError(f"{target}/{' and '.join(missing)} are absent and "
+                                    f"{data_dir} is read-only, so {path.name} is not "
+                                    f"extracted there. {hint}")
+        _extract_cifar(path, data_dir, folder, extract)
+    return target
+
+
 def _read_cifar_pickle(path: Path, label_key: bytes = b"fine_labels",
                        classes: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 3, 32, 32]`` and labels of one pickle of the CIFAR python version
@@ -352,19 +372,11 @@ def load_cifar100(
     ``CIFAR100_URL``, when absent and ``download``).
     """
     data_dir = Path(data_dir)
-    folder = data_dir / CIFAR100_FOLDER
-    if not ((folder / "train").is_file() and (folder / "test").is_file()):
-        urls = [CIFAR100_URL] if url is None else [url] if isinstance(url, str) else list(url)
-        hint = (
-            f"Alternatively place the extracted {CIFAR100_FOLDER}/train and "
-            f"{CIFAR100_FOLDER}/test in {data_dir}/."
-        )
-        tarball = _fetch(data_dir / CIFAR100_TARBALL, CIFAR100_MD5, urls, download, hint)
-        if not is_writable(data_dir):
-            raise FileNotFoundError(f"{folder}/train and test are absent and {data_dir} is "
-                                    f"read-only, so {tarball.name} is not extracted there. "
-                                    f"{hint}")
-        _extract_cifar(tarball, data_dir, CIFAR100_FOLDER, ("meta", "test", "train"))
+    hint = (f"Alternatively place the extracted {CIFAR100_FOLDER}/train and "
+            f"{CIFAR100_FOLDER}/test in {data_dir}/.")
+    folder = _extracted_cifar(data_dir, CIFAR100_FOLDER, ("train", "test"),
+                              ("meta", "test", "train"), CIFAR100_TARBALL, CIFAR100_MD5,
+                              CIFAR100_URL if url is None else url, download, hint)
     train_x, train_y = _read_cifar_pickle(folder / "train")
     test_x, test_y = _read_cifar_pickle(folder / "test")
     return train_x, train_y, test_x, test_y
@@ -387,21 +399,11 @@ def load_cifar10(
     and ``download``).
     """
     data_dir = Path(data_dir)
-    folder = data_dir / CIFAR10_FOLDER
-    missing = [n for n in CIFAR10_BATCHES if not (folder / n).is_file()]
-    if missing:
-        hint = (f"CIFAR-10 needs {folder}/ with {', '.join(CIFAR10_BATCHES)}; missing "
-                f"{', '.join(missing)}. Download {CIFAR10_URL} and extract it into "
-                f"{data_dir}/, or place the tarball there.")
-        tarball = data_dir / CIFAR10_TARBALL
-        if not download and not tarball.is_file():
-            raise FileNotFoundError(hint)
-        urls = [CIFAR10_URL] if url is None else [url] if isinstance(url, str) else list(url)
-        tarball = _fetch(tarball, CIFAR10_MD5, urls, download, hint)
-        if not is_writable(data_dir):
-            raise FileNotFoundError(f"{tarball.name} is not extracted: {data_dir} is "
-                                    f"read-only. {hint}")
-        _extract_cifar(tarball, data_dir, CIFAR10_FOLDER, CIFAR10_BATCHES)
+    hint = (f"Alternatively place the extracted {CIFAR10_FOLDER}/ "
+            f"({', '.join(CIFAR10_BATCHES)}) in {data_dir}/.")
+    folder = _extracted_cifar(data_dir, CIFAR10_FOLDER, CIFAR10_BATCHES, CIFAR10_BATCHES,
+                              CIFAR10_TARBALL, CIFAR10_MD5, CIFAR10_URL if url is None else url,
+                              download, hint)
     xs, ys = zip(*(_read_cifar_pickle(folder / name, b"labels", 10)
                    for name in CIFAR10_BATCHES))
     return (np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5])
