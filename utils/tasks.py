@@ -53,9 +53,19 @@ def _is_graph_batch(batch: Any) -> bool:
 
 def to_device(batch: Any, device: torch.device) -> Any:
     """``batch`` on ``device``: tensors, PyG ``Data``/``Batch``, and tuples, lists and dicts
-    of them (recursively); anything else is returned as it is."""
-    if isinstance(batch, Tensor) or _is_graph_batch(batch):
+    of them (recursively); anything else is returned as it is.
+
+    Of a graph batch only the tensor attributes move (in place, as ``Data.to`` does), and
+    only those not yet on ``device``: ``Data.to`` walks every attribute, and a batch of 128
+    zoo graphs carries each graph's layer description (nested lists and dicts), which
+    cost 0.13 s a batch to walk, twice the collation."""
+    if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
+    if _is_graph_batch(batch):
+        keys = [key for key, value in batch.items()
+                if isinstance(value, Tensor) and value.device != device]
+        return batch.apply(lambda tensor: tensor.to(device, non_blocking=True), *keys) \
+            if keys else batch
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(item, device) for item in batch)
     if isinstance(batch, Mapping):

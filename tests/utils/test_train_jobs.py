@@ -170,6 +170,22 @@ def test_batch_helpers_take_tuples_and_graph_batches():
         target(Data(x=torch.zeros(2, 1)))
 
 
+def test_to_device_moves_a_graph_batch_tensors_and_leaves_its_descriptions():
+    from torch_geometric.data import Batch
+
+    graphs = random_graphs(3, 0)
+    for graph in graphs:
+        graph.layers = [{"kind": "linear", "nodes": (0, 2), "groups": []}]
+    batch = Batch.from_data_list(graphs)
+    layers, x = batch.layers, batch.x
+    assert to_device(batch, torch.device("cpu")) is batch and batch.x is x  # nothing to move
+    moved = to_device(batch, torch.device("meta"))  # a real move, without a GPU
+    tensors = [key for key, value in moved.items() if isinstance(value, torch.Tensor)]
+    assert {"x", "edge_index", "y", "batch", "ptr"} <= set(tensors)
+    assert all(moved[key].device.type == "meta" for key in tensors)
+    assert moved.layers is layers and moved.num_graphs == 3
+
+
 def test_graph_classification_with_a_test_split_and_resume(tmp_path, capsys):
     run = tt.run_name("Toy_Graph_Train", "gcn", 0)
     assert run == "Toy_Graph_Train_gcn_seed0"
