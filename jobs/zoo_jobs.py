@@ -5,8 +5,8 @@ Sized for minutes per run on 2 CPU cores. Measured CPU seconds of one forward+ba
 pass of a batch of 128 small-zoo graphs (59 neurons, 688 edges with 3x3 kernels), one
 thread: statnn 0.17, ngnn 0.93, ngt 2.5, dng 2.4 (dng with 128 frequencies: 6.4). On the
 small zoo of 1,000 networks x 8 checkpoints (6,400 training members, 50 batches an
-epoch) a default run took, quiet machine: statnn 2.0, ngnn 11.3, ngt 11.3, dng 4.0
-minutes of wall time.
+epoch) a default run took statnn 2.0, dng 3.4-4.0, ngnn 9.6-11.3, ngt 7.4-11.3 minutes
+of wall time (one run at a time; the longest include short profiling beside them).
 """
 
 from __future__ import annotations
