@@ -1,5 +1,6 @@
-"""Learn an image space from MNIST INR weights, then classify in it: INR2JLS and INR-INR
-(SPEC 4.4, the official DNG code's two pipelines).
+"""Learn an image space from INR weights, then classify in it: INR2JLS and INR-INR
+(SPEC 4.4, the official DNG code's two pipelines), on MNIST, Fashion-MNIST or CIFAR-10
+INRs (colour: the decoder draws three channels).
 
 ``python -m MNIST_INR2JLS_Train --inr-dir DIR`` trains on a set written by
 ``python -m MNIST_INR_Fit`` (its extra fits per training image, ``--copies``, are more
@@ -23,14 +24,15 @@ training loop (logs, jsonl, atomic checkpoints, ``--resume``, ``torchrun``, ``--
 are named ``MNIST_INR2JLS_Train_<side>_seed<k>`` with side ``<encoder>-autoencoder`` and
 ``<encoder>-classifier`` (INR-INR: ``<encoder>-inr2inr-autoencoder`` / ``-classifier``);
 each autoencoder run also draws ``LOG_DIR/<run>.png``: the first test INRs' targets,
-renders and decoded views. The target is the original MNIST image (``--target
-original``, read from ``--data-dir``, by default the folder the fit read, and checked
-against the set's image digest) or the INR's own render (``--target render``).
+renders and decoded views. The target is the original image (``--target original``, read
+from ``--data-dir``, by default the folder the fit read, and checked against the set's
+image digest) or the INR's own render (``--target render``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -60,8 +62,8 @@ from jobs.inr_jobs import (
     encoder_arguments,
     encoder_settings,
     first_graphs,
-    grey_inr_manifest,
     inr_fit_config,
+    inr_manifest,
     make_encoder,
 )
 from neural_graphs.inr import render
@@ -108,8 +110,10 @@ ENCODER_DEFAULTS = {"dng": replace(INR_ENCODER_DEFAULTS["dng"], epochs=60),
 CLASSIFIER_EPOCHS = 30
 #: Sizes per model: ``--latent-dim``, ``--latent-size``, ``--latent-hidden``,
 #: ``--decoder-hidden``, ``--classifier-hidden``. INR-INR's are the paper's; INR2JLS's
-#: are cut for CPU time (the paper: 128, 49, 1024, 256, 256).
-MODEL_SIZES = {"jls": {"latent_dim": 32, "latent_size": 49, "latent_hidden": 256,
+#: are cut for CPU time (the paper: 128, 49, 1024, 256, 256). INR2JLS's latent size
+#: follows the images (``None``: a quarter of their side, squared; 49 for 28x28, 64 for
+#: 32x32, as the paper).
+MODEL_SIZES = {"jls": {"latent_dim": 32, "latent_size": None, "latent_hidden": 256,
                        "decoder_hidden": 64, "classifier_hidden": 64},
                "inr2inr": {"latent_dim": 256, "latent_size": 1, "latent_hidden": 1024,
                            "decoder_hidden": 512, "classifier_hidden": 256}}
@@ -136,8 +140,9 @@ def side_name(encoder: str, model: str, stage: str) -> str:
 
 
 class _Targets:
-    """``manifest -> [n, H, W]`` target images in [0, 1] in the set's order: the original
-    MNIST images (``original``) or the INRs' renders (``render``). One object per
+    """``manifest ->`` target images in [0, 1] in the set's order, ``[n, H, W]`` grey or
+    ``[n, H, W, C]`` colour (as rendered): the original images (``original``) or the INRs'
+    renders (``render``). One object per
     (kind, set, folder), so the set cache recognises it; the result is kept."""
 
     def __init__(self, kind: str, inr_dir: str, data_dir: str | None) -> None:
@@ -216,14 +221,15 @@ def build_autoencoder(args: argparse.Namespace, seed: int) -> nn.Module:
     latent = LatentGenerator(width, args.latent_dim, args.latent_size, 6 if jls else 1,
                              args.latent_hidden)
     if jls:
-        return JLSAutoencoder(encoder, latent, ConvDecoder(args.latent_dim, 1,
+        channels = 1 if train.targets.dim() == 3 else train.targets.shape[3]
+        return JLSAutoencoder(encoder, latent, ConvDecoder(args.latent_dim, channels,
                                                            args.decoder_hidden))
     weights, biases = train.edge_attr[..., 0], train.x[:, layout[0]:, 0]
     decoder = SirenDecoder(latent.views * args.latent_size * args.latent_dim,
                            weights.shape[1], biases.shape[1], args.decoder_hidden)
     decoder.set_statistics(weights, biases)
     config = inr_fit_config(args.inr_dir)
-    return INR2INR(encoder, latent, decoder, layout, tuple(train.targets.shape[1:]),
+    return INR2INR(encoder, latent, decoder, layout, tuple(train.targets.shape[1:3]),
                    omega_0=config.get("omega_0", 30.0), out_offset=config.get("out_offset", 0.5))
 
 
@@ -300,13 +306,16 @@ def write_pictures(args: argparse.Namespace) -> list[Path]:
         weights, biases = graph_parameters(batch)
         layout = batch_layout(batch)
         own = siren_parameters(weights, biases, layout)
-        renders = render(own, tuple(batch.target.shape[1:]), omega_0=config.get("omega_0", 30.0),
+        renders = render(own, tuple(batch.target.shape[1:3]),
+                         omega_0=config.get("omega_0", 30.0),
                          out_offset=config.get("out_offset", 0.5))
         with torch.no_grad():
             out = model.eval()(batch)
         rows = [("target", batch.target), ("INR render", renders)]
         if args.model == "jls":
-            rows += [(f"dec {view}", (out[:, v, 0] + 1) / 2) for v, view in enumerate(VIEW_NAMES)]
+            # Decoded views [B, 6, C, H, W] drawn as rendered: [B, H, W] or [B, H, W, C].
+            views = out.movedim(2, -1) if out.shape[2] > 1 else out[:, :, 0]
+            rows += [(f"dec {view}", (views[:, v] + 1) / 2) for v, view in enumerate(VIEW_NAMES)]
         else:
             rows.append(("decoded INR", out.image))
         written.append(image_rows(rows, Path(args.log_dir) / f"{name}.png",
@@ -330,10 +339,11 @@ def jls_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autoencoder, classifier (on the frozen autoencoder), or both "
                         "in that order")
     parser.add_argument("--target", choices=("original", "render"), default="original",
-                        help="what the autoencoder reproduces: the original MNIST image, or "
-                        "the INR's own render (for sets whose originals are absent)")
+                        help="what the autoencoder reproduces: the original image, or the "
+                        "INR's own render (for sets whose originals are absent)")
     parser.add_argument("--data-dir", "--mnist-dir", dest="data_dir", default=None,
-                        help="folder holding MNIST/raw for --target original (default: the "
+                        help="folder holding the set's images for --target original "
+                        "(MNIST/raw, FashionMNIST/raw or cifar-10-batches-py; default: the "
                         "--data-dir the INR set was fitted from, recorded in its manifest)")
     parser.add_argument("--dng-config", choices=("project", "official"), default="project",
                         help="--encoder dng only. project: this repository's DNGEncoder "
@@ -342,13 +352,14 @@ def jls_arguments(parser: argparse.ArgumentParser) -> None:
                         "neural_graphs.encoders.reference.dng)")
 
     def sized(flag: str, key: str, what: str) -> None:
+        jls_default = sizes["jls"][key] or "(H/4)^2 for HxH images"
         parser.add_argument(flag, type=positive_int, default=None,
-                            help=f"{what}; default per model: jls {sizes['jls'][key]}, "
+                            help=f"{what}; default per model: jls {jls_default}, "
                             f"inr2inr {sizes['inr2inr'][key]}")
 
     sized("--latent-dim", "latent_dim", "channels of each latent map (INR-INR: of the latent)")
     sized("--latent-size", "latent_size", "latent positions per view, a square (49: 7x7 maps "
-          "for 28x28 images)")
+          "for 28x28 images, 64 for 32x32)")
     sized("--latent-hidden", "latent_hidden", "width of the latent generator's token MLP")
     sized("--decoder-hidden", "decoder_hidden", "jls: channels between the two transposed "
           "convolutions; inr2inr: width of the weight and bias MLPs")
@@ -388,7 +399,7 @@ def _resolve(args: argparse.Namespace) -> None:
     for key, value in MODEL_SIZES[args.model].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if int(args.latent_size ** 0.5) ** 2 != args.latent_size:
+    if args.latent_size is not None and math.isqrt(args.latent_size) ** 2 != args.latent_size:
         raise JobRefused(f"--latent-size must be a square number (49 = 7x7), got "
                          f"{args.latent_size}")
     if args.weight_loss and args.model != "inr2inr":
@@ -400,15 +411,20 @@ def configure(args: argparse.Namespace, done: dict[str, Any] | None = None) -> J
     when either cannot be read), then the job of the chosen stages: one side per stage,
     each with its task, optimizer and epochs."""
     _resolve(args)
-    manifest = grey_inr_manifest(args.inr_dir, SCRIPT)
+    manifest = inr_manifest(args.inr_dir)
     if args.target == "original":
         load_or_refuse("--target original", lambda: _targets(args)(manifest))
     splits = load_or_refuse("--inr-dir", lambda: _splits(args, args.seeds[0]))
-    size = tuple(splits["train"].targets.shape[1:])
-    if args.model == "jls" and size != (4 * int(args.latent_size ** 0.5),) * 2:
-        raise JobRefused(f"--latent-size {args.latent_size}: the decoder draws "
-                         f"{4 * int(args.latent_size ** 0.5)}-pixel images, the targets are "
-                         f"{size[0]}x{size[1]} (--latent-size {(size[0] // 4) ** 2} fits them)")
+    height, width = splits["train"].targets.shape[1:3]
+    if args.latent_size is None:
+        args.latent_size = (height // 4) ** 2
+    side = math.isqrt(args.latent_size)
+    if args.model == "jls" and (height, width) != (4 * side,) * 2:
+        raise JobRefused(f"--latent-size {args.latent_size}: the decoder draws {4 * side}x"
+                         f"{4 * side}-pixel images, the targets are {height}x{width}"
+                         + (f" (--latent-size {(height // 4) ** 2} fits them)"
+                            if height == width and height % 4 == 0 else
+                            " (INR2JLS needs square images whose side is a multiple of 4)"))
     stages = STAGES if args.stage == "both" else (args.stage,)
     sides = tuple(side_name(args.encoder, args.model, stage) for stage in stages)
     if stages == ("classifier",):
@@ -444,7 +460,7 @@ def configure(args: argparse.Namespace, done: dict[str, Any] | None = None) -> J
 
 
 JOB = JobConfig(
-    script=SCRIPT, title="MNIST INR2JLS / INR-INR",
+    script=SCRIPT, title="INR2JLS / INR-INR",
     epochs={side: ENCODER_DEFAULTS[side].epochs for side in JLS_ENCODERS},
     batch_size=64, lr=1e-3, optimizer=recipe_optimizer(RECIPE_DEFAULTS),
     build_model=build_model, loaders=jls_loaders,

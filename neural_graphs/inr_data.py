@@ -337,12 +337,13 @@ def load_split(inr_dir: str | Path, split: str, augment: INRAugment | None = Non
 
 
 def inr_set_images(manifest: dict[str, Any], data_dir: str | Path | None = None) -> np.ndarray:
-    """The image (uint8 ``[n, 28, 28]``) each INR of a set was fitted to, in the set's
-    order, read from ``data_dir`` (default: the ``data_dir`` the fit recorded) and checked
-    against the digest of the fit's images (``images_sha256``). The images are those of the
-    set's recorded ``dataset`` (:func:`~neural_graphs.inr_fit.fit_dataset`): MNIST from
+    """The image each INR of a set was fitted to, in the set's order: uint8 ``[n, H, W]``
+    for grey images, ``[n, H, W, 3]`` (channels last, as the fit reads them) for colour,
+    read from ``data_dir`` (default: the ``data_dir`` the fit recorded) and checked against
+    the digest of the fit's images (``images_sha256``). The images are those of the set's
+    recorded ``dataset`` (:func:`~neural_graphs.inr_fit.fit_dataset`): MNIST from
     ``data_dir/MNIST/raw`` (also a set that records none), Fashion-MNIST from
-    ``data_dir/FashionMNIST/raw``.
+    ``data_dir/FashionMNIST/raw``, CIFAR-10 from ``data_dir/cifar-10-batches-py``.
 
     Raises:
         InvalidINRSet: the manifest lacks image indices or a known source or image set, or
@@ -351,30 +352,36 @@ def inr_set_images(manifest: dict[str, Any], data_dir: str | Path | None = None)
         RuntimeError: an image file fails its md5 check.
     """
     from neural_graphs.inr_fit import fit_dataset, images_digest
-    from utils.images import IDX_DATASETS, load_idx_dataset
+    from utils.images import CIFAR10_FOLDER, IDX_DATASETS, load_cifar10, load_idx_dataset
 
     config = manifest.get("config", {})
     source = config.get("source")
     dataset = fit_dataset(config)
-    if dataset not in IDX_DATASETS:
-        raise InvalidINRSet(f"the manifest's config has image set {dataset!r}; expected one of "
-                            f"{', '.join(repr(name) for name in IDX_DATASETS)}")
-    title, subfolder = IDX_DATASETS[dataset]
     folder = Path(data_dir if data_dir is not None else manifest.get("data_dir", "data"))
-    hint = (f"the INR set was fitted to {title} images (source {source!r}) from {folder}; "
-            f"they are read from {folder / subfolder / 'raw'}.")
-
-    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-        return load_idx_dataset(dataset, folder, split, download=False, hint=hint)
-
-    if source == "test-split":
-        images, labels = read("t10k")
-    elif source == "train":
-        train, test = read("train"), read("t10k")
-        images, labels = np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
-    else:
+    if source not in ("test-split", "train"):
         raise InvalidINRSet(f"the manifest's config has image source {source!r}; expected "
                             "'test-split' or 'train'")
+    if dataset == "cifar10":
+        title, where = "CIFAR-10", folder / CIFAR10_FOLDER
+        train_x, train_y, test_x, test_y = load_cifar10(folder)
+        train = train_x.transpose(0, 2, 3, 1), train_y
+        test = test_x.transpose(0, 2, 3, 1), test_y
+    elif dataset in IDX_DATASETS:
+        title, subfolder = IDX_DATASETS[dataset]
+        where = folder / subfolder / "raw"
+        hint = (f"the INR set was fitted to {title} images (source {source!r}) from {folder}; "
+                f"they are read from {where}.")
+        test = load_idx_dataset(dataset, folder, "t10k", download=False, hint=hint)
+        if source == "train":
+            train = load_idx_dataset(dataset, folder, "train", download=False, hint=hint)
+    else:
+        known = ", ".join(repr(name) for name in (*IDX_DATASETS, "cifar10"))
+        raise InvalidINRSet(f"the manifest's config has image set {dataset!r}; expected one of "
+                            f"{known}")
+    if source == "test-split":
+        images, labels = test
+    else:
+        images, labels = np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
     try:
         index = np.asarray(manifest["inrs"]["image_index"], dtype=np.int64)
     except KeyError:
@@ -382,10 +389,10 @@ def inr_set_images(manifest: dict[str, Any], data_dir: str | Path | None = None)
     selected = np.unique(index)
     if selected.size and (selected[0] < 0 or selected[-1] >= len(images)):
         raise InvalidINRSet(f"image indices {selected[0]}..{selected[-1]} are out of range for "
-                            f"{len(images)} images in {folder / subfolder / 'raw'}")
+                            f"{len(images)} images in {where}")
     digest = images_digest(images[selected], labels[selected])
     if digest != config.get("images_sha256"):
-        raise InvalidINRSet(f"the {title} images in {folder / subfolder / 'raw'} are not those "
+        raise InvalidINRSet(f"the {title} images in {where} are not those "
                             f"the set was fitted to (sha256 {digest[:12]}..., the set records "
                             f"{str(config.get('images_sha256'))[:12]}...)")
     return images[index]

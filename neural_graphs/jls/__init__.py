@@ -24,7 +24,12 @@ from neural_graphs.jls.models import (
     graph_features,
 )
 from neural_graphs.jls.picture import image_rows
-from neural_graphs.jls.tasks import inr2inr_task, reconstruction_task, view_classification_task
+from neural_graphs.jls.tasks import (
+    channels_first,
+    inr2inr_task,
+    reconstruction_task,
+    view_classification_task,
+)
 
 __all__ = [
     "INR2INR",
@@ -38,6 +43,7 @@ __all__ = [
     "SirenDecoder",
     "SixViews",
     "ViewClassifier",
+    "channels_first",
     "graph_features",
     "image_rows",
     "inr2inr_task",

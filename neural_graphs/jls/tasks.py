@@ -1,8 +1,9 @@
 """What the INR2JLS and INR-INR stages minimise and measure (:class:`utils.tasks.Task`).
 
 Batches are PyG batches of INR graphs with ``batch.y`` (labels ``[B]``) and
-``batch.target`` (each INR's target image ``[B, H, W]`` in :math:`[0, 1]`: the original
-image, or the INR's own render).
+``batch.target`` (each INR's target image in :math:`[0, 1]`, laid out as
+:func:`~neural_graphs.inr.render` draws it: ``[B, H, W]`` grey, ``[B, H, W, C]`` colour;
+the original image, or the INR's own render).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from neural_graphs.jls.inr2inr import (
 from neural_graphs.jls.models import SixViews
 from utils.tasks import Task
 
-__all__ = ["inr2inr_task", "reconstruction_task", "view_classification_task"]
+__all__ = ["channels_first", "inr2inr_task", "reconstruction_task",
+           "view_classification_task"]
 
 _VIEWS = SixViews()
 
@@ -35,12 +37,23 @@ def _signed(images: Tensor) -> Tensor:
     return 2.0 * images - 1.0
 
 
+def channels_first(images: Tensor) -> Tensor:
+    """Targets as the decoder draws them, ``[B, C, H, W]``: grey ``[B, H, W]`` gets one
+    channel, colour ``[B, H, W, C]`` (channels last, as rendered) is permuted."""
+    if images.dim() == 3:
+        return images.unsqueeze(1)
+    if images.dim() == 4:
+        return images.permute(0, 3, 1, 2)
+    raise ValueError(f"target images must be [B, H, W] or [B, H, W, C], got "
+                     f"{tuple(images.shape)}")
+
+
 # --------------------------------------------------------------------------- INR2JLS stage 1
 
 
 class _Reconstruction:
     def __call__(self, output: Tensor, batch: Any) -> Tensor:
-        target = _VIEWS(_signed(batch.target.to(output.dtype)))
+        target = _VIEWS(_signed(channels_first(batch.target.to(output.dtype))))
         if output.shape != target.shape:
             raise ValueError(f"decoded views {tuple(output.shape)} and target views "
                              f"{tuple(target.shape)} differ")
@@ -69,7 +82,8 @@ def reconstruction_task(mean_image: Tensor) -> Task:
     r"""INR2JLS stage 1: per INR :math:`\frac{1}{6CHW}\sum_v \lVert \hat V_v -
     V_v(2I - 1) \rVert^2`, the six views of :class:`~neural_graphs.jls.models.SixViews` of
     the target scaled to :math:`[-1, 1]`. Metrics ``mse`` and ``baseline_mse`` (predicting
-    ``mean_image``, the mean training target ``[H, W]`` in :math:`[0, 1]`, in every view);
+    ``mean_image``, the mean training target, ``[H, W]`` or ``[H, W, C]`` in
+    :math:`[0, 1]`, in every view);
     the lowest validation ``mse`` is best; the final record carries ``test_mse`` and
     ``baseline_mse``."""
     return Task(loss=_Reconstruction(), collect=_MeanImageMSE(mean_image),
@@ -151,7 +165,7 @@ class _INRValues:
             target = batch.target.double()
             weights, biases = graph_parameters(batch)
             own = render(siren_parameters(weights, biases, batch_layout(batch)),
-                         tuple(target.shape[1:]), omega_0=self.omega_0,
+                         tuple(target.shape[1:3]), omega_0=self.omega_0,
                          out_offset=self.out_offset)
             decoded = torch.cat([output.weights, output.biases], 1)
             return {

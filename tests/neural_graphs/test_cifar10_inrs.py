@@ -1,8 +1,9 @@
 """CIFAR-10 INRs on local stand-ins: the md5-checked reader, its download and extraction
 (utils.images.load_cifar10); colour SIRENs fitted exactly as torch's Adam fits each alone
 (neural_graphs.siren_fit.fit_sirens on ``[n, H, W, 3]``) and rendered channels last;
-``python -m MNIST_INR_Fit --dataset cifar10`` end to end; the INR classifier and the CNN
-ceiling read the set it writes, and the jobs that compare with grey images refuse it."""
+``python -m MNIST_INR_Fit --dataset cifar10`` end to end; the INR classifier, the CNN
+ceiling and INR2JLS / INR-INR (three-channel targets and decoders) read the set it writes,
+and the dilation job, which compares with grey images, refuses it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from neural_graphs.inr_fit import FitConfig, fit_image_shape, load_inr_set
 from neural_graphs.siren_fit import fit_sirens, init_siren_params
 from utils import images as image_files
 from utils.images import CIFAR10_BATCHES, load_cifar10, md5sum
+from utils.Train_Test import build_parser
 
 TRAIN_PER_BATCH = 6
 TEST_IMAGES = 10000  # --mnist-source test-split needs the whole test set
@@ -240,10 +242,57 @@ def test_the_ceiling_renders_colour(cifar_set: Path, tmp_path: Path) -> None:
                          str(tmp_path / "ckpt")]) == 0
 
 
-@pytest.mark.parametrize("main", [dilation.main, MNIST_INR2JLS_Train.main])
-def test_grey_image_jobs_refuse_the_colour_set(main, cifar_set: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--inr-dir", str(cifar_set), "--log-dir", str(tmp_path / "log"),
-                 "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
+def test_dilation_refuses_the_colour_set(cifar_set: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert dilation.main(["--inr-dir", str(cifar_set), "--log-dir", str(tmp_path / "log"),
+                          "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
     err = capsys.readouterr().err
     assert "--inr-dir" in err and "grey images" in err and "32x32 pixels and 3 channels" in err
+
+
+JLS_TINY = ["--encoder", "dng", "--hidden", "8", "--probes", "4", "--latent-dim", "4",
+            "--latent-hidden", "16", "--decoder-hidden", "8", "--classifier-hidden", "8",
+            *TINY[4:]]
+
+
+def test_inr2jls_targets_are_the_colour_originals(cifar_set: Path, mirror: dict) -> None:
+    """``--target original`` reads the CIFAR-10 images the set was fitted to (checked
+    against its digest), channels last as rendered, in the set's order."""
+    args = build_parser(MNIST_INR2JLS_Train.JOB).parse_args(["--inr-dir", str(cifar_set)])
+    splits = MNIST_INR2JLS_Train._splits(args, 0)
+    _, _, split_of, manifest = load_inr_set(cifar_set)
+    data, _ = mirror["arrays"]["test_batch"]
+    index = np.asarray(manifest["inrs"]["image_index"])
+    images = torch.from_numpy(data[index].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                              .astype(np.float32) / 255)
+    for name in ("train", "val", "test"):
+        chosen = [i for i, split in enumerate(split_of) if split == name]
+        assert torch.equal(splits[name].targets, images[chosen]), name
+
+
+@pytest.mark.parametrize("model", ["jls", "inr2inr"])
+def test_inr2jls_and_inr_inr_learn_colour_images(model: str, cifar_set: Path,
+                                                  tmp_path: Path) -> None:
+    """Both stages on colour INRs: INR2JLS's latent maps are 8x8 (64 positions, the
+    paper's size for 32x32 images) and its decoder draws three channels; INR-INR renders
+    a three-output SIREN; each autoencoder run draws its picture in colour."""
+    log, ckpt = tmp_path / "log", tmp_path / "ckpt"
+    assert MNIST_INR2JLS_Train.main(["--inr-dir", str(cifar_set), "--model", model, *JLS_TINY,
+                                     "--log-dir", str(log), "--checkpoint-dir",
+                                     str(ckpt)]) == 0
+    kind = "autoencoder" if model == "jls" else "inr2inr-autoencoder"
+    run = f"MNIST_INR2JLS_Train_dng-{kind}_seed0"
+    auto = json.loads((log / f"{run}.jsonl").read_text().splitlines()[-1])
+    saved = torch.load(ckpt / f"{run}_best.pt", weights_only=False)
+    if model == "jls":
+        assert auto["final"] and 0 < auto["test_mse"] < 4 and auto["baseline_mse"] > 0
+        assert saved["config"]["latent_size"] == 64
+        assert saved["model"]["decoder.net.2.weight"].shape[1] == 3  # ConvTranspose2d(h, 3)
+    else:
+        assert auto["final"] and np.isfinite(auto["test_psnr"])
+    classifier = json.loads((log / run.replace("autoencoder", "classifier")
+                             ).with_suffix(".jsonl").read_text().splitlines()[-1])
+    assert classifier["final"] and 0 <= classifier["test_acc"] <= 100
+    picture = cv2.imread(str(log / f"{run}.png"), cv2.IMREAD_UNCHANGED)
+    assert picture.ndim == 3 and picture.shape[2] == 3
+    assert np.abs(picture[..., 0].astype(int) - picture[..., 2]).max() > 100  # in colour

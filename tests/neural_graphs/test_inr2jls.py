@@ -26,7 +26,9 @@ from neural_graphs.jls import (
     SirenDecoder,
     SixViews,
     ViewClassifier,
+    channels_first,
     graph_features,
+    reconstruction_task,
 )
 from neural_graphs.jls.inr2inr import batch_layout, graph_parameters, siren_parameters
 from neural_graphs.permute import hidden_permutation
@@ -127,6 +129,32 @@ def test_parameter_counts_equal_the_official_models_at_their_configuration() -> 
                   [2, 32, 32, 1])
     assert _count(inr) == OFFICIAL_INR2INR
     assert _count(LatentMLP(256, 10, 256)) == OFFICIAL_MLP_HEAD
+
+
+def test_colour_targets_are_drawn_channels_first_in_six_views() -> None:
+    """Colour targets arrive as rendered, ``[B, H, W, 3]``; the reconstruction loss
+    compares each view of each channel, so it equals the hand-computed MSE against the
+    views of the permuted image; the mean-image baseline is per pixel and channel."""
+    torch.manual_seed(3)
+    target = torch.rand(2, 8, 8, 3, dtype=torch.float64)
+    first = channels_first(target)
+    assert first.shape == (2, 3, 8, 8) and torch.equal(first[1, 2], target[1, ..., 2])
+    assert channels_first(target[..., 0]).shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"\[B, H, W\] or \[B, H, W, C\]"):
+        channels_first(target[0, 0])
+    decoded = torch.rand(2, 6, 3, 8, 8, dtype=torch.float64)
+    views = [first, first.flip(-1), first.flip(-2), first.rot90(1, (-2, -1)),
+             first.rot90(-1, (-2, -1)), first.rot90(2, (-2, -1))]
+    expected = torch.stack([((decoded[:, v] - (2 * views[v] - 1)) ** 2).flatten(1).mean(1)
+                            for v in range(6)], 1).mean(1)
+    task = reconstruction_task(target.mean(0))
+    batch = Batch(target=target)
+    torch.testing.assert_close(task.loss(decoded, batch), expected, rtol=0, atol=1e-12)
+    baseline = task.collect(decoded, batch)["baseline"]
+    torch.testing.assert_close(baseline, ((target - target.mean(0)) * 2).pow(2).flatten(1)
+                               .mean(1), rtol=0, atol=1e-12)
+    decoder = ConvDecoder(4, 3, 8)
+    assert decoder(torch.zeros(2, 6, 4, 8, 8)).shape == (2, 6, 3, 32, 32)
 
 
 def test_the_classifier_stage_trains_its_head_only() -> None:
