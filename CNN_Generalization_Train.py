@@ -13,8 +13,11 @@ every training seed and encoder). The encoder's scalar output goes through a sig
 mse`` the squared error of the sigmoid. The epoch with the best validation Kendall tau is
 kept; the last record of ``LOG_DIR/<run>.jsonl`` has ``"final": true`` with its
 ``kendall_tau`` (:func:`scipy.stats.kendalltau`), ``r2`` and ``test_mse`` over the whole
-test split. Logs, atomic checkpoints, ``--resume``, ``torchrun`` / DDP and progress are the
-shared loop of :mod:`utils.Train_Test`; ``python -m utils.summarize`` tabulates the runs.
+test split, and ``kendall_tau_same_epoch``: the mean tau among the members of each
+checkpoint epoch (:func:`utils.tasks.grouped_kendall_tau`), the ordering that the time in
+training alone does not give. Logs, atomic checkpoints, ``--resume``, ``torchrun`` / DDP
+and progress are the shared loop of :mod:`utils.Train_Test`; ``python -m utils.summarize``
+tabulates the runs.
 
 Recipe (SPEC 4.2, the DNG paper's CNN accuracy prediction): Adam lr 1e-3, batch 128, BCE
 on a sigmoid output, random Fourier features of scale 1. Widths, layers and epochs default
@@ -239,7 +242,7 @@ def configure(args: argparse.Namespace) -> JobConfig:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     SPLITS.get(args)
-    return JOB.replace(task=scalar_regression(args.loss))
+    return JOB.replace(task=scalar_regression(args.loss, group="epoch"))
 
 
 # --------------------------------------------------------------------------- job
@@ -254,10 +257,10 @@ JOB = JobConfig(
                    noun="encoder",
                    help="weight-space encoder, or 'all' for each in turn (each with its "
                    "default epochs unless --epochs is given)"),
-    task=scalar_regression("bce"), seeds=(0, 1, 2),
+    task=scalar_regression("bce", group="epoch"), seeds=(0, 1, 2),
     description="Predict the test accuracy of each network of --zoo-dir from its "
     "weights; the final record carries kendall_tau, r2 and test_mse over the held-out "
-    "networks.",
+    "networks, and kendall_tau_same_epoch: the mean tau within each checkpoint epoch.",
     extra_arguments=zoo_arguments,
     resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
                  "rff_sigma"),

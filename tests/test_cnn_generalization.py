@@ -186,6 +186,14 @@ def test_the_final_record_has_the_kendall_tau_of_the_best_checkpoint_on_held_out
                                                  abs=1e-6)
     r2 = 1 - float(((prediction - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
     assert final["r2"] == pytest.approx(r2, rel=1e-5, abs=1e-6)
+    # Within each checkpoint epoch, averaged over the epochs.
+    epoch = torch.tensor([int(g.epoch) for g in data.test])
+    within = [kendalltau(prediction[epoch == e], truth[epoch == e]).statistic
+              for e in epoch.unique()]
+    within = [tau for tau in within if tau == tau]
+    assert len(within) >= 2
+    assert final["kendall_tau_same_epoch"] == pytest.approx(sum(within) / len(within),
+                                                            abs=1e-6)
 
 
 def test_statnn_learns_to_rank_the_training_networks(small_zoo, tmp_path):

@@ -32,6 +32,7 @@ __all__ = [
     "Task",
     "batch_size",
     "classification",
+    "grouped_kendall_tau",
     "kendall_tau",
     "model_input",
     "r2_score",
@@ -241,45 +242,84 @@ def _bce_loss(output: Tensor, batch: Any) -> Tensor:
                                               reduction="none")
 
 
-def _identity_prediction(output: Tensor, batch: Any) -> Values:
-    return {"prediction": _scalar(output.detach()).double(),
-            "truth": target(batch).detach().double().reshape(-1)}
+class _Predictions:
+    """Per-sample prediction (the raw output, or its sigmoid), truth and, with ``group``,
+    the batch attribute that groups the samples."""
+
+    def __init__(self, sigmoid: bool, group: str | None) -> None:
+        self.sigmoid, self.group = sigmoid, group
+
+    def __call__(self, output: Tensor, batch: Any) -> Values:
+        prediction = _scalar(output.detach()).double()
+        values = {"prediction": torch.sigmoid(prediction) if self.sigmoid else prediction,
+                  "truth": target(batch).detach().double().reshape(-1)}
+        if self.group is not None:
+            group = getattr(batch, self.group, None)
+            if group is None:
+                raise ValueError(f"the regression groups samples by batch.{self.group}, "
+                                 f"which this {type(batch).__name__} batch lacks")
+            values["group"] = group.detach().reshape(-1)
+        return values
 
 
-def _sigmoid_prediction(output: Tensor, batch: Any) -> Values:
-    return {"prediction": torch.sigmoid(_scalar(output.detach()).double()),
-            "truth": target(batch).detach().double().reshape(-1)}
+def grouped_kendall_tau(prediction: Tensor | np.ndarray, truth: Tensor | np.ndarray,
+                        group: Tensor | np.ndarray) -> float:
+    r"""The mean over groups of Kendall's :math:`\tau_b` within each group (samples of equal
+    ``group``), over the groups where it is defined (two samples or more, neither side
+    constant); NaN when it is defined in none. Ranks the samples of one group only: for a
+    zoo grouped by checkpoint epoch, how well the networks at the same stage of training
+    are ordered, which the time in training alone cannot explain."""
+    a = np.asarray(prediction, dtype=np.float64).ravel()
+    b = np.asarray(truth, dtype=np.float64).ravel()
+    g = np.asarray(group).ravel()
+    taus = [kendall_tau(a[g == key], b[g == key]) for key in np.unique(g)]
+    taus = [tau for tau in taus if not math.isnan(tau)]
+    return float(np.mean(taus)) if taus else float("nan")
 
 
-def _regression_metrics(values: Values) -> dict[str, float]:
-    prediction, truth = values["prediction"].cpu(), values["truth"].cpu()
-    return {"mse": float(((prediction - truth) ** 2).mean()) if len(truth) else float("nan"),
-            "kendall_tau": kendall_tau(prediction, truth), "r2": r2_score(prediction, truth)}
+class _RegressionMetrics:
+    def __init__(self, group: str | None) -> None:
+        self.group = group
+
+    def __call__(self, values: Values) -> dict[str, float]:
+        prediction, truth = values["prediction"].cpu(), values["truth"].cpu()
+        out = {"mse": float(((prediction - truth) ** 2).mean()) if len(truth) else float("nan"),
+               "kendall_tau": kendall_tau(prediction, truth), "r2": r2_score(prediction, truth)}
+        if self.group is not None:
+            out[f"kendall_tau_same_{self.group}"] = grouped_kendall_tau(
+                prediction, truth, values["group"].cpu())
+        return out
 
 
-def scalar_regression(loss: str = "mse", best_metric: str = "kendall_tau") -> Task:
+def scalar_regression(loss: str = "mse", best_metric: str = "kendall_tau",
+                      group: str | None = None) -> Task:
     r"""Regression of one scalar per sample.
 
     ``loss="mse"``: :math:`(\hat y - y)^2` on the raw output; ``loss="bce"``: binary
     cross-entropy on :math:`\sigma(\text{output})` against a target in :math:`[0, 1]`
     (predictions are then :math:`\sigma(\text{output})`). Metrics over the whole split:
-    ``mse`` of the predictions, ``kendall_tau`` and ``r2``; the best checkpoint has the
-    highest ``kendall_tau`` (or the lowest ``mse`` / ``loss`` when ``best_metric`` says so);
-    the final record carries ``kendall_tau``, ``r2`` and ``test_mse``.
+    ``mse`` of the predictions, ``kendall_tau`` and ``r2``; with ``group`` (a batch
+    attribute, e.g. a zoo member's checkpoint ``epoch``) also ``kendall_tau_same_<group>``,
+    :func:`grouped_kendall_tau`. The best checkpoint has the highest ``kendall_tau`` (or
+    the lowest ``mse`` / ``loss`` when ``best_metric`` says so); the final record carries
+    ``kendall_tau``, ``r2``, ``test_mse`` and ``kendall_tau_same_<group>``.
 
     Shapes:
-        output ``[B]`` or ``[B, 1]``, target ``[B]``.
+        output ``[B]`` or ``[B, 1]``, target ``[B]``, ``batch.<group>`` ``[B]``.
     """
     if loss not in ("mse", "bce"):
         raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
     if best_metric not in ("kendall_tau", "r2", "mse", "loss"):
         raise ValueError(f"best_metric must be kendall_tau, r2, mse or loss, got "
                          f"{best_metric!r}")
+    test_metrics = {"kendall_tau": "kendall_tau", "r2": "r2", "test_mse": "mse"}
+    if group is not None:
+        test_metrics[f"kendall_tau_same_{group}"] = f"kendall_tau_same_{group}"
     return Task(
         loss=_mse_loss if loss == "mse" else _bce_loss,
-        metrics=_regression_metrics,
-        collect=_identity_prediction if loss == "mse" else _sigmoid_prediction,
+        metrics=_RegressionMetrics(group),
+        collect=_Predictions(loss == "bce", group),
         best_metric=best_metric,
         higher_is_better=best_metric in ("kendall_tau", "r2"),
-        test_metrics={"kendall_tau": "kendall_tau", "r2": "r2", "test_mse": "mse"},
+        test_metrics=test_metrics,
     )

@@ -23,7 +23,16 @@ from torch_geometric.nn import GCNConv, global_mean_pool
 
 from utils import Train_Test as tt
 from utils.job_data import split_loaders
-from utils.tasks import Task, batch_size, classification, scalar_regression, target, to_device
+from utils.tasks import (
+    Task,
+    batch_size,
+    classification,
+    grouped_kendall_tau,
+    kendall_tau,
+    scalar_regression,
+    target,
+    to_device,
+)
 
 # --------------------------------------------------------------------------- toy jobs
 
@@ -284,6 +293,21 @@ def test_scalar_regression_reports_kendall_tau_and_r2_of_the_best_checkpoint(tmp
     r2 = 1 - ((prediction - y) ** 2).sum() / ((y - y.double().mean()) ** 2).sum()
     assert final["r2"] == pytest.approx(float(r2), rel=1e-6)  # float32 outputs, other batches
     assert final["kendall_tau"] > 0.5
+
+
+def test_grouped_kendall_tau_is_the_mean_tau_within_groups() -> None:
+    prediction = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.5, 0.5])
+    truth = torch.tensor([1.0, 2.0, 3.0, 1.0, 2.0, 4.0, 7.0, 8.0])
+    group = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    # group 0 in order (+1), group 1 reversed (-1), group 2 a constant prediction (no tau)
+    assert grouped_kendall_tau(prediction, truth, group) == pytest.approx(0.0, abs=1e-12)
+    assert grouped_kendall_tau(prediction[:3], truth[:3], group[:3]) == pytest.approx(1.0)
+    assert math.isnan(grouped_kendall_tau(prediction[6:], truth[6:], group[6:]))
+    # while the pooled tau sees the groups' offsets
+    assert kendall_tau(prediction, truth) != pytest.approx(0.0, abs=1e-3)
+    task = scalar_regression("mse", group="epoch")
+    with pytest.raises(ValueError, match="batch.epoch"):
+        task.collect(torch.zeros(2), Data(y=torch.zeros(2)))
 
 
 def test_a_task_that_never_improves_still_has_a_best_checkpoint(tmp_path):
