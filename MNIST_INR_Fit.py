@@ -29,7 +29,9 @@ Output in ``--out``: ``fit_config.json``, shards ``shard_NNNNN.pt`` (stacked par
 SIREN state_dict names, labels, image indices, split names, PSNR) each with a
 ``shard_NNNNN.json`` holding its sha256, ``manifest.json`` and ``renders.png``. A killed
 run continues where it stopped; ``torchrun --nproc_per_node=N -m MNIST_INR_Fit ...``
-shares the shards between processes. Read the set with
+shares the shards between processes. ``--reuse DIR`` takes every INR a finished set fitted
+the same way already holds (an INR depends only on the configuration, its image and its
+seed), so ``--copies K --reuse <the set without copies>`` fits only the copies. Read the set with
 ``neural_graphs.inr_fit.load_inr_set(out)``.
 """
 
@@ -127,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: every image)")
     parser.add_argument("--copies", type=non_negative_int, default=0,
                         help="extra INRs per training image, from other initialisations")
+    parser.add_argument("--reuse", default=None, metavar="DIR",
+                        help="a finished INR set fitted the same way (other --copies or "
+                             "--limit allowed): take every INR it holds instead of fitting "
+                             "it again, e.g. to add --copies to a set (default: fit all)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: data/<dataset>_inrs_<recipe>, e.g. "
                              "data/mnist_inrs_published, data/fashion_mnist_inrs_fast)")
@@ -252,8 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         manifest = run_fit(images, labels, splits, config, out, device, rank, world_size,
-                           extra={"data_dir": str(args.data_dir)})
-    except StoreError as err:  # another configuration in --out, or a damaged set there
+                           extra={"data_dir": str(args.data_dir), "reuse": args.reuse},
+                           reuse=args.reuse)
+    except (StoreError, FileNotFoundError) as err:
+        # another configuration in --out or --reuse, a damaged set, no set in --reuse
         print(f"error: {err}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
@@ -263,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{manifest['count']} INRs in {out}: mean PSNR {summary['mean']:.2f} dB "
               f"(min {summary['min']:.2f}, median {summary['median']:.2f}, max "
               f"{summary['max']:.2f}); this process {seconds:.1f} s, all shards "
-              f"{manifest['fit_seconds_total']:.1f} s", flush=True)
+              f"{manifest['fit_seconds_total']:.1f} s"
+              + (f", {manifest['reused_inrs']} INRs taken from {args.reuse}"
+                 if manifest["reused_inrs"] else ""), flush=True)
         published = "published" if args.dataset == "mnist" else "published MNIST set"
         print(f"parameter std ({published}): " + ", ".join(
             f"{key} {value['std']:.4f} ({manifest['published_statistics'][key]['std']})"

@@ -29,6 +29,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from neural_graphs.inr import render, siren_from_params
+from neural_graphs.inr_splits import (
+    SPLITS,
+    InrPlan,
+    limit_counts,
+    stratified_limit,
+    stratified_split,
+)
 from neural_graphs.siren_fit import (
     FitResult,
     fit_sirens,
@@ -49,6 +56,7 @@ __all__ = [
     "FitResult",
     "InrPlan",
     "RECIPES",
+    "ReusedInrs",
     "SPLITS",
     "StoreError",
     "check_config",
@@ -71,8 +79,6 @@ __all__ = [
     "stratified_split",
 ]
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-
 # recipe -> (first-layer init of SIREN, Adam learning rate, steps)
 RECIPES: dict[str, dict[str, Any]] = {
     "published": {"first_layer_init": "reference", "lr": 1e-3, "steps": 2000},
@@ -89,63 +95,6 @@ CONFIG_FILE = "fit_config.json"
 RENDERS = "renders.png"
 RENDER_LABEL_WIDTH = 80  # pixels left of the grid of renders.png for the row labels
 RENDER_TEXT_HEIGHT = 16  # pixels above (split names) and below (PSNRs) the grid
-
-# --------------------------------------------------------------------------- splits
-
-
-def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Positions ``0..n-1`` ordered so that every class is spread evenly along the order
-    (class members shuffled, member ``j`` of a class of ``m`` placed at quantile
-    ``(j + 0.5) / m``, ties broken at random): every prefix and every contiguous chunk of
-    the order holds each class in proportion, to within one image."""
-    labels = np.asarray(labels)
-    quantile = np.empty(len(labels))
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
-    return np.lexsort((rng.random(len(labels)), quantile))
-
-
-def stratified_split(labels: np.ndarray, sizes: dict[str, int], seed: int
-                     ) -> dict[str, np.ndarray]:
-    """Split positions ``0..len(labels)-1`` into parts of the given ``sizes`` (in dict
-    order; they must add up to ``len(labels)``), each stratified by label and seeded.
-    Each part comes back in stratified order: any prefix of it is stratified too."""
-    if sum(sizes.values()) != len(labels):
-        raise ValueError(f"split sizes {sizes} add up to {sum(sizes.values())}, but there are "
-                         f"{len(labels)} images")
-    order = _stratified_order(labels, np.random.default_rng(seed))
-    parts, start = {}, 0
-    for name, size in sizes.items():
-        chunk = order[start:start + size]
-        parts[name] = chunk[_stratified_order(np.asarray(labels)[chunk],
-                                              np.random.default_rng([seed, start]))]
-        start += size
-    return parts
-
-
-def limit_counts(sizes: dict[str, int], limit: int) -> dict[str, int]:
-    """How many images of each split (of ``sizes``) a ``limit`` keeps: ``limit`` shared in
-    proportion to the split sizes by largest remainders (ties: the earlier split)."""
-    total = sum(sizes.values())
-    if not 1 <= limit <= total:
-        raise ValueError(f"--limit must be between 1 and {total}, got {limit}")
-    shares = {name: limit * size / total for name, size in sizes.items()}
-    counts = {name: math.floor(share) for name, share in shares.items()}
-    leftover = limit - sum(counts.values())
-    for name in sorted(shares, key=lambda k: counts[k] - shares[k])[:leftover]:
-        counts[name] += 1
-    return counts
-
-
-def stratified_limit(splits: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:
-    """The first images of each split (given in stratified order, as
-    :func:`stratified_split` returns them), ``limit`` in all, shared between the splits in
-    proportion to their sizes (:func:`limit_counts`), so the subset keeps the split
-    proportions and each part stays stratified."""
-    counts = limit_counts({name: len(part) for name, part in splits.items()}, limit)
-    return {name: part[:counts[name]] for name, part in splits.items()}
-
 
 # --------------------------------------------------------------------------- the data set
 
@@ -244,33 +193,6 @@ def images_digest(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class InrPlan:
-    """Which INR fits which image, in data-set order: splits in :data:`SPLITS` order, each
-    split's images ascending, the copies of an image side by side."""
-
-    image_index: np.ndarray
-    copy: np.ndarray
-    split: list[str]
-
-    def __len__(self) -> int:
-        return len(self.image_index)
-
-    @classmethod
-    def build(cls, splits: dict[str, np.ndarray], copies: int) -> InrPlan:
-        if copies < 0:
-            raise ValueError(f"--copies must be >= 0, got {copies}")
-        image_index, copy, split = [], [], []
-        for name in SPLITS:
-            repeats = 1 + copies if name == "train" else 1
-            for index in np.sort(splits.get(name, np.empty(0, dtype=np.int64))):
-                image_index += [int(index)] * repeats
-                copy += list(range(repeats))
-                split += [name] * repeats
-        return cls(np.asarray(image_index, dtype=np.int64), np.asarray(copy, dtype=np.int64),
-                   split)
-
-
 def check_config(out: Path, config: FitConfig) -> None:
     """Record ``config`` in ``out``, or raise :class:`ConfigMismatchError` when ``out``
     already holds INRs of another configuration (nothing is changed then)."""
@@ -282,14 +204,83 @@ def _shard_done(out: Path, shard: int, digest: str) -> dict[str, Any] | None:
                             redo="fitting this shard again")
 
 
+@dataclass
+class ReusedInrs:
+    """The INRs of a finished set, found by ``(image index, copy)``: a run given them
+    (``run_fit(reuse=...)``, ``MNIST_INR_Fit --reuse DIR``) takes each INR it plans from
+    there instead of fitting it again. An INR is a function of the configuration, its image
+    and its seed ``(seed, image index, copy)`` alone (a fit does not depend on which INRs
+    share its group), so a taken INR is the one the run would have fitted."""
+
+    folder: Path
+    params: dict[str, Tensor]
+    psnr: Tensor
+    steps: Tensor
+    labels: Tensor
+    row: dict[tuple[int, int], int]
+
+    #: configuration fields the reused set may have otherwise: they decide which INRs a
+    #: set holds and how it is cut, not what an INR is
+    FREE_FIELDS = ("copies", "limit", "images_sha256", "batch_inrs", "shard_size")
+
+    @classmethod
+    def read(cls, folder: str | Path, config: FitConfig) -> ReusedInrs:
+        """The INRs in ``folder``, checked against ``config``.
+
+        Raises:
+            FileNotFoundError: ``folder`` holds no finished INR set.
+            ConfigMismatchError: its INRs were fitted another way (the message names the
+                fields), so they are not the INRs ``config`` asks for.
+        """
+        folder = Path(folder)
+        manifest = store.read_manifest(folder, "inr-set")
+        theirs, ours = manifest["config"], config.to_dict()
+        differ = sorted(key for key in set(theirs) | set(ours)
+                        if key not in cls.FREE_FIELDS and theirs.get(key) != ours.get(key))
+        if differ:
+            raise ConfigMismatchError(
+                f"--reuse {folder}: its INRs were fitted another way (" + "; ".join(
+                    f"{key}: there {theirs.get(key)!r}, here {ours.get(key)!r}"
+                    for key in differ) + f"); only {', '.join(cls.FREE_FIELDS)} may differ")
+        parts = _read_shards(folder, manifest)
+        inrs = manifest["inrs"]
+        params = {key: torch.cat([s["params"][key] for s in parts]) for key in parts[0]["params"]}
+        return cls(folder, params, torch.cat([s["psnr"] for s in parts]),
+                   torch.cat([s["steps"] for s in parts]),
+                   torch.cat([s["labels"] for s in parts]),
+                   {(int(i), int(c)): r for r, (i, c)
+                    in enumerate(zip(inrs["image_index"], inrs["copy"]))})
+
+    def find(self, plan: InrPlan, rows: np.ndarray, labels: np.ndarray) -> dict[int, int]:
+        """``{plan row: row here}`` for the planned INRs this set holds.
+
+        Raises:
+            ConfigMismatchError: one of them has another label here than in the plan (the
+                sets were fitted to different images).
+        """
+        found = {int(r): self.row[key] for r in rows
+                 if (key := (int(plan.image_index[r]), int(plan.copy[r]))) in self.row}
+        for planned, here in found.items():
+            if int(self.labels[here]) != int(labels[plan.image_index[planned]]):
+                raise ConfigMismatchError(
+                    f"--reuse {self.folder}: its INR of image {plan.image_index[planned]} has "
+                    f"label {int(self.labels[here])}, the image here has "
+                    f"{int(labels[plan.image_index[planned]])}: fitted to other images")
+        return found
+
+
 def _fit_shard(out: Path, shard: int, rows: np.ndarray, plan: InrPlan, images: np.ndarray,
                labels: np.ndarray, config: FitConfig, device: torch.device,
-               bar: tqdm, fitted_psnr: list[float]) -> dict[str, Any]:
+               bar: tqdm, fitted_psnr: list[float], reuse: ReusedInrs | None = None
+               ) -> dict[str, Any]:
     dtype = getattr(torch, config.dtype)
     start = time.perf_counter()
+    taken = reuse.find(plan, rows, labels) if reuse is not None else {}
+    fit_rows = np.asarray([r for r in rows if int(r) not in taken], dtype=np.int64)
+    bar.update(len(taken))
     pieces: list[FitResult] = []
-    for group_start in range(0, len(rows), config.batch_inrs):
-        group = rows[group_start:group_start + config.batch_inrs]
+    for group_start in range(0, len(fit_rows), config.batch_inrs):
+        group = fit_rows[group_start:group_start + config.batch_inrs]
         seeds = [inr_seed(config.seed, plan.image_index[r], plan.copy[r]) for r in group]
         params = init_siren_params(seeds, config.first_layer_init, dtype, device,
                                    hidden_features=config.hidden_features,
@@ -312,23 +303,45 @@ def _fit_shard(out: Path, shard: int, rows: np.ndarray, plan: InrPlan, images: n
         fitted_psnr.extend(result.psnr.tolist())
         bar.update(len(group))
         if bar.disable:
-            print(f"shard {shard}: {group_start + len(group)}/{len(rows)} INRs, group "
-                  f"{result.psnr.mean().item():.2f} dB, running mean "
+            print(f"shard {shard}: {group_start + len(group)}/{len(fit_rows)} INRs fitted, "
+                  f"group {result.psnr.mean().item():.2f} dB, running mean "
                   f"{np.mean(fitted_psnr):.2f} dB, {time.perf_counter() - start:.1f} s",
                   flush=True)
-    params = {key: torch.cat([p.params[key] for p in pieces]).cpu() for key in pieces[0].params}
-    psnr = torch.cat([p.psnr for p in pieces]).cpu()
+    fitted = {key: torch.cat([getattr(p, key) if key in ("psnr", "steps") else p.params[key]
+                              for p in pieces]).cpu()
+              for key in ([*pieces[0].params, "psnr", "steps"] if pieces else [])}
+    whole = _in_row_order(rows, fit_rows, fitted, taken, reuse)
+    params, psnr = {key: whole[key] for key in whole if key not in ("psnr", "steps")}, whole["psnr"]
     content = {"params": params,
                "labels": torch.from_numpy(labels[plan.image_index[rows]]),
                "image_index": torch.from_numpy(plan.image_index[rows]),
                "copy": torch.from_numpy(plan.copy[rows]),
                "split": [plan.split[r] for r in rows],
                "psnr": psnr,
-               "steps": torch.cat([p.steps for p in pieces]).cpu()}
+               "steps": whole["steps"]}
     return store.write_shard(out, shard, content, {
-        "shard": shard, "count": len(rows), "first_inr": int(rows[0]),
+        "shard": shard, "count": len(rows), "first_inr": int(rows[0]), "reused": len(taken),
         "config_sha256": config.digest(), "seconds": round(time.perf_counter() - start, 3),
         "psnr_mean": float(psnr.double().mean())}, indent=2)
+
+
+def _in_row_order(rows: np.ndarray, fit_rows: np.ndarray, fitted: dict[str, Tensor],
+                  taken: dict[int, int], reuse: ReusedInrs | None) -> dict[str, Tensor]:
+    """A shard's parameters, ``psnr`` and ``steps`` in ``rows`` order, from the INRs fitted
+    (``fitted``, of ``fit_rows``) and those taken from ``reuse`` (``taken``)."""
+    if not taken:
+        return fitted
+    at = {int(r): i for i, r in enumerate(rows)}
+    mine = torch.as_tensor([at[int(r)] for r in fit_rows], dtype=torch.long)
+    theirs = torch.as_tensor([at[r] for r in taken], dtype=torch.long)
+    source = torch.as_tensor(list(taken.values()), dtype=torch.long)
+    whole = {}
+    for key, reused in {**reuse.params, "psnr": reuse.psnr, "steps": reuse.steps}.items():
+        whole[key] = reused.new_empty((len(rows), *reused.shape[1:]))
+        whole[key][theirs] = reused[source]
+        if key in fitted:
+            whole[key][mine] = fitted[key].to(reused.dtype)
+    return whole
 
 
 PUBLISHED_STATISTICS: dict[str, dict[str, float]] = {
@@ -435,6 +448,7 @@ def _assemble_manifest(out: Path, config: FitConfig, plan: InrPlan, images: np.n
         "shards": [{"file": meta["file"], "sha256": meta["sha256"], "count": meta["count"],
                     "seconds": meta["seconds"]} for meta in metas],
         "fit_seconds_total": round(sum(meta["seconds"] for meta in metas), 3),
+        "reused_inrs": sum(meta.get("reused", 0) for meta in metas),
         "psnr_mean": float(psnr.mean()),
         "psnr_summary": {"all": _psnr_summary(psnr),
                          **{name: _psnr_summary(psnr[[s == name for s in splits]])
@@ -458,7 +472,8 @@ def _assemble_manifest(out: Path, config: FitConfig, plan: InrPlan, images: np.n
 def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray],
             config: FitConfig, out: str | Path, device: torch.device | str = "cpu",
             rank: int = 0, world_size: int = 1, extra: dict[str, Any] | None = None,
-            progress: bool | None = None) -> dict[str, Any] | None:
+            progress: bool | None = None, reuse: str | Path | None = None
+            ) -> dict[str, Any] | None:
     """Fit (or finish fitting) the INR set of ``config`` into ``out``.
 
     This process fits every ``world_size``-th shard from ``rank`` that is not already
@@ -478,6 +493,8 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
         extra (dict, optional): more entries for the manifest.
         progress (bool, optional): a live bar (default: when stderr is a terminal);
             otherwise one printed line per fitted group.
+        reuse (path, optional): a finished set whose INRs this run takes instead of
+            fitting them again (:class:`ReusedInrs`; e.g. the set without ``copies``).
     """
     out = Path(out)
     channels = () if config.out_features == 1 else (config.out_features,)
@@ -508,6 +525,7 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
     if len(todo) < len(mine):
         print(f"rank {rank}: {len(mine) - len(todo)} of {len(mine)} shards already fitted "
               "(checksums verified), continuing", flush=True)
+    reused = ReusedInrs.read(reuse, config) if reuse is not None and todo else None
     fitted_psnr: list[float] = []
     with tqdm(total=total, desc=f"INRs (rank {rank})", unit="INR", disable=not progress,
               dynamic_ncols=True) as bar:
@@ -515,7 +533,7 @@ def run_fit(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray
             rows = np.arange(shard * config.shard_size,
                              min((shard + 1) * config.shard_size, len(plan)))
             _fit_shard(out, shard, rows, plan, images, labels, config, torch.device(device),
-                       bar, fitted_psnr)
+                       bar, fitted_psnr, reused)
     metas = [_shard_done(out, s, digest) for s in range(shard_count)]
     if any(meta is None for meta in metas):
         missing = sum(meta is None for meta in metas)
@@ -545,17 +563,22 @@ def load_inr_set(out_dir: str | Path, manifest: dict[str, Any] | None = None
     out = Path(out_dir)
     if manifest is None:
         manifest = store.read_manifest(out, "inr-set")
+    parts = _read_shards(out, manifest)
+    params = {key: torch.cat([s["params"][key] for s in parts]) for key in parts[0]["params"]}
+    labels = torch.cat([s["labels"] for s in parts])
+    splits = [name for s in parts for name in s["split"]]
+    return params, labels, splits, manifest
+
+
+def _read_shards(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every shard of a finished set, checked against its sha256 and for finite weights."""
     parts, first = [], 0
     for entry in manifest["shards"]:
         shard = store.read_shard(out, entry, "inr-set")
         _check_finite(out / entry["file"], shard["params"], first, manifest)
         first += len(shard["split"])
         parts.append(shard)
-    params = {key: torch.cat([s["params"][key] for s in parts]) for key in parts[0]["params"]}
-    labels = torch.cat([s["labels"] for s in parts])
-    splits = [name for s in parts for name in s["split"]]
-    return params, labels, splits, manifest
-
+    return parts
 
 def _check_finite(path: Path, params: dict[str, Tensor], first: int,
                   manifest: dict[str, Any]) -> None:

@@ -224,6 +224,65 @@ def test_run_fit_refuses_an_out_folder_of_another_configuration(tmp_path: Path) 
         run_fit(images, labels, splits, config, foreign, progress=False)
 
 
+
+def test_reuse_takes_the_inrs_a_set_holds_and_fits_only_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels, splits = _synthetic_set()
+    whole = run_fit(images, labels, splits, _config(images, labels), tmp_path / "whole",
+                    progress=False)
+    originals = run_fit(images, labels, splits, _config(images, labels, copies=0, shard_size=7),
+                        tmp_path / "originals", progress=False)
+    fitted: list[int] = []
+    real_fit_sirens = inr_fit.fit_sirens
+
+    def counted(params, targets, *args, **kwargs):
+        fitted.append(len(targets))
+        return real_fit_sirens(params, targets, *args, **kwargs)
+
+    monkeypatch.setattr(inr_fit, "fit_sirens", counted)
+    grown = run_fit(images, labels, splits, _config(images, labels), tmp_path / "grown",
+                    progress=False, reuse=tmp_path / "originals")
+    # the 30 originals are taken, only the 20 copies of training images fitted, and the set
+    # is the one fitting everything gives, to the bit (a fit does not depend on its group)
+    assert sum(fitted) == 20 and grown["reused_inrs"] == 30 and originals["count"] == 30
+    assert grown["count"] == whole["count"] == 50 and whole["reused_inrs"] == 0
+    mine, _, _, _ = load_inr_set(tmp_path / "grown")
+    reference, _, _, _ = load_inr_set(tmp_path / "whole")
+    for key in reference:
+        assert torch.equal(mine[key], reference[key]), key
+    assert grown["inrs"] == whole["inrs"]
+    metas = [json.loads((tmp_path / "grown" / f"shard_{i:05d}.json").read_text())
+             for i in range(len(grown["shards"]))]
+    assert [m["reused"] for m in metas] == [4, 4, 4, 4, 4, 8, 2]  # train rows first
+    # a subset (--limit) gives what it has: the rest is fitted
+    small = stratified_limit(splits, 10)
+    run_fit(images, labels, small, _config(images, labels, copies=0, limit=10),
+            tmp_path / "limited", progress=False)
+    fitted.clear()
+    again = run_fit(images, labels, splits, _config(images, labels), tmp_path / "again",
+                    progress=False, reuse=tmp_path / "limited")
+    assert again["reused_inrs"] == 10 and sum(fitted) == 40
+    assert again["inrs"]["psnr"] == whole["inrs"]["psnr"]
+
+
+def test_reuse_refuses_inrs_fitted_another_way_or_to_other_images(tmp_path: Path) -> None:
+    images, labels, splits = _synthetic_set(20)
+    run_fit(images, labels, splits, _config(images, labels, copies=0, steps=2),
+            tmp_path / "two_steps", progress=False)
+    with pytest.raises(ConfigMismatchError, match=r"steps: there 2, here 6.*only copies"):
+        run_fit(images, labels, splits, _config(images, labels), tmp_path / "out",
+                progress=False, reuse=tmp_path / "two_steps")
+    with pytest.raises(FileNotFoundError, match="not a finished"):
+        run_fit(images, labels, splits, _config(images, labels), tmp_path / "out",
+                progress=False, reuse=tmp_path / "nothing")
+    relabelled = (labels + 1) % 10
+    run_fit(images, relabelled, splits, _config(images, relabelled, copies=0),
+            tmp_path / "relabelled", progress=False)
+    with pytest.raises(ConfigMismatchError, match="fitted to other images"):
+        run_fit(images, labels, splits, _config(images, labels), tmp_path / "out2",
+                progress=False, reuse=tmp_path / "relabelled")
+    assert not list((tmp_path / "out2").glob("shard_*"))
+
 def test_fit_sirens_rejects_mismatched_images() -> None:
     params = init_siren_params([1, 2], "reference")
     with pytest.raises(ValueError, match=r"images must be \[2, H, W\]"):
@@ -254,6 +313,17 @@ def test_cli_on_real_mnist(shared_data: Path, tmp_path: Path,
     (tmp_path / "fit_config.json").write_text("{not json")
     assert MNIST_INR_Fit.main(argv) == 2
     assert "fit_config.json is unreadable" in capsys.readouterr().err
+    # --reuse: a copy per training image added to a finished set fits only the copies
+    (tmp_path / "fit_config.json").write_text(json.dumps(manifest["config"]))
+    grown = tmp_path / "grown"
+    bigger = [*argv[:-5], str(grown), *argv[-4:], "--copies", "1", "--reuse", str(tmp_path)]
+    assert MNIST_INR_Fit.main(bigger) == 0
+    assert "10 INRs taken from" in capsys.readouterr().out
+    assert json.loads((grown / "manifest.json").read_text())["count"] == 17
+    assert MNIST_INR_Fit.main([*bigger[:-1], str(tmp_path / "absent")]) == 0  # finished
+    assert MNIST_INR_Fit.main([*bigger[:-1], str(tmp_path / "absent"), "--out",
+                               str(tmp_path / "other")]) == 2
+    assert "absent/manifest.json not found" in capsys.readouterr().err
 
 
 def test_a_damaged_shard_is_named_and_refitting_repairs_only_it(
