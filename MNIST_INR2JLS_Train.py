@@ -181,7 +181,7 @@ def _targets(args: argparse.Namespace) -> _Targets:
 
 
 def _splits(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    return SPLITS.get(args.inr_dir, False, seed, _targets(args))
+    return SPLITS.get(args.inr_dir, None, seed, _targets(args))
 
 
 def jls_loaders(args: argparse.Namespace, seed: int,

@@ -22,6 +22,7 @@ override them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -48,7 +49,8 @@ from jobs.inr_jobs import (
     make_encoder,
 )
 from neural_graphs.encoders.build import ENCODER_NAMES
-from utils.cli import probability
+from neural_graphs.inr_data import INRAugment
+from utils.cli import probability, unit_probability
 from utils.tasks import classification
 from utils.torchrun import torchrun_place
 from utils.Train_Test import JobConfig, SideFlag
@@ -95,7 +97,7 @@ def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Modul
     for name in ("head", "mlp"):
         if getattr(model, name, None) is mlp:
             setattr(model, name, with_dropout(mlp, args.dropout))
-    train = SPLITS.get(args.inr_dir, args.augment, seed)["train"]
+    train = SPLITS.get(args.inr_dir, training_augment(args), seed)["train"]
     return materialize(model, first_graphs(train, args.batch_size))
 
 
@@ -105,8 +107,15 @@ def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Modul
 def inr_loaders(args: argparse.Namespace, seed: int,
                 distributed: bool) -> tuple[DataLoader | None, ...]:
     """``(train, val, test)`` loaders of the INR set's splits."""
-    return split_loaders_of(SPLITS.get(args.inr_dir, args.augment, seed), args, seed,
+    return split_loaders_of(SPLITS.get(args.inr_dir, training_augment(args), seed), args, seed,
                             distributed)
+
+
+def training_augment(args: argparse.Namespace) -> INRAugment:
+    """The augmentation of the training INRs: ``INRAugment.default()`` under ``--augment``,
+    each hidden neuron negated with probability ``--sign-flip``."""
+    base = INRAugment.default() if args.augment else INRAugment()
+    return dataclasses.replace(base, sign_flip=args.sign_flip)
 
 
 def classification_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +127,10 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
                         help="augment the training INRs (INRAugment.default(): rotations up "
                         "to 45 degrees, translations 0.25, rescale 0.2, weight dropout 0.01: the "
                         "neural-graphs reference)")
+    parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
+                        help="negate each hidden neuron of a training INR with probability P "
+                        "(its incoming weights, bias and outgoing weights: the same function, "
+                        "as the sine is odd, but other weights), in [0, 1]")
     parser.add_argument("--dropout", type=probability, default=0.2,
                         help="dropout in the encoder's output MLP, in [0, 1)")
 
@@ -126,7 +139,7 @@ def configure(args: argparse.Namespace) -> JobConfig:
     """Read the INR set once (a folder that is not a readable set is refused), size the
     batch to it unless ``--batch-size`` is given, and build the optimizer of the recipe
     flags."""
-    train = SPLITS.check(args.inr_dir, args.augment, args.seeds[0])["train"]
+    train = SPLITS.check(args.inr_dir, training_augment(args), args.seeds[0])["train"]
     if args.batch_size is None:
         args.batch_size = batch_size_for(len(train), torchrun_place().world_size)
     return with_recipe(JOB, args)
@@ -147,7 +160,7 @@ JOB = JobConfig(
     description="Classify the MNIST digit drawn by each INR of --inr-dir from its "
     "weights; the final record carries test_acc (percent).",
     extra_arguments=classification_arguments,
-    resume_keys=("inr_dir", "hidden", "layers", "probes", "augment", "dropout",
+    resume_keys=("inr_dir", "hidden", "layers", "probes", "augment", "sign_flip", "dropout",
                  "weight_decay", "warmup_steps", "lr_schedule", "max_grad_norm"),
     labels={"dataset": "mnist_inr"}, configure=configure, reads_data_dir=False)
 

@@ -262,7 +262,7 @@ _TARGETS: dict[str | None, _DilatedTargets] = {}
 
 def _splits(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     targets = _TARGETS.setdefault(args.mnist_dir, _DilatedTargets(args.mnist_dir))
-    return SPLITS.get(args.inr_dir, False, seed, targets)
+    return SPLITS.get(args.inr_dir, None, seed, targets)
 
 
 def dilation_loaders(args: argparse.Namespace, seed: int,

@@ -149,11 +149,12 @@ class INRSplits:
         self._key: tuple | None = None
         self._splits: dict[str, INRGraphDataset] = {}
 
-    def get(self, inr_dir: str, augment: bool, seed: int,
+    def get(self, inr_dir: str, augment: INRAugment | None, seed: int,
             targets: Callable[[dict[str, Any]], Tensor] | None = None
             ) -> dict[str, INRGraphDataset]:
-        """The ``train``, ``val`` and ``test`` datasets; ``targets(manifest)``, when given,
-        the per-INR targets. Raises what reading the set raises (a
+        """The ``train``, ``val`` and ``test`` datasets, the training split augmented by
+        ``augment`` (None: not at all); ``targets(manifest)``, when given, the per-INR
+        targets. Raises what reading the set raises (a
         :class:`utils.store.StoreError` for a damaged set)."""
         key = (inr_dir, targets)
         if key != self._key:
@@ -164,11 +165,11 @@ class INRSplits:
             self._key = key
         # The seed and augmentation only drive the training split's augmentation stream.
         train = copy.copy(self._splits["train"])
-        train.augment = INRAugment.default() if augment else INRAugment()
+        train.augment = augment or INRAugment()
         train.seed = seed
         return {**self._splits, "train": train}
 
-    def check(self, inr_dir: str, augment: bool, seed: int,
+    def check(self, inr_dir: str, augment: INRAugment | None, seed: int,
               targets: Callable[[dict[str, Any]], Tensor] | None = None
               ) -> dict[str, INRGraphDataset]:
         """:meth:`get`, a set that cannot be read refused with the reason

@@ -11,7 +11,10 @@ Augmentations (training split only, drawn per item from a seeded generator):
 * ``rotate`` (degrees) and ``translate``: the image rotated and shifted, folded into the
   first layer: ``f(R c + t)`` has ``W1' = W1 R`` and ``b1' = b1 + W1 t``;
 * ``rescale``: the first-layer weights scaled by ``U(1 - r, 1 + r)`` (a zoom);
-* ``dropout``: each weight zeroed with probability ``p``.
+* ``dropout``: each weight zeroed with probability ``p``;
+* ``sign_flip``: each hidden neuron negated with probability ``p`` (its incoming weights,
+  bias and outgoing weights): the same function, as the sine is odd
+  (``sin(-z) = -sin(z)``), but other weights, which no encoder here is invariant to.
 
 :func:`load_inr_splits` reads a set written by ``python -m MNIST_INR_Fit`` once and gives
 its three splits; :func:`check_inr_dir` says in one sentence why a folder is not such a set;
@@ -66,12 +69,14 @@ class INRAugment:
     translate: float = 0.0
     rescale: float = 0.0
     dropout: float = 0.0
+    sign_flip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rotate < 0 or self.translate < 0 or not 0 <= self.rescale < 1 \
-                or not 0 <= self.dropout < 1:
+                or not 0 <= self.dropout < 1 or not 0 <= self.sign_flip <= 1:
             raise ValueError(f"augmentation strengths must be rotate >= 0, translate >= 0, "
-                             f"0 <= rescale < 1, 0 <= dropout < 1; got {self}")
+                             f"0 <= rescale < 1, 0 <= dropout < 1, 0 <= sign_flip <= 1; "
+                             f"got {self}")
 
     @classmethod
     def default(cls) -> INRAugment:
@@ -85,7 +90,7 @@ class INRAugment:
     @property
     def active(self) -> bool:
         return bool(self.permute or self.rotate or self.translate or self.rescale
-                    or self.dropout)
+                    or self.dropout or self.sign_flip)
 
 
 def siren_graph_template(params: dict[str, Tensor]) -> Data:
@@ -156,12 +161,16 @@ _AUGMENT_STREAM, _PERMUTE_STREAM = 0, 1
 class AugmentDraw:
     """One item's augmentation: the image is sampled at ``scale * rotation @ c + shift``
     (the first layer becomes ``W1' = scale * W1 @ rotation``, ``b1' = b1 + W1 @ shift``),
-    then the weights where ``keep`` is False (``[E, 1]``, or None: all kept) are zeroed."""
+    then the weights where ``keep`` is False (``[E, 1]``, or None: all kept) are zeroed,
+    and every neuron ``i`` is multiplied by ``signs[i]`` (``[N]`` of +-1, -1 for hidden
+    neurons only; None: no flip): its bias by ``signs[i]``, the weight of an edge
+    ``j -> i`` by ``signs[j] * signs[i]``."""
 
     rotation: Tensor
     shift: Tensor
     scale: float
     keep: Tensor | None
+    signs: Tensor | None = None
 
 
 class INRGraphDataset(Dataset):
@@ -222,7 +231,14 @@ class INRGraphDataset(Dataset):
             scale = float(1 + aug.rescale * (2 * torch.rand((), generator=gen) - 1))
         if aug.dropout:
             keep = torch.rand(self.edge_attr.shape[1:], generator=gen) >= aug.dropout
-        return AugmentDraw(rotation, shift, scale, keep)
+        signs = None
+        if aug.sign_flip:
+            layout = self.template.layer_layout
+            flip = torch.rand(sum(layout), generator=gen) < aug.sign_flip
+            flip[:layout[0]] = False  # the coordinates and the outputs keep their sign
+            flip[sum(layout) - layout[-1]:] = False
+            signs = 1.0 - 2.0 * flip.to(self.x.dtype)
+        return AugmentDraw(rotation, shift, scale, keep, signs)
 
     def _augmented(self, index: int) -> tuple[Tensor, Tensor]:
         x, attr = self.x[index].clone(), self.edge_attr[index].clone()
@@ -237,6 +253,10 @@ class INRGraphDataset(Dataset):
         w1.mul_(draw.scale)
         if draw.keep is not None:
             attr.mul_(draw.keep.to(attr.dtype))
+        if draw.signs is not None:
+            source, target = self.template.edge_index
+            x.mul_(draw.signs.unsqueeze(-1))
+            attr.mul_((draw.signs[source] * draw.signs[target]).unsqueeze(-1))
         return x, attr
 
     def __getitem__(self, index: int) -> Data:

@@ -25,6 +25,7 @@ from neural_graphs.inr_fit import FitConfig, images_digest, load_inr_set, run_fi
 from neural_graphs.permute import hidden_permutation
 from tests.conftest import SHARED_DATA
 from utils.optim import WarmupClipAdamW
+from utils.Train_Test import build_parser
 
 TINY = ["--hidden", "8", "--layers", "1", "--batch-size", "16", "--seeds", "0",
         "--warmup-steps", "2"]
@@ -75,7 +76,7 @@ def mnist_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_classification_final_record_and_exact_resume(synthetic_set: Path, tmp_path: Path,
                                                       schedule: str) -> None:
     base = ["--inr-dir", str(synthetic_set), "--encoder", "ngnn", "--probes", "4",
-            "--augment", "--lr-schedule", schedule, *TINY]
+            "--augment", "--sign-flip", "0.5", "--lr-schedule", schedule, *TINY]
     run = "MNIST_INR_Classification_Train_ngnn_seed0"
     assert classify.main([*base, "--epochs", "2", *_dirs(tmp_path, "whole")]) == 0
     assert classify.main([*base, "--epochs", "1", *_dirs(tmp_path, "cut")]) == 0
@@ -100,10 +101,25 @@ def test_classification_final_record_and_exact_resume(synthetic_set: Path, tmp_p
     with pytest.raises(SystemExit, match="trained with --hidden 8, this command gives 4"):
         classify.main([*base, "--epochs", "3", "--resume", "--hidden", "4",
                        *_dirs(tmp_path, "cut")])
+    with pytest.raises(SystemExit, match="trained with --sign-flip 0.5, this command gives 0.0"):
+        classify.main([*[v for v in base if v not in ("--sign-flip", "0.5")], "--epochs", "3",
+                       "--resume", *_dirs(tmp_path, "cut")])
     other = "constant" if schedule == "cosine" else "cosine"
     with pytest.raises(SystemExit, match=f"trained with --lr-schedule '{schedule}'"):
         classify.main([*base, "--epochs", "3", "--resume", "--lr-schedule", other,
                        *_dirs(tmp_path, "cut")])
+
+
+def test_sign_flip_reaches_the_training_split_only(synthetic_set: Path) -> None:
+    args = build_parser(classify.JOB).parse_args(["--inr-dir", str(synthetic_set), "--sign-flip",
+                                             "0.25"])
+    assert classify.training_augment(args).sign_flip == 0.25
+    assert classify.training_augment(args).rotate == 0
+    splits = classify.SPLITS.get(args.inr_dir, classify.training_augment(args), 0)
+    assert splits["train"].augment.sign_flip == 0.25
+    assert not splits["val"].augment.active and not splits["test"].augment.active
+    with pytest.raises(SystemExit):
+        build_parser(classify.JOB).parse_args(["--inr-dir", str(synthetic_set), "--sign-flip", "2"])
 
 
 @pytest.mark.parametrize("train_size, world_size, batch", [

@@ -19,6 +19,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "probability",
+    "unit_probability",
     "set_cpu_threads",
 ]
 
@@ -116,6 +117,11 @@ def _ranged_float(text: str, ok: Callable[[float], bool], wanted: str) -> float:
 def probability(text: str) -> float:
     """An argparse ``type``: a probability in [0, 1) (a dropout rate)."""
     return _ranged_float(text, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def unit_probability(text: str) -> float:
+    """An argparse ``type``: a probability in [0, 1]."""
+    return _ranged_float(text, lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def positive_float(text: str) -> float:

@@ -125,6 +125,42 @@ def test_permutation_keeps_the_function_and_moves_neurons() -> None:
                               run_neural_graph(plain[index], coords), atol=1e-6)
 
 
+def test_sign_flip_negates_hidden_neurons_and_keeps_the_function() -> None:
+    params = _sirens(20)
+    labels = torch.zeros(20, dtype=torch.long)
+    plain = INRGraphDataset(params, labels)
+    data = INRGraphDataset(params, labels, INRAugment(sign_flip=0.5), seed=2)
+    layout = list(data.template.layer_layout)
+    hidden = torch.zeros(sum(layout), dtype=torch.bool)
+    hidden[layout[0]:sum(layout) - layout[-1]] = True
+    source, target = data.template.edge_index
+    coords = _coords().double()
+    flipped = 0
+    for index in range(20):
+        graph, original = data[index], plain[index]
+        signs = data.draw(index).signs
+        assert set(signs.tolist()) <= {-1.0, 1.0} and bool((signs[~hidden] == 1).all())
+        flipped += int((signs == -1).sum())
+        assert torch.equal(graph.x[:, 0], original.x[:, 0] * signs)
+        assert torch.equal(graph.edge_attr[:, 0],
+                          original.edge_attr[:, 0] * signs[source] * signs[target])
+        doubled, reference = copy.copy(graph), copy.copy(original)
+        for g in (doubled, reference):
+            g.x, g.edge_attr = g.x.double(), g.edge_attr.double()
+        assert torch.allclose(run_neural_graph(doubled, coords),
+                              run_neural_graph(reference, coords), rtol=0, atol=1e-12)
+        assert torch.allclose(run_neural_graph(graph, coords.float()),
+                              run_neural_graph(original, coords.float()), atol=1e-6)
+    assert abs(flipped / (20 * int(hidden.sum())) - 0.5) < 0.06
+    # Negating the biases alone, without the weights around them, changes the function.
+    broken = copy.copy(plain[0])
+    broken.x = broken.x * data.draw(0).signs.unsqueeze(-1)
+    assert not torch.allclose(run_neural_graph(broken, coords.float()),
+                              run_neural_graph(plain[0], coords.float()), atol=1e-3)
+    with pytest.raises(ValueError, match="sign_flip"):
+        INRAugment(sign_flip=1.5)
+
+
 def test_augmentation_is_a_function_of_seed_epoch_and_index() -> None:
     params = _sirens(2)
     labels = torch.zeros(2, dtype=torch.long)
