@@ -25,6 +25,10 @@ per encoder (:data:`ENCODER_DEFAULTS`), smaller than the papers' (NG-GNN 256 wid
 so that one run on a zoo of 1,000 networks x 4 checkpoints takes minutes on a 2-core CPU.
 Runs of different zoos share run names (``<script>_<encoder>_seed<k>``): give each zoo its
 own ``--log-dir`` and ``--checkpoint-dir``.
+
+``--sign-flip P`` and ``--neuron-scale R`` augment the training networks with rescalings
+of their hidden neurons that keep each network's function, and so its accuracy
+(:mod:`neural_graphs.neuron_symmetry`): a fresh draw per network, epoch and seed.
 """
 
 from __future__ import annotations
@@ -50,8 +54,15 @@ from jobs.encoder_jobs import (
 )
 from jobs.zoo_jobs import ZOO_ENCODER_DEFAULTS, ZOO_ENCODERS, make_zoo_encoder
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
-from neural_graphs.zoo_data import ZooGraphs, load_zoo_graphs, manifest_checksum
-from utils.cli import non_negative_int, positive_float, positive_int
+from neural_graphs.neuron_symmetry import NeuronSymmetryAugment
+from neural_graphs.zoo_data import AugmentedGraphs, ZooGraphs, load_zoo_graphs, manifest_checksum
+from utils.cli import (
+    at_least_one,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_probability,
+)
 from utils.tasks import scalar_regression
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
 
@@ -177,7 +188,9 @@ def zoo_loaders(args: argparse.Namespace, seed: int,
                 distributed: bool) -> tuple[DataLoader | None, ...]:
     """``(train, val, test)`` loaders of the zoo's neural graphs (split by network)."""
     data = SPLITS.get(args)
-    return split_loaders_of({"train": data.train, "val": data.val, "test": data.test}, args,
+    augment = NeuronSymmetryAugment(sign_flip=args.sign_flip, max_scale=args.neuron_scale)
+    train = AugmentedGraphs(data.train, augment, seed) if augment.active else data.train
+    return split_loaders_of({"train": train, "val": data.val, "test": data.test}, args,
                             seed, distributed)
 
 
@@ -229,6 +242,15 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                                                  GRAPH_ENCODER_NAMES))
     parser.add_argument("--rff-sigma", type=positive_float, default=1.0,
                         help="standard deviation of those frequencies (1 for CNNs, SPEC 4.2)")
+    parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
+                        help="negate each hidden neuron of a training network whose "
+                        "activation is odd (tanh) with probability P: its incoming weights, "
+                        "bias and outgoing weights together, the same function; in [0, 1]")
+    parser.add_argument("--neuron-scale", type=at_least_one, default=1.0, metavar="R",
+                        help="scale each hidden neuron of a training network whose "
+                        "activation is positively homogeneous (relu) by a factor "
+                        "log-uniform in [1/R, R]: incoming weights and bias times it, "
+                        "outgoing weights divided by it, the same function (1: off)")
     parser.add_argument("--no-graph-cache", dest="graph_cache", action="store_false",
                         help="neither read nor write the neural-graph cache in --zoo-dir "
                         "(for a read-only zoo folder)")
@@ -263,7 +285,7 @@ JOB = JobConfig(
     "networks, and kendall_tau_same_epoch: the mean tau within each checkpoint epoch.",
     extra_arguments=zoo_arguments,
     resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
-                 "rff_sigma"),
+                 "rff_sigma", "sign_flip", "neuron_scale"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 
 

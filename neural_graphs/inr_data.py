@@ -39,6 +39,7 @@ from torch_geometric.data import Data
 
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN
+from neural_graphs.neuron_symmetry import keyed_generator, symmetric_neurons
 from neural_graphs.permute import permute_graph
 from utils.store import MANIFEST, StoreError, read_manifest
 
@@ -148,12 +149,6 @@ def graph_features_to_stacked(x: Tensor, edge_attr: Tensor,
     return params
 
 
-def _generator(*key: int) -> torch.Generator:
-    """A generator seeded by a pure function of the integers ``key``."""
-    seed = np.random.SeedSequence([int(k) for k in key]).generate_state(2)
-    return torch.Generator().manual_seed(int(seed[0]) << 32 | int(seed[1]))
-
-
 _AUGMENT_STREAM, _PERMUTE_STREAM = 0, 1
 
 
@@ -203,6 +198,7 @@ class INRGraphDataset(Dataset):
         self.targets = targets
         self.template = siren_graph_template(self.params)
         self.x, self.edge_attr = stacked_to_graph_features(self.params, self.template)
+        self.flippable = symmetric_neurons(self.template)[0]
         self.augment = augment or INRAugment()
         self.seed = seed
         self.epoch = 0
@@ -214,7 +210,7 @@ class INRGraphDataset(Dataset):
         return self.labels.shape[0]
 
     def _generator(self, index: int, stream: int) -> torch.Generator:
-        return _generator(self.seed, self.epoch, index, stream)
+        return keyed_generator(self.seed, self.epoch, index, stream)
 
     def draw(self, index: int) -> AugmentDraw:
         """The augmentation of item ``index`` in the current epoch (a pure function of
@@ -233,10 +229,8 @@ class INRGraphDataset(Dataset):
             keep = torch.rand(self.edge_attr.shape[1:], generator=gen) >= aug.dropout
         signs = None
         if aug.sign_flip:
-            layout = self.template.layer_layout
-            flip = torch.rand(sum(layout), generator=gen) < aug.sign_flip
-            flip[:layout[0]] = False  # the coordinates and the outputs keep their sign
-            flip[sum(layout) - layout[-1]:] = False
+            flip = torch.rand(self.template.num_nodes, generator=gen) < aug.sign_flip
+            flip &= self.flippable  # hidden neurons only
             signs = 1.0 - 2.0 * flip.to(self.x.dtype)
         return AugmentDraw(rotation, shift, scale, keep, signs)
 

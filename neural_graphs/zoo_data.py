@@ -14,6 +14,10 @@ shape, so a changed or regenerated zoo is converted again.
 :func:`split_by_network` splits the members by network: every checkpoint of one network
 lands in the same split, so no held-out network was seen at another epoch.
 
+:class:`AugmentedGraphs` gives a training split fresh function-preserving rescalings of
+its hidden neurons (:mod:`neural_graphs.neuron_symmetry`) at every access: the network and
+its accuracy stay the same, the weights the encoder reads change.
+
 ``python -m neural_graphs.zoo_data ZOO_DIR`` builds the cache and prints what it holds.
 """
 
@@ -31,14 +35,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from tqdm import tqdm
 
 from neural_graphs.graph import GRAPH_FORMAT
+from neural_graphs.neuron_symmetry import NeuronSymmetryAugment, keyed_generator
 from utils.atomic import atomic_write
 from utils.store import MANIFEST, StoreError, check_kind, require_complete
 
 __all__ = [
+    "AugmentedGraphs",
     "CACHE_FORMAT",
     "SPLIT_FRACTIONS",
     "ZooGraphs",
@@ -146,6 +153,38 @@ class ZooGraphs:
         (:func:`split_by_network`)."""
         return tuple([self.graphs[i] for i in part]
                      for part in split_by_network(self.networks, seed, fractions))
+
+
+class AugmentedGraphs(Dataset):
+    """``graphs``, each item rescaled by a draw of ``augment`` that is a pure function of
+    (``seed``, epoch, index), so a resumed run sees the same items. Statistics stored in a
+    graph for StatNN (``statnn_features``) describe the weights before the draw and are
+    left out, so StatNN computes them from the weights it is given.
+
+    Args:
+        graphs (list[Data]): the split's graphs (not changed).
+        augment (NeuronSymmetryAugment): the rescalings.
+        seed (int): seed of the draws.
+    """
+
+    def __init__(self, graphs: Sequence[Data], augment: NeuronSymmetryAugment,
+                 seed: int = 0) -> None:
+        self.graphs = list(graphs)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, index: int) -> Data:
+        graph = self.augment(self.graphs[index], keyed_generator(self.seed, self.epoch, index))
+        if "statnn_features" in graph:
+            del graph.statnn_features
+        return graph
 
 
 def split_by_network(networks: Sequence[int] | np.ndarray, seed: int = 0,

@@ -206,7 +206,9 @@ def test_statnn_learns_to_rank_the_training_networks(small_zoo, tmp_path):
 
 
 def test_mse_loss_predicts_through_a_sigmoid_and_resume_continues_exactly(small_zoo, tmp_path):
-    argv = ["--zoo-dir", str(small_zoo), "--encoder", "dng", "--loss", "mse"] + TINY
+    # Augmented by function-preserving rescalings: still an exact resume.
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "dng", "--loss", "mse", "--sign-flip",
+            "0.5", "--neuron-scale", "2"] + TINY
     assert train(argv + ["--epochs", "2"] + dirs(tmp_path / "a")) == 0
     model = cgt.build_predictor(cgt._parse(argv + dirs(tmp_path / "a")), 0, "dng")
     assert model.squash
@@ -217,10 +219,28 @@ def test_mse_loss_predicts_through_a_sigmoid_and_resume_continues_exactly(small_
     assert [tuple(r[k] for k in keys) for r in resumed[:-1]] == [
         tuple(r[k] for k in keys) for r in full[:-1]]
     assert resumed[-1]["kendall_tau"] == full[-1]["kendall_tau"]
-    # A resume with another loss is refused.
+    # A resume with another loss or augmentation is refused.
     with pytest.raises(SystemExit, match="--loss"):
         train(["--zoo-dir", str(small_zoo), "--encoder", "dng", "--loss", "bce"] + TINY
               + ["--epochs", "3", "--resume"] + dirs(tmp_path / "b"))
+    with pytest.raises(SystemExit, match="--neuron-scale 2.0, this command gives 1.0"):
+        train([a for a in argv if a not in ("--neuron-scale", "2")]
+              + ["--epochs", "3", "--resume"] + dirs(tmp_path / "b"))
+
+
+def test_augmented_training_networks_reach_statnn_as_their_own_statistics(small_zoo, tmp_path):
+    argv = ["--zoo-dir", str(small_zoo), "--neuron-scale", "3", "--sign-flip", "0.5"] + TINY
+    args = cgt._parse(argv + dirs(tmp_path))
+    train_loader = cgt.zoo_loaders(args, 0, False)[0]
+    plain = cgt.SPLITS.get(args).train
+    assert "statnn_features" not in next(iter(train_loader))
+    changed = [not torch.equal(train_loader.dataset[i].edge_attr, graph.edge_attr)
+               for i, graph in enumerate(plain)]
+    assert len(changed) == len(plain) and all(changed)
+    val_loader = cgt.zoo_loaders(args, 0, False)[1]
+    assert val_loader.dataset is cgt.SPLITS.get(args).val  # held-out networks as they are
+    assert train(argv + ["--encoder", "statnn", "--epochs", "1"] + dirs(tmp_path)) == 0
+    assert records(tmp_path, "statnn")[-1]["final"] is True
 
 
 def test_encoders_that_read_one_architecture_are_refused_on_a_mixed_zoo(wild_zoo, tmp_path,
@@ -252,7 +272,8 @@ def test_help_lists_the_job_flags(capsys):
 @pytest.mark.parametrize("argv,flag", [
     (["--rff-sigma", "-1"], "--rff-sigma"), (["--rff-sigma", "nan"], "--rff-sigma"),
     (["--hidden", "0"], "--hidden"), (["--rff-dim", "0"], "--rff-dim"),
-    (["--threads", "0"], "--threads"), (["--split-seed", "-1"], "--split-seed")])
+    (["--threads", "0"], "--threads"), (["--split-seed", "-1"], "--split-seed"),
+    (["--sign-flip", "1.5"], "--sign-flip"), (["--neuron-scale", "0.5"], "--neuron-scale")])
 def test_the_parser_refuses_values_out_of_range(argv, flag, small_zoo, tmp_path, capsys):
     assert train(["--zoo-dir", str(small_zoo), *argv] + dirs(tmp_path)) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ import torch
 __all__ = [
     "CPU_THREADS_HELP",
     "HelpFormatter",
+    "at_least_one",
     "checked_device",
     "default_device",
     "non_negative_float",
@@ -117,6 +118,11 @@ def _ranged_float(text: str, ok: Callable[[float], bool], wanted: str) -> float:
 def probability(text: str) -> float:
     """An argparse ``type``: a probability in [0, 1) (a dropout rate)."""
     return _ranged_float(text, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def at_least_one(text: str) -> float:
+    """An argparse ``type``: a finite number of at least 1 (a largest scale factor)."""
+    return _ranged_float(text, lambda v: 1 <= v < float("inf"), ">= 1 and finite")
 
 
 def unit_probability(text: str) -> float:
