@@ -13,10 +13,10 @@ Training recipe (SPEC 4.1, the neural-graphs classifier): AdamW (amsgrad, weight
 ``--weight-decay``), linear learning-rate warm-up over ``--warmup-steps`` optimizer steps,
 gradient norm clipped to ``--max-grad-norm``, dropout ``--dropout`` in the encoder's output
 MLP, batch 128 (smaller for a small training set, :func:`jobs.encoder_jobs.batch_size_for`),
-``--augment`` for the DWSNets augmentations of the training INRs. Epochs and
-widths default per encoder (:data:`jobs.inr_jobs.INR_ENCODER_DEFAULTS`) so that one run on
-7,000 training INRs takes about 20 minutes on a 2-core CPU; ``--epochs`` and ``--hidden``
-override them.
+``--augment`` for the DWSNets augmentations of the training INRs, ``--sign-flip P`` for
+function-preserving sign flips of their hidden neurons. Epochs and widths default per
+encoder (:data:`jobs.inr_jobs.INR_ENCODER_DEFAULTS`) so that one run on 7,000 training
+INRs takes at most 45 minutes on a 2-core CPU; ``--epochs`` and ``--hidden`` override them.
 """
 
 from __future__ import annotations
