@@ -69,7 +69,7 @@ def symmetric_neurons(graph: Data) -> tuple[Tensor, Tensor]:
     last = len(layers) - 1
     for index, layer in enumerate(layers[1:last], start=1):
         outgoing = readers.get(index, [])
-        if layer["offset"] or not outgoing or any(
+        if layer["offset"] or not outgoing or not layer["groups"] or any(
                 g["kind"] not in _PARAMETER_GROUPS for g in layer["groups"] + outgoing):
             continue
         lo, hi = layer["nodes"]

@@ -19,6 +19,7 @@ from neural_graphs.neuron_symmetry import (
 )
 from neural_graphs.zoo_cnn import build_cnn
 from neural_graphs.zoo_data import AugmentedGraphs
+from neural_graphs.zoo_vit import SimpleViT
 
 
 def _layer(channels: int, kernel: int, stride: int, batch_norm: bool, residual: str) -> dict:
@@ -69,6 +70,8 @@ NETWORKS = {
     "tanh avg-pool": (lambda: _pooled(nn.Tanh, nn.AvgPool2d(2)), {"flip", "scale"}),
     "siren": (lambda: SIREN().double(), {"flip"}),
     "gelu cnn": (lambda: _cnn("gelu"), set()),
+    # Attention, LayerNorm and residual paths everywhere: no neuron qualifies.
+    "simplevit": (lambda: SimpleViT().double().eval(), set()),
 }
 
 
@@ -77,8 +80,9 @@ def test_every_draw_keeps_the_function(name: str) -> None:
     build, symmetry = NETWORKS[name]
     net = build()
     graph = to_neural_graph(net, batchnorm="fold")
+    size = 28 if name == "simplevit" else 12
     inputs = torch.rand(5, 2, dtype=torch.float64) * 2 - 1 if name == "siren" else \
-        torch.randn(3, 1, 12, 12, dtype=torch.float64)
+        torch.randn(3, 1, size, size, dtype=torch.float64)
     expected = net(inputs)
     flippable, scalable = symmetric_neurons(graph)
     assert not bool(((flippable | scalable) & ~_hidden(graph)).any())
