@@ -59,30 +59,39 @@ def _hidden(graph) -> torch.Tensor:
     return mask
 
 
+def _images(size: int = 12) -> torch.Tensor:
+    return torch.randn(3, 1, size, size, dtype=torch.float64)
+
+
+def _points() -> torch.Tensor:
+    return torch.rand(5, 2, dtype=torch.float64) * 2 - 1
+
+
+# name: (network, the symmetries it has, its inputs)
 NETWORKS = {
-    "relu cnn": (lambda: _cnn("relu"), {"scale"}),
-    "tanh cnn": (lambda: _cnn("tanh"), {"flip"}),
-    "leaky_relu residual cnn": (lambda: _cnn("leaky_relu", residual=True), {"scale"}),
-    "tanh residual cnn": (lambda: _cnn("tanh", residual=True), {"flip"}),
+    "relu cnn": (lambda: _cnn("relu"), {"scale"}, _images),
+    "tanh cnn": (lambda: _cnn("tanh"), {"flip"}, _images),
+    "leaky_relu residual cnn": (lambda: _cnn("leaky_relu", residual=True), {"scale"},
+                                _images),
+    "tanh residual cnn": (lambda: _cnn("tanh", residual=True), {"flip"}, _images),
     # The second convolution is a relu layer: scalable in all three.
-    "tanh max-pool": (lambda: _pooled(nn.Tanh, nn.MaxPool2d(2)), {"scale"}),
-    "relu max-pool": (lambda: _pooled(nn.ReLU, nn.MaxPool2d(2)), {"scale"}),
-    "tanh avg-pool": (lambda: _pooled(nn.Tanh, nn.AvgPool2d(2)), {"flip", "scale"}),
-    "siren": (lambda: SIREN().double(), {"flip"}),
-    "gelu cnn": (lambda: _cnn("gelu"), set()),
+    "tanh max-pool": (lambda: _pooled(nn.Tanh, nn.MaxPool2d(2)), {"scale"}, _images),
+    "relu max-pool": (lambda: _pooled(nn.ReLU, nn.MaxPool2d(2)), {"scale"}, _images),
+    "tanh avg-pool": (lambda: _pooled(nn.Tanh, nn.AvgPool2d(2)), {"flip", "scale"},
+                      _images),
+    "siren": (lambda: SIREN().double(), {"flip"}, _points),
+    "gelu cnn": (lambda: _cnn("gelu"), set(), _images),
     # Attention, LayerNorm and residual paths everywhere: no neuron qualifies.
-    "simplevit": (lambda: SimpleViT().double().eval(), set()),
+    "simplevit": (lambda: SimpleViT().double().eval(), set(), lambda: _images(28)),
 }
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_every_draw_keeps_the_function(name: str) -> None:
-    build, symmetry = NETWORKS[name]
+    build, symmetry, make_inputs = NETWORKS[name]
     net = build()
     graph = to_neural_graph(net, batchnorm="fold")
-    size = 28 if name == "simplevit" else 12
-    inputs = torch.rand(5, 2, dtype=torch.float64) * 2 - 1 if name == "siren" else \
-        torch.randn(3, 1, size, size, dtype=torch.float64)
+    inputs = make_inputs()
     expected = net(inputs)
     flippable, scalable = symmetric_neurons(graph)
     assert not bool(((flippable | scalable) & ~_hidden(graph)).any())
