@@ -17,6 +17,9 @@ MLP, batch 128 (smaller for a small training set, :func:`jobs.encoder_jobs.batch
 function-preserving sign flips of their hidden neurons. Epochs and widths default per
 encoder (:data:`jobs.inr_jobs.INR_ENCODER_DEFAULTS`) so that one run on 7,000 training
 INRs takes at most 45 minutes on a 2-core CPU; ``--epochs`` and ``--hidden`` override them.
+``--encoder-config reference`` trains NG-GNN, NG-T and DNG in the configurations that compute
+their reference implementations' functions
+(:func:`neural_graphs.encoders.reference.build_reference_encoder`).
 """
 
 from __future__ import annotations
@@ -49,15 +52,23 @@ from jobs.inr_jobs import (
     make_encoder,
 )
 from neural_graphs.encoders.build import ENCODER_NAMES
-from neural_graphs.inr_data import INRAugment
+from neural_graphs.encoders.reference import REFERENCE_ENCODER_NAMES, build_reference_encoder
+from neural_graphs.inr_data import INRAugment, siren_layer_stats
 from utils.cli import probability, unit_probability
 from utils.tasks import classification
 from utils.torchrun import torchrun_place
-from utils.Train_Test import JobConfig, SideFlag
+from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable
 
 SCRIPT = "MNIST_INR_Classification_Train"
 NUM_CLASSES = 10
 ENCODER_DEFAULTS = INR_ENCODER_DEFAULTS  # this job's defaults: every encoder's
+DEFAULT_DROPOUT = 0.2
+#: default epochs under ``--encoder-config reference``, sized like the project's so that a
+#: run on 7,000 training INRs stays within 45 minutes on two cores: CPU seconds of one
+#: training step on 128 published-recipe INRs, one thread, reference / project
+#: configuration: NG-GNN 1.25-1.50 / 0.73-0.89, DNG 0.44 / 0.45-0.65; NG-T 7.6 (README's
+#: reference-size step) / 1.33
+REFERENCE_EPOCHS = {"ngnn": 36, "ngt": 6, "dng": 70}
 
 
 # --------------------------------------------------------------------------- encoders
@@ -90,7 +101,18 @@ def with_dropout(mlp: nn.Sequential, p: float) -> nn.Sequential:
 
 def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
     """The encoder ``side`` with 10 outputs and dropout in its output MLP, its lazy parts
-    built on the first training INRs."""
+    built on the first training INRs; under ``--encoder-config reference`` the encoder in
+    the configuration of its reference implementation, standardising by the per-layer
+    statistics of the training INRs as the references do by their set's."""
+    if args.encoder_config == "reference":
+        if side not in REFERENCE_ENCODER_NAMES:
+            raise SideUnavailable(f"--encoder-config reference: the {side} encoder has no "
+                                  f"reference configuration (only "
+                                  f"{', '.join(REFERENCE_ENCODER_NAMES)} have)")
+        train = SPLITS.get(args.inr_dir, training_augment(args), seed)["train"]
+        model = build_reference_encoder(side, NUM_CLASSES, train.template.layer_layout,
+                                        siren_layer_stats(train.params))
+        return materialize(model, first_graphs(train, args.batch_size))
     hidden, layers, probes = encoder_settings(args, side)
     model = make_encoder(side, NUM_CLASSES, hidden, layers, probes)
     mlp = output_mlp(model)
@@ -131,18 +153,43 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
                         help="negate each hidden neuron of a training INR with probability P "
                         "(its incoming weights, bias and outgoing weights: the same function, "
                         "as the sine is odd, but other weights), in [0, 1]")
-    parser.add_argument("--dropout", type=probability, default=0.2,
-                        help="dropout in the encoder's output MLP, in [0, 1)")
+    parser.add_argument("--dropout", type=probability, default=None,
+                        help="dropout in the encoder's output MLP, in [0, 1) (default: "
+                        f"{DEFAULT_DROPOUT}; under --encoder-config reference each reference's "
+                        "own dropout)")
+    parser.add_argument("--encoder-config", choices=("project", "reference"),
+                        default="project",
+                        help="project: the encoders as this project builds them (any "
+                        "architecture, probes, the size flags); reference: ngnn, ngt and dng "
+                        "in the configuration that computes their reference implementation's "
+                        "function (neural-graphs GNNForClassification with the INR PNA "
+                        "config, RelationalTransformer of its MNIST notebook, the official "
+                        "DNG classifier; README), at the reference sizes, each layer's weights "
+                        "and biases standardised by the training INRs' statistics for NG-GNN "
+                        "and NG-T (give it its own --log-dir and --checkpoint-dir: the runs have "
+                        "the same names); default epochs "
+                        + ", ".join(f"{k} {v}" for k, v in REFERENCE_EPOCHS.items()))
 
 
 def configure(args: argparse.Namespace) -> JobConfig:
     """Read the INR set once (a folder that is not a readable set is refused), size the
     batch to it unless ``--batch-size`` is given, and build the optimizer of the recipe
     flags."""
+    job = JOB
+    if args.encoder_config == "reference":
+        given = [flag for flag, value in (("--hidden", args.hidden), ("--layers", args.layers),
+                                          ("--probes", args.probes),
+                                          ("--dropout", args.dropout)) if value is not None]
+        if given:
+            raise JobRefused(f"--encoder-config reference fixes the encoder's sizes and "
+                             f"dropout to the reference's; drop {', '.join(given)}")
+        job = job.replace(epochs={**job.epochs, **REFERENCE_EPOCHS})
+    elif args.dropout is None:
+        args.dropout = DEFAULT_DROPOUT
     train = SPLITS.check(args.inr_dir, training_augment(args), args.seeds[0])["train"]
     if args.batch_size is None:
         args.batch_size = batch_size_for(len(train), torchrun_place().world_size)
-    return with_recipe(JOB, args)
+    return with_recipe(job, args)
 
 
 # --------------------------------------------------------------------------- job
@@ -160,8 +207,9 @@ JOB = JobConfig(
     description="Classify the MNIST digit drawn by each INR of --inr-dir from its "
     "weights; the final record carries test_acc (percent).",
     extra_arguments=classification_arguments,
-    resume_keys=("inr_dir", "hidden", "layers", "probes", "augment", "sign_flip", "dropout",
-                 "weight_decay", "warmup_steps", "lr_schedule", "max_grad_norm"),
+    resume_keys=("inr_dir", "encoder_config", "hidden", "layers", "probes", "augment",
+                 "sign_flip", "dropout", "weight_decay", "warmup_steps", "lr_schedule",
+                 "max_grad_norm"),
     labels={"dataset": "mnist_inr"}, configure=configure, reads_data_dir=False)
 
 

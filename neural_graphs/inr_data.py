@@ -54,6 +54,7 @@ __all__ = [
     "load_inr_splits",
     "load_split",
     "siren_graph_template",
+    "siren_layer_stats",
     "stacked_to_graph_features",
 ]
 
@@ -100,6 +101,24 @@ def siren_graph_template(params: dict[str, Tensor]) -> Data:
     siren = SIREN(in_features=weights[0].shape[2], hidden_features=weights[0].shape[1],
                   hidden_layers=len(weights) - 1, out_features=weights[-1].shape[1])
     return to_neural_graph(siren)
+
+
+def siren_layer_stats(params: dict[str, Tensor]) -> dict[str, list[float]]:
+    """Per-layer statistics of stacked SIRENs (leading INR axis): the mean and standard
+    deviation of every weight, and of every bias, of each layer over all the INRs, in the
+    format of the neural-graphs reference's ``stats`` (``weights_mean``, ``weights_std``,
+    ``biases_mean``, ``biases_std``, one number per layer), which its configurations
+    standardise each layer's weights and biases by."""
+    missing = [k for k in SIREN_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"SIREN parameters lack {missing}; expected the keys "
+                         f"{list(SIREN_KEYS)}")
+    stats: dict[str, list[float]] = {}
+    for kind, keys in (("weights", SIREN_KEYS[::2]), ("biases", SIREN_KEYS[1::2])):
+        values = [params[key].double() for key in keys]
+        stats[f"{kind}_mean"] = [v.mean().item() for v in values]
+        stats[f"{kind}_std"] = [v.std().item() for v in values]
+    return stats
 
 
 def stacked_to_graph_features(params: dict[str, Tensor],

@@ -160,6 +160,34 @@ def test_every_encoder_trains_and_reports_test_acc(synthetic_set: Path,
     assert not any("compiled layers" in h for side, h in headers.items() if side != "ngt")
 
 
+def test_reference_config_trains_the_published_encoders(synthetic_set: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """--encoder-config reference: NG-GNN, NG-T and DNG at the references' sizes (their
+    parameter counts on 2-32-32-1 SIRENs, README), the other encoders skipped under all."""
+    argv = ["--inr-dir", str(synthetic_set), "--encoder", "all", "--encoder-config",
+            "reference", "--epochs", "1", "--batch-size", "16", "--seeds", "0",
+            "--warmup-steps", "2", *_dirs(tmp_path, "ref")]
+    assert classify.main(argv) == 0
+    log = tmp_path / "ref" / "log"
+    counts = {"ngnn": "92,010", "ngt": "376,586", "dng": "381,322"}
+    for side, count in counts.items():
+        run = f"MNIST_INR_Classification_Train_{side}_seed0"
+        assert _records(log, run)[-1]["final"], side
+        assert f"{count} parameters" in (log / f"{run}.txt").read_text().splitlines()[0]
+    assert not any((log / f"MNIST_INR_Classification_Train_{side}_seed0.jsonl").exists()
+                   for side in ("flatmlp", "statnn", "nfn"))
+    assert "no reference configuration" in capsys.readouterr().err
+    refused = [["--encoder", "statnn"], ["--encoder", "dng", "--hidden", "8"],
+               ["--encoder", "ngnn", "--dropout", "0.1"]]
+    for extra in refused:
+        assert classify.main(["--inr-dir", str(synthetic_set), "--encoder-config",
+                              "reference", "--epochs", "1", "--seeds", "0", *extra,
+                              *_dirs(tmp_path, "refused")]) == 2, extra
+        err = capsys.readouterr().err
+        assert "no reference configuration" in err or "fixes the encoder's sizes" in err, err
+
+
 def test_bad_inputs_get_clear_errors(synthetic_set: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     for main in (classify.main, dilation.main, ceiling.main):
