@@ -174,7 +174,8 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(args: argparse.Namespace) -> JobConfig:
     """Read the INR set once (a folder that is not a readable set is refused), size the
     batch to it unless ``--batch-size`` is given, and build the optimizer of the recipe
-    flags."""
+    flags; under ``--encoder-config reference`` refuse the size and dropout flags and
+    default to :data:`REFERENCE_EPOCHS`."""
     job = JOB
     if args.encoder_config == "reference":
         given = [flag for flag, value in (("--hidden", args.hidden), ("--layers", args.layers),
