@@ -104,22 +104,22 @@ def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Modul
     built on the first training INRs; under ``--encoder-config reference`` the encoder in
     the configuration of its reference implementation, standardising by the per-layer
     statistics of the training INRs as the references do by their set's."""
+    # the set was read by configure: getting the split draws no random numbers
+    train = SPLITS.get(args.inr_dir, training_augment(args), seed)["train"]
     if args.encoder_config == "reference":
         if side not in REFERENCE_ENCODER_NAMES:
             raise SideUnavailable(f"--encoder-config reference: the {side} encoder has no "
                                   f"reference configuration (only "
                                   f"{', '.join(REFERENCE_ENCODER_NAMES)} have)")
-        train = SPLITS.get(args.inr_dir, training_augment(args), seed)["train"]
         model = build_reference_encoder(side, NUM_CLASSES, train.template.layer_layout,
                                         siren_layer_stats(train.params))
-        return materialize(model, first_graphs(train, args.batch_size))
-    hidden, layers, probes = encoder_settings(args, side)
-    model = make_encoder(side, NUM_CLASSES, hidden, layers, probes)
-    mlp = output_mlp(model)
-    for name in ("head", "mlp"):
-        if getattr(model, name, None) is mlp:
-            setattr(model, name, with_dropout(mlp, args.dropout))
-    train = SPLITS.get(args.inr_dir, training_augment(args), seed)["train"]
+    else:
+        hidden, layers, probes = encoder_settings(args, side)
+        model = make_encoder(side, NUM_CLASSES, hidden, layers, probes)
+        mlp = output_mlp(model)
+        for name in ("head", "mlp"):
+            if getattr(model, name, None) is mlp:
+                setattr(model, name, with_dropout(mlp, args.dropout))
     return materialize(model, first_graphs(train, args.batch_size))
 
 

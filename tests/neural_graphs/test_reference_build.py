@@ -19,20 +19,13 @@ from neural_graphs.encoders.reference import dng as reference_dng
 from neural_graphs.encoders.reference import ngnn as reference_ngnn
 from neural_graphs.encoders.reference import ngt as reference_ngt
 from neural_graphs.encoders.reference.common import MNIST_LAYER_LAYOUT, MNIST_STATS
-from neural_graphs.graph import to_neural_graph
-from neural_graphs.inr import siren_from_params
 from neural_graphs.inr_data import SIREN_KEYS, siren_layer_stats
+from tests.neural_graphs.reference_fixtures import siren_graphs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
 MAPPINGS = {"ngnn": reference_ngnn.from_reference_state_dict,
             "ngt": reference_ngt.from_reference_state_dict,
             "dng": reference_dng.from_reference_state_dict}
-
-
-def siren_graphs(params: dict[str, torch.Tensor]) -> Batch:
-    count = params["net.0.weight"].shape[0]
-    return Batch.from_data_list([to_neural_graph(siren_from_params(params, i))
-                                 for i in range(count)])
 
 
 def logits(encoder: torch.nn.Module, graphs: Batch) -> torch.Tensor:

@@ -22,7 +22,7 @@ from neural_graphs.encoders.reference.dng import (
     REFERENCE_KWARGS,
     from_reference_state_dict,
 )
-from neural_graphs.inr import siren_from_params
+from tests.neural_graphs.reference_fixtures import siren_graphs
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "dng.pt"
 TOLERANCE = 1e-5
@@ -52,12 +52,6 @@ NETWORKS = {
 @pytest.fixture(scope="module")
 def fixture() -> dict:
     return torch.load(FIXTURE, map_location="cpu", weights_only=True)
-
-
-def siren_graphs(params: dict[str, torch.Tensor]) -> Batch:
-    count = params["net.0.weight"].shape[0]
-    return Batch.from_data_list([to_neural_graph(siren_from_params(params, i))
-                                 for i in range(count)])
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from neural_graphs.encoders.reference.ngnn import (
     from_reference_state_dict,
     reference_degree_histogram,
 )
-from neural_graphs.graph import to_neural_graph
-from neural_graphs.inr import siren_from_params
+from tests.neural_graphs.reference_fixtures import siren_graphs
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "ngnn.pt"
 
@@ -33,10 +32,7 @@ def fixture() -> dict:
 
 
 def graphs(params: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> Batch:
-    params = {k: v.to(dtype) for k, v in params.items()}
-    count = params["net.0.weight"].shape[0]
-    return Batch.from_data_list([to_neural_graph(siren_from_params(params, i))
-                                 for i in range(count)])
+    return siren_graphs(params, dtype)
 
 
 def logits(encoder: NGGNN, batch: Batch) -> Tensor:
