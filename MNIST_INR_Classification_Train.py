@@ -63,12 +63,10 @@ SCRIPT = "MNIST_INR_Classification_Train"
 NUM_CLASSES = 10
 ENCODER_DEFAULTS = INR_ENCODER_DEFAULTS  # this job's defaults: every encoder's
 DEFAULT_DROPOUT = 0.2
-#: default epochs under ``--encoder-config reference``, sized like the project's so that a
-#: run on 7,000 training INRs stays within 45 minutes on two cores: CPU seconds of one
-#: training step on 128 published-recipe INRs, one thread, reference / project
-#: configuration: NG-GNN 1.25-1.50 / 0.73-0.89, DNG 0.44 / 0.45-0.65; NG-T 7.6 (README's
-#: reference-size step) / 1.33
-REFERENCE_EPOCHS = {"ngnn": 36, "ngt": 6, "dng": 70}
+#: default epochs under ``--encoder-config reference``, sized so that a run on 7,000
+#: training INRs stays within 45 minutes on two free cores: minutes of wall time per epoch
+#: measured on ``runs/inr_published`` (README): NG-GNN 0.64, NG-T 3.4, DNG 0.30
+REFERENCE_EPOCHS = {"ngnn": 64, "ngt": 12, "dng": 140}
 
 
 # --------------------------------------------------------------------------- encoders
