@@ -31,10 +31,6 @@ def fixture() -> dict:
     return torch.load(FIXTURE, weights_only=True)
 
 
-def graphs(params: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> Batch:
-    return siren_graphs(params, dtype)
-
-
 def logits(encoder: NGGNN, batch: Batch) -> Tensor:
     encoder.eval()
     with torch.no_grad():
@@ -49,7 +45,7 @@ def test_fixture_is_the_reference_config(fixture: dict) -> None:
 
 def test_mapped_reference_matches_within_1e5_float32(fixture: dict) -> None:
     encoder = from_reference_state_dict(fixture["state_dict"])
-    out = logits(encoder, graphs(fixture["params"]))
+    out = logits(encoder, siren_graphs(fixture["params"]))
     assert out.dtype == torch.float32
     assert (out - fixture["logits"]).abs().max().item() <= 1e-5
     assert sum(p.numel() for p in encoder.parameters()) == fixture["parameter_count"]
@@ -57,7 +53,7 @@ def test_mapped_reference_matches_within_1e5_float32(fixture: dict) -> None:
 
 def test_mapped_reference_matches_in_float64(fixture: dict) -> None:
     encoder = from_reference_state_dict(fixture["state_dict"]).double()
-    out = logits(encoder, graphs(fixture["params"], torch.float64))
+    out = logits(encoder, siren_graphs(fixture["params"], torch.float64))
     assert (out - fixture["logits64"]).abs().max().item() <= 1e-12
 
 
@@ -78,7 +74,7 @@ def _shift_bias(state: dict[str, Tensor]) -> None:
 def test_perturbed_state_dict_does_not_match(fixture: dict, perturb) -> None:
     state = dict(fixture["state_dict"])
     perturb(state)
-    out = logits(from_reference_state_dict(state), graphs(fixture["params"]))
+    out = logits(from_reference_state_dict(state), siren_graphs(fixture["params"]))
     assert (out - fixture["logits"]).abs().max().item() > 5e-5
 
 
@@ -86,16 +82,16 @@ def test_perturbed_state_dict_does_not_match(fixture: dict, perturb) -> None:
 def test_other_layer_norms_do_not_match(fixture: dict, norm: str) -> None:
     # The reference's LayerNorm normalizes over every node of the whole batch.
     out = logits(from_reference_state_dict(fixture["state_dict"], norm=norm),
-                 graphs(fixture["params"]))
+                 siren_graphs(fixture["params"]))
     assert (out - fixture["logits"]).abs().max().item() > 5e-5
 
 
 def test_default_configuration_is_not_the_reference(fixture: dict) -> None:
     ours = NGGNN(10)
-    ours(graphs(fixture["params"]))
+    ours(siren_graphs(fixture["params"]))
     assert sum(p.numel() for p in ours.parameters()) == 93_226 != fixture["parameter_count"]
     reference = NGGNN(10, **REFERENCE_NGGNN_KWARGS)
-    reference(graphs(fixture["params"]))
+    reference(siren_graphs(fixture["params"]))
     assert sum(p.numel() for p in reference.parameters()) == fixture["parameter_count"]
     with pytest.raises(RuntimeError):  # without the reversed edges: 1 weight column, not 3
         from_reference_state_dict(fixture["state_dict"], reverse_edges=False)
@@ -128,5 +124,5 @@ def test_state_dict_of_another_model_raises_a_clear_error(fixture: dict) -> None
 
 def test_checkpoint_prefixes_are_accepted(fixture: dict) -> None:
     state = {f"module.{k}": v for k, v in fixture["state_dict"].items()}
-    out = logits(from_reference_state_dict(state), graphs(fixture["params"]))
+    out = logits(from_reference_state_dict(state), siren_graphs(fixture["params"]))
     assert (out - fixture["logits"]).abs().max().item() <= 1e-5
