@@ -65,8 +65,8 @@ ENCODER_DEFAULTS = INR_ENCODER_DEFAULTS  # this job's defaults: every encoder's
 DEFAULT_DROPOUT = 0.2
 #: default epochs under ``--encoder-config reference``, sized so that a run on 7,000
 #: training INRs stays within 45 minutes on two free cores: minutes of wall time per epoch
-#: measured on ``runs/inr_published`` (README): NG-GNN 0.64, NG-T 3.4, DNG 0.30
-REFERENCE_EPOCHS = {"ngnn": 64, "ngt": 12, "dng": 140}
+#: measured on ``runs/inr_published`` (README): NG-GNN 0.72, NG-T 3.7, DNG 0.30
+REFERENCE_EPOCHS = {"ngnn": 58, "ngt": 12, "dng": 140}
 
 
 # --------------------------------------------------------------------------- encoders
