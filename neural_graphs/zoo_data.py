@@ -14,9 +14,11 @@ shape, so a changed or regenerated zoo is converted again.
 :func:`split_by_network` splits the members by network: every checkpoint of one network
 lands in the same split, so no held-out network was seen at another epoch.
 
-:class:`AugmentedGraphs` gives a training split fresh function-preserving rescalings of
-its hidden neurons (:mod:`neural_graphs.neuron_symmetry`) at every access: the network and
-its accuracy stay the same, the weights the encoder reads change.
+:class:`AugmentedGraphs` gives a training split fresh draws of an augmentation at every
+access: function-preserving rescalings of its hidden neurons
+(:mod:`neural_graphs.neuron_symmetry`: the network and its accuracy stay the same, the
+weights the encoder reads change) or the reference's noise and dropout on the weights
+(:mod:`neural_graphs.weight_noise`).
 
 ``python -m neural_graphs.zoo_data ZOO_DIR`` builds the cache and prints what it holds.
 """
@@ -24,6 +26,7 @@ its accuracy stay the same, the weights the encoder reads change.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import sys
@@ -40,7 +43,7 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 from neural_graphs.graph import GRAPH_FORMAT
-from neural_graphs.neuron_symmetry import NeuronSymmetryAugment, keyed_generator
+from neural_graphs.neuron_symmetry import keyed_generator
 from utils.atomic import atomic_write
 from utils.store import MANIFEST, StoreError, check_kind, require_complete
 
@@ -156,21 +159,23 @@ class ZooGraphs:
 
 
 class AugmentedGraphs(Dataset):
-    """``graphs``, each item rescaled by a draw of ``augment`` that is a pure function of
-    (``seed``, epoch, index), so a resumed run sees the same items. Statistics stored in a
-    graph for StatNN (``statnn_features``) describe the weights before the draw and are
-    left out, so StatNN computes them from the weights it is given.
+    """``graphs``, each item changed by ``augment`` (one augmentation, or several applied in
+    turn), drawn as a pure function of (``seed``, epoch, index), so a resumed run sees the
+    same items. Statistics stored in a graph for StatNN (``statnn_features``) describe the
+    weights before the draw and are left out, so StatNN computes them from the weights it
+    is given.
 
     Args:
         graphs (list[Data]): the split's graphs (not changed).
-        augment (NeuronSymmetryAugment): the rescalings.
+        augment: a callable ``(graph, generator) -> graph``
+            (:class:`~neural_graphs.neuron_symmetry.NeuronSymmetryAugment`,
+            :class:`~neural_graphs.weight_noise.WeightNoiseAugment`), or a sequence of them.
         seed (int): seed of the draws.
     """
 
-    def __init__(self, graphs: Sequence[Data], augment: NeuronSymmetryAugment,
-                 seed: int = 0) -> None:
+    def __init__(self, graphs: Sequence[Data], augment: Any, seed: int = 0) -> None:
         self.graphs = list(graphs)
-        self.augment = augment
+        self.augments = tuple(augment) if isinstance(augment, (list, tuple)) else (augment,)
         self.seed = int(seed)
         self.epoch = 0
 
@@ -181,8 +186,12 @@ class AugmentedGraphs(Dataset):
         return len(self.graphs)
 
     def __getitem__(self, index: int) -> Data:
-        graph = self.augment(self.graphs[index], keyed_generator(self.seed, self.epoch, index))
+        generator = keyed_generator(self.seed, self.epoch, index)
+        graph = self.graphs[index]
+        for augment in self.augments:
+            graph = augment(graph, generator)
         if "statnn_features" in graph:
+            graph = copy.copy(graph)
             del graph.statnn_features
         return graph
 

@@ -228,6 +228,31 @@ def test_mse_loss_predicts_through_a_sigmoid_and_resume_continues_exactly(small_
               + ["--epochs", "3", "--resume"] + dirs(tmp_path / "b"))
 
 
+def test_weight_noise_resumes_exactly_and_a_cosine_schedule_falls(small_zoo, tmp_path):
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "dng", "--weight-noise", "0.1",
+            "--weight-dropout", "0.01"] + TINY
+    args = cgt._parse(argv + dirs(tmp_path / "a"))
+    loader = cgt.zoo_loaders(args, 0, False)[0]
+    plain = cgt.SPLITS.get(args).train
+    assert not torch.equal(loader.dataset[0].edge_attr, plain[0].edge_attr)
+    assert train(argv + ["--epochs", "2"] + dirs(tmp_path / "a")) == 0
+    assert train(argv + ["--epochs", "1"] + dirs(tmp_path / "b")) == 0
+    assert train(argv + ["--epochs", "2", "--resume"] + dirs(tmp_path / "b")) == 0
+    keys = ("epoch", "train_loss", "val_loss")
+    full, resumed = records(tmp_path / "a", "dng"), records(tmp_path / "b", "dng")
+    assert [tuple(r[k] for k in keys) for r in resumed[:-1]] == [
+        tuple(r[k] for k in keys) for r in full[:-1]]
+    with pytest.raises(SystemExit, match="--weight-noise 0.1, this command gives 0.0"):
+        train([a if a != "0.1" else "0" for a in argv]
+              + ["--epochs", "3", "--resume"] + dirs(tmp_path / "b"))
+    cosine = argv + ["--lr-schedule", "cosine", "--epochs", "3"] + dirs(tmp_path / "c")
+    assert train(cosine) == 0
+    got = records(tmp_path / "c", "dng")
+    assert got[2]["lr"] < got[1]["lr"] < got[0]["lr"] < 1e-3
+    header = (tmp_path / "c" / "log" / "CNN_Generalization_Train_dng_seed0.txt").read_text()
+    assert "lr_schedule=cosine" in header.splitlines()[0]
+
+
 def test_augmented_training_networks_reach_statnn_as_their_own_statistics(small_zoo, tmp_path):
     argv = ["--zoo-dir", str(small_zoo), "--neuron-scale", "3", "--sign-flip", "0.5"] + TINY
     args = cgt._parse(argv + dirs(tmp_path))

@@ -1,0 +1,102 @@
+"""Noise and dropout on a neural graph's parameters: the model-zoo augmentation of the
+neural-graphs reference (``NFNZooDataset._augment`` in its
+``experiments/data_generalization.py``: noise scale 0.1, drop rate 0.01 on its CNN zoos).
+
+Unlike :mod:`neural_graphs.neuron_symmetry`, these draws change the network's function a
+little; a predictor trained on them learns that nearby weights have nearby accuracies.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.utils import scatter
+
+from neural_graphs.graph import EDGE_TYPES, NODE_TYPES
+
+__all__ = ["WeightNoiseAugment", "layer_std"]
+
+#: Edge types whose values are trained parameters (the others are fixed paths: residual
+#: identities, LayerNorm and attention structure), as in :mod:`neural_graphs.neuron_symmetry`.
+PARAMETER_EDGE_TYPES = tuple(EDGE_TYPES.index(kind) for kind in ("linear", "conv", "flatten"))
+_INPUT = NODE_TYPES.index("input")
+
+
+def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
+    """The standard deviation (unbiased, as ``Tensor.std``) of the masked ``values`` of each
+    layer, broadcast back to every row: ``values`` and ``mask`` ``[M, K]``, ``layer``
+    ``[M]``; rows of a layer with fewer than two valid entries get 0.
+
+    Shapes:
+        - output: :math:`(M, 1)`
+    """
+    weight = mask.to(values.dtype)
+    size = int(layer.max()) + 1 if layer.numel() else 0
+    count = scatter(weight.sum(1), layer, 0, size, "sum")
+    total = scatter((values * weight).sum(1), layer, 0, size, "sum")
+    mean = total / count.clamp(min=1)
+    squares = (((values - mean[layer, None]) ** 2) * weight).sum(1)
+    var = scatter(squares, layer, 0, size, "sum") / (count - 1).clamp(min=1)
+    std = torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
+    return std[layer, None]
+
+
+@dataclass(frozen=True)
+class WeightNoiseAugment:
+    r"""Gaussian noise and dropout on each layer's weights and biases.
+
+    Each parameter value :math:`v` of layer :math:`l` becomes
+    :math:`\text{dropout}_p(v + \sigma\,\text{std}_l\,\varepsilon)`,
+    :math:`\varepsilon \sim \mathcal N(0, 1)`, where :math:`\text{std}_l` is the standard
+    deviation of the layer's weights (of its biases, for a bias) and the dropout zeroes a
+    value with probability :math:`p` and divides the others by :math:`1 - p`
+    (``torch.nn.functional.dropout``). Padding entries of kernels, fixed edges (residual,
+    LayerNorm, attention) and input neurons are left as they are.
+
+    Args:
+        noise (float): :math:`\sigma`, the noise relative to each layer's std (the
+            reference's ``noise_scale``, 0.1).
+        dropout (float): :math:`p` (the reference's ``drop_rate``, 0.01).
+    """
+
+    noise: float = 0.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.noise >= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"expected noise >= 0 and 0 <= dropout < 1; got {self}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.noise or self.dropout)
+
+    def _perturb(self, values: Tensor, mask: Tensor, layer: Tensor,
+                 generator: torch.Generator) -> Tensor:
+        out = values
+        if self.noise:
+            eps = torch.randn(values.shape, generator=generator, dtype=values.dtype)
+            out = out + self.noise * layer_std(values, mask, layer) * eps * mask
+        if self.dropout:
+            keep = torch.rand(values.shape, generator=generator) >= self.dropout
+            out = torch.where(keep | ~mask, out, torch.zeros_like(out))
+            out = torch.where(mask, out / (1 - self.dropout), out)
+        return out
+
+    def __call__(self, graph: Data, generator: torch.Generator) -> Data:
+        """``graph`` with one draw applied (a copy; ``graph`` is not changed), a pure
+        function of the generator's state."""
+        out = copy.copy(graph)
+        attr = graph.edge_attr.reshape(graph.edge_attr.shape[0], -1)
+        mask = graph.edge_mask.reshape(attr.shape) if "edge_mask" in graph \
+            else torch.ones_like(attr, dtype=torch.bool)
+        mask = mask & torch.isin(graph.edge_type, torch.tensor(PARAMETER_EDGE_TYPES))[:, None]
+        out.edge_attr = self._perturb(attr, mask, graph.edge_layer,
+                                      generator).reshape(graph.edge_attr.shape)
+        x = graph.x.reshape(graph.num_nodes, -1)
+        node_mask = (graph.node_type != _INPUT)[:, None].expand_as(x)
+        out.x = self._perturb(x, node_mask, graph.node_layer, generator).reshape(graph.x.shape)
+        return out
