@@ -92,6 +92,7 @@ __all__ = [
     "GRAPH_FORMAT",
     "EDGE_TYPES",
     "NODE_TYPES",
+    "WEIGHT_EDGE_TYPES",
     "collate_graphs",
     "fold_batchnorm",
     "from_neural_graph",
@@ -104,6 +105,9 @@ __all__ = [
 #: Version of the graph fields; caches of converted graphs are keyed on it.
 GRAPH_FORMAT = 2
 EDGE_TYPES = ("linear", "conv", "flatten", "residual", "layernorm", "attention")
+#: The edge types that carry entries of a weight matrix or kernel (the others are residual
+#: identities, attention structure and LayerNorm scales, one value per neuron).
+WEIGHT_EDGE_TYPES = ("linear", "conv", "flatten")
 NODE_TYPES = ("input", "hidden", "output")
 NORM_NEUTRAL = (1.0, 0.0, 0.0, 1.0)  # BatchNorm weight, bias, mean, var of "no BatchNorm"
 

@@ -30,12 +30,12 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from neural_graphs.activations import ACTIVATIONS
+from neural_graphs.graph import WEIGHT_EDGE_TYPES
 
 __all__ = ["NeuronSymmetryAugment", "keyed_generator", "scale_neurons", "symmetric_neurons"]
 
 POSITIVE_HOMOGENEOUS = ("identity", "relu", "leaky_relu")
 ODD = ("identity", "tanh", "sine")
-_PARAMETER_GROUPS = ("conv", "linear", "flatten")
 _LINEAR_STEPS = ("flatten", "flatten_spatial", "select_token")
 
 
@@ -70,7 +70,7 @@ def symmetric_neurons(graph: Data) -> tuple[Tensor, Tensor]:
     for index, layer in enumerate(layers[1:last], start=1):
         outgoing = readers.get(index, [])
         if layer["offset"] or not outgoing or not layer["groups"] or any(
-                g["kind"] not in _PARAMETER_GROUPS for g in layer["groups"] + outgoing):
+                g["kind"] not in WEIGHT_EDGE_TYPES for g in layer["groups"] + outgoing):
             continue
         lo, hi = layer["nodes"]
         if layer["activation"] in ODD and all(

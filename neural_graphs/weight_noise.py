@@ -14,15 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.utils import scatter
 
-from neural_graphs.graph import EDGE_TYPES, NODE_TYPES
+from neural_graphs.encoders.baselines import segment_mean_var
+from neural_graphs.graph import EDGE_TYPES, NODE_TYPES, WEIGHT_EDGE_TYPES
 
 __all__ = ["WeightNoiseAugment", "layer_std"]
 
-#: Edge types whose values are trained parameters (the others are fixed paths: residual
-#: identities, LayerNorm and attention structure), as in :mod:`neural_graphs.neuron_symmetry`.
-PARAMETER_EDGE_TYPES = tuple(EDGE_TYPES.index(kind) for kind in ("linear", "conv", "flatten"))
+#: Ids of the edge types that hold weight-matrix and kernel entries
+#: (:data:`~neural_graphs.graph.WEIGHT_EDGE_TYPES`), the only edges perturbed.
+PARAMETER_EDGE_TYPES = tuple(EDGE_TYPES.index(kind) for kind in WEIGHT_EDGE_TYPES)
 _INPUT = NODE_TYPES.index("input")
 
 
@@ -34,15 +34,10 @@ def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
     Shapes:
         - output: :math:`(M, 1)`
     """
-    weight = mask.to(values.dtype)
     size = int(layer.max()) + 1 if layer.numel() else 0
-    count = scatter(weight.sum(1), layer, 0, size, "sum")
-    total = scatter((values * weight).sum(1), layer, 0, size, "sum")
-    mean = total / count.clamp(min=1)
-    squares = (((values - mean[layer, None]) ** 2) * weight).sum(1)
-    var = scatter(squares, layer, 0, size, "sum") / (count - 1).clamp(min=1)
-    std = torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
-    return std[layer, None]
+    segment = layer[:, None].expand_as(mask)[mask]
+    _, _, var = segment_mean_var(values[mask], segment, size)
+    return var.sqrt()[layer, None]
 
 
 @dataclass(frozen=True)
@@ -54,8 +49,9 @@ class WeightNoiseAugment:
     :math:`\varepsilon \sim \mathcal N(0, 1)`, where :math:`\text{std}_l` is the standard
     deviation of the layer's weights (of its biases, for a bias) and the dropout zeroes a
     value with probability :math:`p` and divides the others by :math:`1 - p`
-    (``torch.nn.functional.dropout``). Padding entries of kernels, fixed edges (residual,
-    LayerNorm, attention) and input neurons are left as they are.
+    (``torch.nn.functional.dropout``). Padding entries of kernels, edges that are not
+    weight-matrix or kernel entries (residual identities, attention structure, LayerNorm
+    scales) and input neurons are left as they are.
 
     Args:
         noise (float): :math:`\sigma`, the noise relative to each layer's std (the
@@ -82,8 +78,8 @@ class WeightNoiseAugment:
             out = out + self.noise * layer_std(values, mask, layer) * eps * mask
         if self.dropout:
             keep = torch.rand(values.shape, generator=generator) >= self.dropout
-            out = torch.where(keep | ~mask, out, torch.zeros_like(out))
-            out = torch.where(mask, out / (1 - self.dropout), out)
+            kept = torch.where(keep, out / (1 - self.dropout), torch.zeros_like(out))
+            out = torch.where(mask, kept, out)
         return out
 
     def __call__(self, graph: Data, generator: torch.Generator) -> Data:

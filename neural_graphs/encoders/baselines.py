@@ -65,6 +65,23 @@ class FlatMLP(nn.Module):
         return self.mlp(self.flatten(batch))
 
 
+def segment_mean_var(values: Tensor, segment: Tensor,
+                     num_segments: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(count, mean, var)`` of each segment of ``values``: the number of values, their
+    mean and unbiased variance (0 for a single value; empty segments get zeros).
+
+    Shapes:
+        - values, segment: :math:`(M,)`
+        - output: three :math:`(S,)` tensors
+    """
+    count = torch.bincount(segment, minlength=num_segments)
+    mean = scatter(values, segment, 0, num_segments, "mean")
+    centred = values - mean[segment]
+    var = scatter(centred * centred, segment, 0, num_segments, "sum") / (count - 1).clamp(
+        min=1).to(values.dtype)
+    return count, mean, var
+
+
 def segment_statistics(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
     r"""Mean, unbiased variance (0 for a single value) and the 0, .25, .5, .75, 1
     quantiles (linear interpolation, as :func:`torch.quantile`) of each segment of
@@ -74,11 +91,7 @@ def segment_statistics(values: Tensor, segment: Tensor, num_segments: int) -> Te
         - values, segment: :math:`(M,)`
         - output: :math:`(S, 7)`
     """
-    count = torch.bincount(segment, minlength=num_segments)
-    mean = scatter(values, segment, 0, num_segments, "mean")
-    centred = values - mean[segment]
-    var = scatter(centred * centred, segment, 0, num_segments, "sum") / (count - 1).clamp(
-        min=1).to(values.dtype)
+    count, mean, var = segment_mean_var(values, segment, num_segments)
     order = torch.argsort(values, stable=True)
     order = order[torch.argsort(segment[order], stable=True)]
     sorted_values = values[order]
