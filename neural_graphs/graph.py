@@ -93,6 +93,7 @@ __all__ = [
     "EDGE_TYPES",
     "NODE_TYPES",
     "WEIGHT_EDGE_TYPES",
+    "DIAGONAL_EDGE_TYPES",
     "collate_graphs",
     "fold_batchnorm",
     "from_neural_graph",
@@ -104,10 +105,12 @@ __all__ = [
 
 #: Version of the graph fields; caches of converted graphs are keyed on it.
 GRAPH_FORMAT = 2
-EDGE_TYPES = ("linear", "conv", "flatten", "residual", "layernorm", "attention")
-#: The edge types that carry entries of a weight matrix or kernel (the others are residual
-#: identities, attention structure and LayerNorm scales, one value per neuron).
+#: The edge types that carry entries of a weight matrix or kernel.
 WEIGHT_EDGE_TYPES = ("linear", "conv", "flatten")
+#: The edge types with one edge per neuron, neuron i of the source to neuron i of the
+#: target: residual identities, attention structure and LayerNorm scales.
+DIAGONAL_EDGE_TYPES = ("residual", "layernorm", "attention")
+EDGE_TYPES = WEIGHT_EDGE_TYPES + DIAGONAL_EDGE_TYPES
 NODE_TYPES = ("input", "hidden", "output")
 NORM_NEUTRAL = (1.0, 0.0, 0.0, 1.0)  # BatchNorm weight, bias, mean, var of "no BatchNorm"
 
@@ -283,7 +286,7 @@ def _reachable(layers: list[_Layer], output: int) -> list[_Layer]:
 
 
 def _group_size(layer: _Layer, group: _Group, src: _Layer) -> int:
-    if group.kind in ("residual", "layernorm", "attention"):
+    if group.kind in DIAGONAL_EDGE_TYPES:
         return layer.size
     return layer.size * (group.module.weight.shape[1] if group.kind == "conv" else src.size)
 
@@ -293,7 +296,7 @@ def _fill_group(layer: _Layer, group: _Group, src: _Layer, fold: bool, grid: tup
     """Write a group's edges (local target and source neuron indices) and kernels."""
     n_out, n_in = layer.size, src.size
     device = edge_index.device
-    if group.kind in ("residual", "layernorm", "attention"):
+    if group.kind in DIAGONAL_EDGE_TYPES:
         edge_index[:] = torch.arange(n_out, device=device)
         kernel = (group.module.weight.detach().view(n_out, 1) if group.kind == "layernorm"
                   else torch.ones(n_out, 1))
@@ -345,7 +348,7 @@ def group_weight(graph: Data, layer: int, group: dict[str, Any]) -> Tensor:
     else:
         shape = (1,)
     values = kernel_columns(graph.edge_attr[start:stop], shape, grid)
-    if kind in ("residual", "layernorm", "attention"):
+    if kind in DIAGONAL_EDGE_TYPES:
         return values.new_zeros(n_out).index_copy(0, dst, values[:, 0])
     k = math.prod(shape)
     if kind == "conv":

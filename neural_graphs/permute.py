@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from neural_graphs.graph import from_neural_graph, to_neural_graph
+from neural_graphs.graph import DIAGONAL_EDGE_TYPES, from_neural_graph, to_neural_graph
 
 __all__ = ["hidden_permutation", "permute_graph", "permute_hidden"]
 
@@ -37,7 +37,7 @@ def hidden_permutation(graph: Data, generator: torch.Generator | None = None) ->
     for index, layer in enumerate(layers):
         for group in layer["groups"]:
             src = group["source"]
-            if group["kind"] in ("residual", "layernorm", "attention"):
+            if group["kind"] in DIAGONAL_EDGE_TYPES:
                 # Attention: q, k, v and the heads share one permutation inside each head.
                 parent[_find(parent, index)] = _find(parent, src)
                 if group["kind"] == "attention":
