@@ -255,10 +255,12 @@ def _siren_batch(count: int) -> tuple[Batch, dict[str, torch.Tensor]]:
     return Batch.from_data_list([data[i] for i in range(count)]), data.params
 
 
+@pytest.mark.parametrize("delta_scale", [None, 0.01])
 @pytest.mark.parametrize("side", ["ngnn", "ngt", "dng", "flatmlp"])
-def test_editor_starts_as_the_identity(side: str) -> None:
+def test_editor_starts_as_the_identity(side: str, delta_scale: float | None) -> None:
     batch, params = _siren_batch(3)
-    editor = materialize(dilation.INREditor(side, 8, 1, 0, head_hidden=8), batch)
+    editor = materialize(dilation.INREditor(side, 8, 1, 0, head_hidden=8,
+                                            delta_scale=delta_scale), batch)
     with torch.no_grad():
         assert torch.equal(editor(batch), render(params))
         plain = dilation.dilation_task().collect(editor(batch), batch)["identity"]
@@ -289,6 +291,45 @@ def test_graph_editors_are_permutation_equivariant(side: str) -> None:
     assert dx.abs().max() > 0 and de.abs().max() > 0
     assert torch.allclose(px[moved_ids], dx, atol=1e-5)
     assert torch.allclose(pe, de, atol=1e-5)  # edges keep their order, their weights move
+
+
+@pytest.mark.parametrize("side", ["dng", "flatmlp"])
+def test_delta_scales_multiply_each_layers_change(side: str) -> None:
+    batch, params = _siren_batch(2)
+    plain = materialize(dilation.INREditor(side, 8, 1, 4, head_hidden=8), batch)
+    scaled = dilation.INREditor(side, 8, 1, 4, head_hidden=8, delta_scale=0.01)
+    materialize(scaled, batch).load_state_dict(
+        {**plain.state_dict(), "weight_scale": scaled.weight_scale,
+         "bias_scale": scaled.bias_scale})
+    for module in (plain.encoder, scaled.encoder) if side == "flatmlp" else \
+            (plain.edge_head, plain.node_head, scaled.edge_head, scaled.node_head):
+        last = module.mlp[-1] if side == "flatmlp" else module[-1]
+        torch.nn.init.normal_(last.weight, generator=torch.Generator().manual_seed(3))
+    weight_scale = torch.rand(dilation.MAX_SIREN_LAYERS) + 0.5
+    bias_scale = torch.rand(dilation.MAX_SIREN_LAYERS) + 0.5
+    with torch.no_grad():
+        scaled.weight_scale.copy_(weight_scale)
+        scaled.bias_scale.copy_(bias_scale)
+        full, part = plain.edited_params(batch), scaled.edited_params(batch)
+    assert set(part) == set(params)
+    for name, value in params.items():
+        index = int(name.split(".")[1]) // 2
+        scale = (weight_scale if name.endswith("weight") else bias_scale)[index]
+        delta = full[name] - value
+        assert delta.abs().max() > 0
+        assert torch.allclose(part[name], value + scale * delta, atol=1e-6), name
+    loss = scaled(batch).sum()
+    loss.backward()
+    layers = len(params) // 2
+    assert scaled.weight_scale.grad[:layers].abs().min() > 0
+    assert torch.equal(scaled.weight_scale.grad[layers:], torch.zeros(
+        dilation.MAX_SIREN_LAYERS - layers))
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf")])
+def test_delta_scale_must_be_positive_and_finite(bad: float) -> None:
+    with pytest.raises(ValueError, match="delta_scale must be a positive finite number"):
+        dilation.INREditor("dng", 8, 1, 0, delta_scale=bad)
 
 
 def test_dilation_targets_are_cv2_dilations() -> None:
@@ -323,6 +364,24 @@ def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> N
     assert dilation.main([*argv, "--epochs", "2", "--resume"]) == 0
     records = _records(tmp_path / "dil" / "log", "MNIST_INR_Dilation_Train_ngnn_seed0")
     assert [r["epoch"] for r in records] == [1, 2, 2] and records[-1]["final"]
+    last_ckpt = tmp_path / "dil" / "ckpt" / "MNIST_INR_Dilation_Train_ngnn_seed0_last.pt"
+    state = torch.load(last_ckpt, weights_only=False)
+    assert torch.allclose(state["model"]["weight_scale"], torch.tensor(dilation.DELTA_SCALE),
+                          atol=0.01)  # two epochs of AdamW at 1e-3 from 0.01
+    with pytest.raises(SystemExit, match="--delta-scale"):
+        dilation.main([*argv, "--epochs", "3", "--resume", "--delta-scale", "0"])
+    assert dilation.main([*argv, "--delta-scale", "0"]) == 0
+    assert "weight_scale" not in torch.load(last_ckpt, weights_only=False)["model"]
+    figure = tmp_path / "dil" / "log" / "MNIST_INR_Dilation_Train_ngnn_seed0.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_edits_checks_its_stacks(tmp_path: Path) -> None:
+    images = torch.rand(3, 28, 28)
+    path = dilation.plot_edits(images, images, images, tmp_path / "edits.png", "three")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match=r"three \[n, H, W\] stacks of one shape"):
+        dilation.plot_edits(images, images[:2], images, tmp_path / "bad.png")
 
 
 # --------------------------------------------------------------------------- command lines

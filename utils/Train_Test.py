@@ -443,6 +443,11 @@ class _Run:
                     f"{_format_metrics(metrics, task)} | time {seconds:.1f}s")
             self.log.record(record, line)
             tqdm.write(f"{self.name} {line}")
+            if task.picture is not None:
+                path = Path(self.args.log_dir) / f"{self.name}.png"
+                with torch.no_grad():
+                    task.picture(run.model.eval(), loader, path)
+                tqdm.write(f"{self.name}: wrote {path}")
         return record
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,9 @@ class Task:
         percent: metrics printed as percentages in the text logs.
         forward: ``(model, batch) -> output`` (default: ``model(x)`` for ``(x, y)``
             batches, ``model(batch)`` for PyG batches).
+        picture: ``(model, test_loader, path) -> None`` or None: after the test, rank 0
+            draws the best checkpoint's work on the test split as a PNG at ``path``
+            (``LOG_DIR/<run>.png``), e.g. an editor's outputs next to its targets.
     """
 
     loss: Callable[[Any, Any], Tensor]
@@ -155,6 +159,7 @@ class Task:
     test_metrics: Mapping[str, str] = field(default_factory=dict)
     percent: tuple[str, ...] = ()
     forward: Callable[[nn.Module, Any], Any] = _call_model
+    picture: Callable[[nn.Module, Any, Path], None] | None = None
 
     def better(self, value: float, best: float | None) -> bool:
         """Whether ``value`` beats ``best``: anything beats ``None`` (no epoch yet), NaN
