@@ -274,7 +274,7 @@ class _IdentityMSE:
 
 # --------------------------------------------------------------------------- picture
 
-#: Test INRs shown in ``LOG_DIR/<run>_edits.png``.
+#: Test INRs shown in ``LOG_DIR/<run>.png``.
 FIGURE_INRS = 8
 
 
