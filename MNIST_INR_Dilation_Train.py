@@ -161,7 +161,6 @@ class INREditor(nn.Module):
             raise ValueError(f"delta_scale must be a positive finite number or None, got "
                              f"{delta_scale}")
         self.side, self.size = side, size
-        self.delta_scale = delta_scale
         # One weight and one bias scale per SIREN layer (MAX_SIREN_LAYERS at most).
         self.weight_scale = self.bias_scale = None
         if delta_scale is not None:
@@ -219,22 +218,18 @@ class INREditor(nn.Module):
     def edited_params(self, batch: Batch) -> dict[str, Tensor]:
         """The edited SIRENs' stacked parameters."""
         nodes, edges, layout = _graph_size(batch)
-        delta_x, delta_edge = self.deltas(batch)
-        if self.weight_scale is None:
-            x = batch.x[:, 0] + delta_x
-            weights = batch.edge_attr[:, 0] + delta_edge
-            return graph_features_to_stacked(x.view(batch.num_graphs, nodes),
-                                             weights.view(batch.num_graphs, edges), layout)
-        if len(layout) - 1 > MAX_SIREN_LAYERS:
+        if self.weight_scale is not None and len(layout) - 1 > MAX_SIREN_LAYERS:
             raise ValueError(f"delta_scale supports SIRENs of at most {MAX_SIREN_LAYERS} "
                              f"layers, got layout {layout}")
-        params = original_params(batch)
+        delta_x, delta_edge = self.deltas(batch)
         deltas = graph_features_to_stacked(delta_x.view(batch.num_graphs, nodes),
                                            delta_edge.view(batch.num_graphs, edges), layout)
+        params = original_params(batch)
         for index in range(len(layout) - 1):
             for kind, scale in (("weight", self.weight_scale), ("bias", self.bias_scale)):
                 name = f"net.{2 * index}.{kind}"
-                params[name] = params[name] + scale[index] * deltas[name]
+                delta = deltas[name] if scale is None else scale[index] * deltas[name]
+                params[name] = params[name] + delta
         return params
 
     def render(self, params: dict[str, Tensor]) -> Tensor:
