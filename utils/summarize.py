@@ -256,6 +256,9 @@ def _mean_curve(seed_runs: dict[int, Run], key: str) -> tuple[np.ndarray, np.nda
     return epochs, np.array([np.mean(values[e]) for e in epochs])
 
 
+#: Loss and error panels are zoomed on each curve from epoch ``len // SETTLED_FROM`` on.
+SETTLED_FROM = 4
+
 _TWIN_STYLES = {"standard": ("tab:blue", "-", "standard"), "gnn": ("tab:orange", "--", "twin")}
 
 
@@ -280,13 +283,17 @@ def draw_curves(runs: Logs) -> Any:
             fig.delaxes(ax)
         row = row[:len(keys)]
         ordered = [s for s in SIDES if s in sides] + sorted(set(sides) - set(SIDES))
+        settled: dict[str, list[np.ndarray]] = defaultdict(list)
         for index, side in enumerate(ordered):
             color, style, label = _TWIN_STYLES.get(
                 side, (palette[index % len(palette)], "-", side))
             for ax, key in zip(row, keys):
                 epochs, values = _mean_curve(sides[side], key)
                 ax.plot(epochs, values, style, color=color, label=label, marker=".")
+                settled[key].append(values[len(values) // SETTLED_FROM:])
         for ax, key in zip(row, keys):
+            if _lower_is_better(key):
+                _zoom_on(ax, np.concatenate(settled[key]))
             unit = " (%)" if key.endswith("_acc") else ""
             what = key.removeprefix("val_").removeprefix("train_").replace("_", " ")
             ax.set(title=f"{script}: {key.replace('_', ' ')}", xlabel="epoch",
@@ -304,6 +311,19 @@ def draw_curves(runs: Logs) -> Any:
         row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
+
+
+def _zoom_on(ax: Any, values: np.ndarray) -> None:
+    """Fit the y-axis of a loss or error panel to ``values`` (the curves after their
+    first epochs): the early drop, often ten times the later values, would otherwise
+    flatten the differences the panel is drawn for; the early points run off the top."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    # At least 1% of the value: curves 1e-9 apart must not fill the panel.
+    margin = max(0.05 * (high - low), 0.01 * abs(high)) or 0.05
+    ax.set_ylim(low - margin, high + margin)
 
 
 def _panels(sides: dict[str, dict[int, Run]]) -> tuple[str, ...]:

@@ -202,3 +202,45 @@ def test_several_folders_are_an_ablation_in_one_table_and_one_figure(tmp_path, c
     write_encoder_run(same, script, "dng", 0, [1.0], {"test_acc": 1.0})
     with pytest.raises(SystemExit):
         summarize.main(["--log-dir", str(base), str(same)])
+
+
+def test_loss_and_error_panels_zoom_on_the_settled_curves(tmp_path):
+    """The first epochs' loss (ten times the later values) no longer flattens the late
+    differences; accuracy panels keep their whole range."""
+    import matplotlib.pyplot as plt
+
+    log_dir = tmp_path / "log"
+    script = "MNIST_INR_Dilation_Train"
+    for side, late in (("dng", 0.030), ("ngnn", 0.032)):
+        mse = [0.09, 0.06] + [late + 0.001 / e for e in range(3, 13)]
+        records = [{"script": script, "model": side, "seed": 0, "epoch": e,
+                    "train_loss": m, "val_mse": m + 0.001, "best_val_mse": min(mse[:e]),
+                    "best_metric": "val_mse", "epoch_time": 1.0} for e, m in enumerate(mse, 1)]
+        (log_dir / side).mkdir(parents=True, exist_ok=True)
+        (log_dir / side / f"{script}_{side}_seed0.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records))
+    runs, _ = summarize.read_folders([log_dir / "dng", log_dir / "ngnn"])
+    fig = summarize.draw_curves(runs)
+    try:
+        for ax in fig.axes:
+            low, high = ax.get_ylim()
+            settled = [y for line in ax.get_lines() for y in line.get_ydata()[3:]]
+            assert low <= min(settled) and max(settled) <= high
+            assert high < 0.06, (ax.get_title(), high)  # the first epochs run off the top
+            assert high - low < 0.01
+    finally:
+        plt.close(fig)
+    fig = summarize.draw_curves(summarize.read_logs(_accuracy_run(tmp_path)))
+    try:
+        accuracy = [ax for ax in fig.axes if ax.get_title().endswith("val acc")][0]
+        low, high = accuracy.get_ylim()
+        assert low <= 10.0 and high >= 90.0
+    finally:
+        plt.close(fig)
+
+
+def _accuracy_run(tmp_path: Path) -> Path:
+    log_dir = tmp_path / "accuracy"
+    write_run(log_dir, "CWRU_1DCNN_Train", "standard", 0, [10.0] + [90.0] * 11, 2.0)
+    return log_dir
+
