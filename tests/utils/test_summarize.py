@@ -243,4 +243,3 @@ def _accuracy_run(tmp_path: Path) -> Path:
     log_dir = tmp_path / "accuracy"
     write_run(log_dir, "CWRU_1DCNN_Train", "standard", 0, [10.0] + [90.0] * 11, 2.0)
     return log_dir
-
