@@ -27,8 +27,12 @@ neurons permutes the edit the same way. ``flatmlp`` predicts the flat parameter 
 scales of their own (``--delta-scale``, starting at 0.01 as the reference's ``out_scale``).
 The heads' last layers start at zero: before training the edited INR is the INR and the
 MSE is ``identity_mse``. The training recipe and flags are those of
-``MNIST_INR_Classification_Train`` (:mod:`jobs.inr_jobs`; no augmentation: it would move
-the target).
+``MNIST_INR_Classification_Train`` (:mod:`jobs.inr_jobs`). Augmentations of the training
+INRs are those that keep the target exact: ``--sign-flip`` (the same function, other
+weights) and ``--dihedral`` (the grid's rotations by 90 degrees and reflections, applied to
+the INR's first layer and to its dilated image alike, which commutes with the symmetric
+3x3 dilation); rotations by other angles and translations would move the image off the
+pixel grid, where its dilation is not known.
 """
 
 from __future__ import annotations
@@ -70,9 +74,9 @@ from jobs.inr_jobs import (
     make_encoder,
 )
 from neural_graphs.inr import render
-from neural_graphs.inr_data import graph_features_to_stacked, inr_set_images
+from neural_graphs.inr_data import INRAugment, graph_features_to_stacked, inr_set_images
 from utils.atomic import atomic_write
-from utils.cli import non_negative_float, positive_int
+from utils.cli import non_negative_float, positive_int, unit_probability
 from utils.tasks import Task
 from utils.Train_Test import JobConfig, SideFlag, SideUnavailable
 
@@ -354,9 +358,14 @@ class _DilatedTargets:
 _TARGETS: dict[str | None, _DilatedTargets] = {}
 
 
+def training_augment(args: argparse.Namespace) -> INRAugment:
+    """The augmentation of the training INRs: ``--sign-flip`` and ``--dihedral``."""
+    return INRAugment(sign_flip=args.sign_flip, dihedral=args.dihedral)
+
+
 def _splits(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     targets = _TARGETS.setdefault(args.mnist_dir, _DilatedTargets(args.mnist_dir))
-    return SPLITS.get(args.inr_dir, None, seed, targets)
+    return SPLITS.get(args.inr_dir, training_augment(args), seed, targets)
 
 
 def dilation_loaders(args: argparse.Namespace, seed: int,
@@ -388,6 +397,14 @@ def dilation_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="S", help="multiply each SIREN layer's weight and bias "
                         "changes by a learnable scale starting at S, the reference's "
                         f"out_scale (default {DELTA_SCALE}); 0: no scales")
+    parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
+                        help="negate each hidden neuron of a training INR with probability P "
+                        "(its incoming weights, bias and outgoing weights: the same function, "
+                        "other weights), in [0, 1]")
+    parser.add_argument("--dihedral", type=unit_probability, default=0.0, metavar="P",
+                        help="with probability P map a training INR and its dilated image by "
+                        "one of the grid's other seven symmetries (rotations by 90 degrees, "
+                        "reflections), in [0, 1]")
     parser.add_argument("--mnist-dir", default=None,
                         help="folder holding MNIST/raw (default: the --data-dir the INR set "
                         "was fitted from, recorded in its manifest)")
@@ -416,7 +433,8 @@ JOB = JobConfig(
     "the final record carries test_mse and identity_mse.",
     extra_arguments=dilation_arguments,
     resume_keys=("inr_dir", "hidden", "layers", "probes", "head_hidden", "delta_scale",
-                 "weight_decay", "warmup_steps", "lr_schedule", "max_grad_norm"),
+                 "sign_flip", "dihedral", "weight_decay", "warmup_steps", "lr_schedule",
+                 "max_grad_norm"),
     labels={"dataset": "mnist_inr_dilation"}, configure=configure, reads_data_dir=False)
 
 

@@ -15,6 +15,10 @@ Augmentations (training split only, drawn per item from a seeded generator):
 * ``sign_flip``: each hidden neuron negated with probability ``p`` (its incoming weights,
   bias and outgoing weights): the same function, as the sine is odd
   (``sin(-z) = -sin(z)``), but other weights, which no encoder here is invariant to.
+* ``dihedral``: with probability ``p`` the image mapped by one of the seven other
+  symmetries of the square grid (rotations by multiples of 90 degrees, reflections),
+  folded into the first layer like ``rotate``; exact on the pixel grid, so a per-INR
+  target image (``targets``) is mapped with it (:func:`dihedral_image`).
 
 :func:`load_inr_splits` reads a set written by ``python -m MNIST_INR_Fit`` once and gives
 its three splits; :func:`check_inr_dir` says in one sentence why a folder is not such a set;
@@ -49,6 +53,7 @@ __all__ = [
     "INRGraphDataset",
     "InvalidINRSet",
     "check_inr_dir",
+    "dihedral_image",
     "graph_features_to_stacked",
     "inr_set_images",
     "load_inr_splits",
@@ -72,13 +77,15 @@ class INRAugment:
     rescale: float = 0.0
     dropout: float = 0.0
     sign_flip: float = 0.0
+    dihedral: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rotate < 0 or self.translate < 0 or not 0 <= self.rescale < 1 \
-                or not 0 <= self.dropout < 1 or not 0 <= self.sign_flip <= 1:
+                or not 0 <= self.dropout < 1 or not 0 <= self.sign_flip <= 1 \
+                or not 0 <= self.dihedral <= 1:
             raise ValueError(f"augmentation strengths must be rotate >= 0, translate >= 0, "
-                             f"0 <= rescale < 1, 0 <= dropout < 1, 0 <= sign_flip <= 1; "
-                             f"got {self}")
+                             f"0 <= rescale < 1, 0 <= dropout < 1, 0 <= sign_flip <= 1, "
+                             f"0 <= dihedral <= 1; got {self}")
 
     @classmethod
     def default(cls) -> INRAugment:
@@ -92,7 +99,13 @@ class INRAugment:
     @property
     def active(self) -> bool:
         return bool(self.permute or self.rotate or self.translate or self.rescale
-                    or self.dropout or self.sign_flip)
+                    or self.dropout or self.sign_flip or self.dihedral)
+
+    @property
+    def off_grid(self) -> bool:
+        """Whether the image moves off the pixel grid (``rotate``, ``translate``,
+        ``rescale``), where no per-INR target image can follow it exactly."""
+        return bool(self.rotate or self.translate or self.rescale)
 
 
 def siren_graph_template(params: dict[str, Tensor]) -> Data:
@@ -170,6 +183,34 @@ def graph_features_to_stacked(x: Tensor, edge_attr: Tensor,
 
 _AUGMENT_STREAM, _PERMUTE_STREAM = 0, 1
 
+#: The symmetries of the square as signed permutation matrices ``D`` (the image sampled at
+#: ``D c``), the identity first: rotations by 0, 90, 180, 270 degrees, then the reflections
+#: in the two axes and the two diagonals.
+DIHEDRAL = torch.tensor([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]],
+                         [[0, 1], [-1, 0]], [[1, 0], [0, -1]], [[-1, 0], [0, 1]],
+                         [[0, 1], [1, 0]], [[0, -1], [-1, 0]]], dtype=torch.float32)
+
+
+def dihedral_image(image: Tensor, matrix: Tensor) -> Tensor:
+    """The image that an INR draws after ``W1' = W1 @ matrix`` (``matrix`` one of
+    :data:`DIHEDRAL`): pixel ``(r, c)`` of the result is the pixel of ``image`` at the
+    grid point ``matrix @ (x_c, y_r)`` (the grid of :func:`neural_graphs.inr.make_coordinates`,
+    symmetric about 0, so every grid point maps onto one).
+
+    Shapes:
+        - image: :math:`(*, S, S)`
+        - output: :math:`(*, S, S)`
+    """
+    if image.ndim < 2 or image.shape[-1] != image.shape[-2]:
+        raise ValueError(f"a symmetry of the square needs square images [..., S, S], got "
+                         f"{tuple(image.shape)}")
+    size = image.shape[-1]
+    centred = 2 * torch.arange(size) - (size - 1)  # 2 (size - 1) / 2 * linspace(-1, 1)
+    x, y = centred.expand(size, size), centred.view(-1, 1).expand(size, size)
+    d = matrix.round().long().tolist()
+    x_src, y_src = d[0][0] * x + d[0][1] * y, d[1][0] * x + d[1][1] * y
+    return image[..., (y_src + size - 1) // 2, (x_src + size - 1) // 2]
+
 
 @dataclass(frozen=True)
 class AugmentDraw:
@@ -178,13 +219,15 @@ class AugmentDraw:
     then the weights where ``keep`` is False (``[E, 1]``, or None: all kept) are zeroed,
     and every neuron ``i`` is multiplied by ``signs[i]`` (``[N]`` of +-1, -1 for hidden
     neurons only; None: no flip): its bias by ``signs[i]``, the weight of an edge
-    ``j -> i`` by ``signs[j] * signs[i]``."""
+    ``j -> i`` by ``signs[j] * signs[i]``. ``dihedral`` (one of :data:`DIHEDRAL`, or None)
+    is the grid symmetry already included in ``rotation``, which a target image follows."""
 
     rotation: Tensor
     shift: Tensor
     scale: float
     keep: Tensor | None
     signs: Tensor | None = None
+    dihedral: Tensor | None = None
 
 
 class INRGraphDataset(Dataset):
@@ -251,18 +294,23 @@ class INRGraphDataset(Dataset):
             flip = torch.rand(self.template.num_nodes, generator=gen) < aug.sign_flip
             flip &= self.flippable  # hidden neurons only
             signs = 1.0 - 2.0 * flip.to(self.x.dtype)
-        return AugmentDraw(rotation, shift, scale, keep, signs)
+        dihedral = None
+        # Drawn last, so the other augmentations' streams stay as they were without it.
+        if in_features == 2 and aug.dihedral and \
+                torch.rand((), generator=gen) < aug.dihedral:
+            dihedral = DIHEDRAL[int(torch.randint(1, len(DIHEDRAL), (), generator=gen))]
+            rotation = rotation @ dihedral
+        return AugmentDraw(rotation, shift, scale, keep, signs, dihedral)
 
-    def _augmented(self, index: int) -> tuple[Tensor, Tensor]:
+    def _augmented(self, index: int, draw: AugmentDraw) -> tuple[Tensor, Tensor]:
         x, attr = self.x[index].clone(), self.edge_attr[index].clone()
-        draw = self.draw(index)
         w1_shape = self.params[SIREN_KEYS[0]].shape[1:]
         first = self.template.layer_layout[0]
         w1 = attr[:math.prod(w1_shape), 0].view(w1_shape)  # views into attr and x
         b1 = x[first:first + w1_shape[0], 0]
         if w1_shape[1] == 2:
-            b1 += w1 @ draw.shift
-            w1.copy_(w1 @ draw.rotation)
+            b1 += w1 @ draw.shift.to(w1.dtype)
+            w1.copy_(w1 @ draw.rotation.to(w1.dtype))
         w1.mul_(draw.scale)
         if draw.keep is not None:
             attr.mul_(draw.keep.to(attr.dtype))
@@ -273,8 +321,13 @@ class INRGraphDataset(Dataset):
         return x, attr
 
     def __getitem__(self, index: int) -> Data:
+        draw = None
         if self.augment.active:
-            x, attr = self._augmented(index)
+            if self.targets is not None and self.augment.off_grid:
+                raise ValueError(f"per-INR targets cannot follow rotate, translate or "
+                                 f"rescale off the pixel grid; got {self.augment}")
+            draw = self.draw(index)
+            x, attr = self._augmented(index, draw)
         else:
             x, attr = self.x[index], self.edge_attr[index]
         # Structure tensors are shared with the template (read-only), not copied.
@@ -282,7 +335,10 @@ class INRGraphDataset(Dataset):
         graph.x, graph.edge_attr = x, attr
         graph.y = self.labels[index].view(1)
         if self.targets is not None:
-            graph.target = self.targets[index].unsqueeze(0)
+            target = self.targets[index]
+            if draw is not None and draw.dihedral is not None:
+                target = dihedral_image(target, draw.dihedral)
+            graph.target = target.unsqueeze(0)
         if self.augment.permute:
             graph = permute_graph(graph, self._generator(index, _PERMUTE_STREAM))
         return graph

@@ -344,6 +344,37 @@ def test_dilation_targets_are_cv2_dilations() -> None:
         dilation.dilated_targets(images.astype(np.float32))
 
 
+def test_dilation_commutes_with_the_grids_symmetries() -> None:
+    from neural_graphs.inr_data import DIHEDRAL, dihedral_image
+
+    rng = np.random.default_rng(0)
+    images = (rng.random((4, 28, 28)) ** 6 * 255).astype(np.uint8)
+    images[0, 0, 5] = images[1, 27, 27] = 255  # strokes at the border too
+    dilated = dilation.dilated_targets(images)
+    for matrix in DIHEDRAL:
+        moved = dihedral_image(torch.from_numpy(images), matrix).numpy()
+        assert torch.equal(dilation.dilated_targets(np.ascontiguousarray(moved)),
+                           dihedral_image(dilated, matrix))
+
+
+def test_dilation_augments_the_training_inrs_and_their_targets_only(mnist_set: Path) -> None:
+    from neural_graphs.inr_data import dihedral_image
+
+    args = build_parser(dilation.JOB).parse_args(["--inr-dir", str(mnist_set), "--dihedral",
+                                                  "1", "--sign-flip", "0.5"])
+    augment = dilation.training_augment(args)
+    assert (augment.dihedral, augment.sign_flip, augment.off_grid) == (1.0, 0.5, False)
+    splits = dilation._splits(args, 0)
+    plain = dilation.SPLITS.get(args.inr_dir, None, 0, dilation._TARGETS[None])["train"]
+    train = splits["train"]
+    for index in range(4):
+        draw = train.draw(index)
+        assert draw.dihedral is not None and draw.signs is not None
+        assert torch.equal(train[index].target[0],
+                           dihedral_image(plain[index].target[0], draw.dihedral))
+    assert not splits["val"].augment.active and not splits["test"].augment.active
+
+
 def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> None:
     from utils.DataLoader_GNN import load_mnist
 
@@ -372,6 +403,10 @@ def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> N
         dilation.main([*argv, "--epochs", "3", "--resume", "--delta-scale", "0"])
     assert dilation.main([*argv, "--delta-scale", "0"]) == 0
     assert "weight_scale" not in torch.load(last_ckpt, weights_only=False)["model"]
+    augmented = [*argv, "--dihedral", "1", "--sign-flip", "0.5"]
+    assert dilation.main(augmented) == 0
+    with pytest.raises(SystemExit, match="--dihedral"):
+        dilation.main([*augmented, "--epochs", "2", "--resume", "--dihedral", "0.5"])
     figure = tmp_path / "dil" / "log" / "MNIST_INR_Dilation_Train_ngnn_seed0.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

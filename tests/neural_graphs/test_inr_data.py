@@ -14,10 +14,12 @@ import torch
 from neural_graphs import run_neural_graph, to_neural_graph
 from neural_graphs.inr import SIREN, render, siren_from_params, stack_siren_params
 from neural_graphs.inr_data import (
+    DIHEDRAL,
     INRAugment,
     INRGraphDataset,
     InvalidINRSet,
     check_inr_dir,
+    dihedral_image,
     graph_features_to_stacked,
     inr_set_images,
     load_inr_splits,
@@ -257,3 +259,63 @@ def test_render_of_the_graph_features_is_the_sirens_image() -> None:
     data = INRGraphDataset(params, torch.zeros(3, dtype=torch.long))
     back = graph_features_to_stacked(data.x, data.edge_attr, data.template.layer_layout)
     assert torch.equal(render(back), render(params))
+
+
+def _render_graph(graph, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    layout = graph.layer_layout
+    return render(graph_features_to_stacked(graph.x.to(dtype).view(1, -1),
+                                            graph.edge_attr.to(dtype).view(1, -1), layout))[0]
+
+
+def test_dihedral_matrices_are_the_symmetries_of_the_square() -> None:
+    keys = {tuple(d.flatten().tolist()) for d in DIHEDRAL}
+    assert len(keys) == 8 and torch.equal(DIHEDRAL[0], torch.eye(2))
+    for a in DIHEDRAL:
+        assert torch.equal(a @ a.T, torch.eye(2))  # orthogonal, entries 0 and +-1
+        for b in DIHEDRAL:
+            assert tuple((a @ b).flatten().tolist()) in keys  # closed: a group
+    image = torch.arange(7 * 7.0).view(7, 7)
+    assert torch.equal(dihedral_image(image, DIHEDRAL[0]), image)
+    pictures = {tuple(dihedral_image(image, d).flatten().tolist()) for d in DIHEDRAL}
+    assert len(pictures) == 8
+    with pytest.raises(ValueError, match="square images"):
+        dihedral_image(torch.zeros(4, 5), DIHEDRAL[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dihedral_maps_the_render_and_the_target_image_alike(dtype: torch.dtype) -> None:
+    params = {k: v.to(dtype) for k, v in _sirens(16).items()}
+    images = render(params)
+    labels = torch.zeros(16, dtype=torch.long)
+    data = INRGraphDataset(params, labels, INRAugment(dihedral=1.0), seed=4, targets=images)
+    data.params = {k: v.to(dtype) for k, v in params.items()}
+    data.x, data.edge_attr = stacked_to_graph_features(data.params, data.template)
+    seen = set()
+    for index in range(16):
+        draw = data.draw(index)
+        assert draw.dihedral is not None and torch.equal(draw.rotation, draw.dihedral)
+        seen.add(tuple(draw.dihedral.flatten().tolist()))
+        graph = data[index]
+        drawn = _render_graph(graph, dtype)
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+        assert torch.allclose(drawn, graph.target[0].to(dtype), rtol=0, atol=tolerance)
+        assert not torch.allclose(drawn, images[index], atol=1e-3)  # the image did move
+    assert len(seen) >= 5  # several of the seven other symmetries drawn
+    half = INRGraphDataset(params, labels, INRAugment(dihedral=0.5), seed=4)
+    moved = sum(half.draw(index).dihedral is not None for index in range(16))
+    assert 3 <= moved <= 13
+
+
+def test_dihedral_leaves_the_other_draws_as_they_were() -> None:
+    params = _sirens(4)
+    labels = torch.zeros(4, dtype=torch.long)
+    flips = INRGraphDataset(params, labels, INRAugment(sign_flip=0.5), seed=1)
+    both = INRGraphDataset(params, labels, INRAugment(sign_flip=0.5, dihedral=1.0), seed=1)
+    for index in range(4):
+        assert torch.equal(flips.draw(index).signs, both.draw(index).signs)
+    targets = render(params)
+    moving = INRGraphDataset(params, labels, INRAugment(rotate=10.0), targets=targets)
+    with pytest.raises(ValueError, match="cannot follow"):
+        moving[0]
+    with pytest.raises(ValueError, match="dihedral"):
+        INRAugment(dihedral=1.5)
