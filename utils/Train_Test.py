@@ -90,6 +90,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from utils.averaging import ema_argument, moving_average
 from utils.checkpoints import Checkpoints, RunState, set_rng_state
 from utils.cli import HelpFormatter, checked_device, default_device
 from utils.compiled import compile_argument, set_compiled_layers
@@ -140,7 +141,7 @@ NON_FINITE = 3  # exit status when a run was stopped by a non-finite loss
 REFUSED = 2  # exit status when the command line or the job's inputs are refused
 
 # Settings that change the trajectory: a resumed run must use the checkpoint's values.
-_RESUME_KEYS = ("batch_size", "lr", "amp", "max_train_batches")
+_RESUME_KEYS = ("batch_size", "lr", "amp", "max_train_batches", "ema_decay")
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (all CUDA devices too)."""
@@ -207,6 +208,7 @@ def build_parser(setup: JobConfig | JobSource) -> argparse.ArgumentParser:
                         help="CUDA mixed precision: autocast to float16 with a GradScaler; "
                         "an error on CPU")
     compile_argument(parser)
+    ema_argument(parser, job.ema_decay)
     job.extra_arguments(parser)
     return parser
 
@@ -312,7 +314,8 @@ class _Run:
             optimizer.plan_run(total_steps)
         scheduler = self.job.scheduler(optimizer) if self.job.scheduler else None
         return RunState(model, optimizer, scheduler,
-                         torch.amp.GradScaler("cuda", enabled=self.args.amp))
+                        torch.amp.GradScaler("cuda", enabled=self.args.amp),
+                        averaged=moving_average(model, getattr(self.args, "ema_decay", 0.0)))
 
     def check_resume(self, saved: dict[str, Any]) -> None:
         """Refuse a resume whose trajectory-changing flags differ from the checkpoint's."""
@@ -345,7 +348,8 @@ class _Run:
             f"{params:,} parameters | {describe_optimizer(run.optimizer)} | epochs "
             f"{self.args.epochs}, batch {self.args.batch_size} x {self.world.world_size} "
             f"process(es) | device {self.device}{' amp' if self.args.amp else ''} | "
-            f"{allocator_setting()}{f' | {self.compiled}' if self.compiled else ''} | "
+            f"{allocator_setting()}{f' | {self.compiled}' if self.compiled else ''}"
+            f"{'' if run.averaged is None else f' | EMA {self.args.ema_decay}'} | "
             f"started {_now()}")
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -360,8 +364,9 @@ class _Run:
         args, task = self.args, self.task
         net = self._wrap(run.model)
         trainer = EpochPass(net, task, self.device, args.amp, self.world, run.optimizer,
-                        run.scaler)
-        evaluator = EpochPass(net, task, self.device, args.amp, self.world)
+                            run.scaler, run.after_step)
+        evaluator = EpochPass(net if run.averaged is None else run.averaged.module, task,
+                              self.device, args.amp, self.world)
         epoch = saved = run.epoch
         try:
             for epoch in range(run.epoch + 1, args.epochs + 1):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.swa_utils import AveragedModel
 
 from utils.atomic import atomic_write
 
@@ -54,7 +55,13 @@ class Checkpoints:
         return self._load(self.last) if self.last.is_file() else None
 
     def load_best_model(self) -> dict[str, Tensor]:
-        return self._load(self.best)["model"]
+        """The best epoch's weights: their moving average when the run kept one."""
+        checkpoint = self._load(self.best)
+        averaged = checkpoint.get("averaged")
+        if averaged is None:
+            return checkpoint["model"]
+        return {key.removeprefix("module."): value for key, value in averaged.items()
+                if key.startswith("module.")}
 
     def clear(self) -> None:
         """Remove the checkpoints of an earlier run (a fresh run starts over)."""
@@ -82,6 +89,7 @@ class Checkpoints:
 @dataclass
 class RunState:
     """The state of one run that a checkpoint holds: model, optimizer, scheduler, scaler,
+    the moving average of the weights (``averaged``, when kept: :mod:`utils.averaging`),
     epochs done, best validation value and the records so far."""
 
     model: nn.Module
@@ -92,6 +100,12 @@ class RunState:
     best: float | None = None
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    averaged: AveragedModel | None = None
+
+    def after_step(self) -> None:
+        """Move the moving average (if kept) after an optimizer step."""
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
 
     def state(self, best_metric: str, rng: list[dict[str, Any]],
               config: dict[str, Any]) -> dict[str, Any]:
@@ -102,11 +116,14 @@ class RunState:
             "best_metric": best_metric, "best_value": self.best,
             "best_epoch": self.best_epoch, "rng": rng, "config": config,
             "history": self.history, "torch_version": torch.__version__,
+            "averaged": None if self.averaged is None else self.averaged.state_dict(),
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Everything but the RNG states (set per rank by the caller)."""
         self.model.load_state_dict(checkpoint["model"])
+        if self.averaged is not None and checkpoint.get("averaged") is not None:
+            self.averaged.load_state_dict(checkpoint["averaged"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])

@@ -100,6 +100,8 @@ class JobConfig:
             checks and may read the job's inputs; :class:`JobRefused` refuses the command
             (one ``error:`` line, exit status 2).
         reads_data_dir: whether the job reads ``--data-dir`` (otherwise the flag is absent).
+        ema_decay: default of ``--ema-decay`` (0: validate and test the weights themselves,
+            not a moving average of them; :mod:`utils.averaging`).
     """
 
     script: str
@@ -121,6 +123,7 @@ class JobConfig:
     configure: Callable[[argparse.Namespace], JobConfig] | None = None
     reads_data_dir: bool = True
     batch_size_help: str = "batch size per process"
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "task", "optimizer"):

@@ -12,6 +12,7 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,8 @@ class EpochPass:
     job: World
     optimizer: Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None
+    #: Called after every optimizer step (a moving average of the weights follows them).
+    after_step: Callable[[], None] | None = None
     #: Seconds the last :meth:`run` spent waiting for batches (loading, collating, moving
     #: to the device); the rest of its time is computation.
     data_seconds: float = 0.0
@@ -190,6 +193,8 @@ class EpochPass:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.after_step is not None:
+            self.after_step()
 
     def _check(self, first_bad: Tensor, desc: str) -> None:
         step = _all_reduce_min(first_bad.clone(), self.job).item()
