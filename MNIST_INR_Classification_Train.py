@@ -50,11 +50,12 @@ from jobs.inr_jobs import (
     encoder_settings,
     first_graphs,
     make_encoder,
+    sign_flip_argument,
 )
 from neural_graphs.encoders.build import ENCODER_NAMES
 from neural_graphs.encoders.reference import REFERENCE_ENCODER_NAMES, build_reference_encoder
 from neural_graphs.inr_data import INRAugment, siren_layer_stats
-from utils.cli import probability, unit_probability
+from utils.cli import probability
 from utils.tasks import classification
 from utils.torchrun import torchrun_place
 from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable
@@ -147,10 +148,7 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
                         help="augment the training INRs (INRAugment.default(): rotations up "
                         "to 45 degrees, translations 0.25, rescale 0.2, weight dropout 0.01: the "
                         "neural-graphs reference)")
-    parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
-                        help="negate each hidden neuron of a training INR with probability P "
-                        "(its incoming weights, bias and outgoing weights: the same function, "
-                        "as the sine is odd, but other weights), in [0, 1]")
+    sign_flip_argument(parser)
     parser.add_argument("--dropout", type=probability, default=None,
                         help="dropout in the encoder's output MLP, in [0, 1) (default: "
                         f"{DEFAULT_DROPOUT}; under --encoder-config reference each reference's "

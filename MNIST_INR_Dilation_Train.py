@@ -72,6 +72,7 @@ from jobs.inr_jobs import (
     grey_inr_manifest,
     inr_fit_config,
     make_encoder,
+    sign_flip_argument,
 )
 from neural_graphs.inr import render
 from neural_graphs.inr_data import INRAugment, graph_features_to_stacked, inr_set_images
@@ -397,10 +398,7 @@ def dilation_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="S", help="multiply each SIREN layer's weight and bias "
                         "changes by a learnable scale starting at S, the reference's "
                         f"out_scale (default {DELTA_SCALE}); 0: no scales")
-    parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
-                        help="negate each hidden neuron of a training INR with probability P "
-                        "(its incoming weights, bias and outgoing weights: the same function, "
-                        "other weights), in [0, 1]")
+    sign_flip_argument(parser)
     parser.add_argument("--dihedral", type=unit_probability, default=0.0, metavar="P",
                         help="with probability P map a training INR and its dilated image by "
                         "one of the grid's other seven symmetries (rotations by 90 degrees, "

@@ -24,7 +24,7 @@ from jobs.encoder_jobs import EncoderDefaults, encoder_side, load_or_refuse, per
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.inr_data import INRAugment, INRGraphDataset, check_inr_dir, load_inr_splits
 from neural_graphs.inr_fit import require_grey
-from utils.cli import non_negative_int, positive_int
+from utils.cli import non_negative_int, positive_int, unit_probability
 
 __all__ = [
     "INR_ENCODER_DEFAULTS",
@@ -38,6 +38,7 @@ __all__ = [
     "inr_fit_config",
     "inr_manifest",
     "make_encoder",
+    "sign_flip_argument",
 ]
 
 INR_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
@@ -85,6 +86,14 @@ def encoder_arguments(parser: argparse.ArgumentParser,
                         help=f"probe inputs of the graph encoders ({', '.join(graph)}); "
                         "default " + per_encoder(defaults, "probes", graph)
                         + ", 0 for the others (which have none)")
+
+
+def sign_flip_argument(parser: argparse.ArgumentParser) -> None:
+    """``--sign-flip P``: the augmentation of training INRs that keeps their function."""
+    parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
+                        help="negate each hidden neuron of a training INR with probability P "
+                        "(its incoming weights, bias and outgoing weights: the same function, "
+                        "as the sine is odd, but other weights), in [0, 1]")
 
 
 def encoder_settings(args: argparse.Namespace, side: str,
