@@ -85,7 +85,7 @@ from neural_graphs.jls import (
     view_classification_task,
 )
 from neural_graphs.jls.inr2inr import batch_layout, graph_parameters, siren_parameters
-from utils.checkpoints import Checkpoints
+from utils.checkpoints import Checkpoints, validated_weights
 from utils.cli import non_negative_float, positive_int
 from utils.torchrun import torchrun_place
 from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable, run_name
@@ -252,7 +252,7 @@ def read_autoencoder(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                          "with --autoencoder-checkpoint")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        saved, model = checkpoint["config"], checkpoint["model"]
+        saved, model = checkpoint["config"], validated_weights(checkpoint)
     except Exception as err:  # noqa: BLE001 -- any unreadable file gets the same answer
         raise ValueError(f"{path} is not a checkpoint of this job: {err!r}") from None
     for key in SHAPE_KEYS:

@@ -121,6 +121,24 @@ def test_jls_both_stages_records_picture_and_a_frozen_encoder(mnist_inrs, tmp_pa
         assert torch.equal(second[key], first[key]), key
 
 
+def test_the_classifier_reads_the_autoencoders_moving_average(mnist_inrs, tmp_path) -> None:
+    argv = ["--inr-dir", str(mnist_inrs["inrs"]), "--epochs", "2", "--ema-decay", "0.9",
+            *TINY, *_dirs(tmp_path, "ema")]
+    assert jls.main(argv) == 0
+    ckpt = tmp_path / "ema" / "ckpt"
+    auto = torch.load(ckpt / "MNIST_INR2JLS_Train_dng-autoencoder_seed0_best.pt",
+                      weights_only=False)
+    classifier = torch.load(ckpt / "MNIST_INR2JLS_Train_dng-classifier_seed0_last.pt",
+                            weights_only=False)["model"]
+    frozen = [k for k in classifier if k.startswith(("encoder.", "latent."))]
+    assert frozen
+    moved = 0
+    for key in frozen:
+        assert torch.equal(classifier[key], auto["averaged"][f"module.{key}"]), key
+        moved += not torch.equal(classifier[key], auto["model"][key])
+    assert moved  # the average is not the weights themselves
+
+
 def test_each_stage_resumes_exactly(mnist_inrs, tmp_path) -> None:
     base = ["--inr-dir", str(mnist_inrs["inrs"]), *TINY]
     for stage, run in (("autoencoder", "dng-autoencoder"), ("classifier", "dng-classifier")):

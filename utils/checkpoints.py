@@ -16,7 +16,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from utils.atomic import atomic_write
 
-__all__ = ["Checkpoints", "RunState", "rng_state", "set_rng_state"]
+__all__ = ["Checkpoints", "RunState", "rng_state", "set_rng_state", "validated_weights"]
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -42,6 +42,16 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 
+def validated_weights(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """The weights that a checkpoint's run validated: the moving average of its weights
+    when it kept one (``--ema-decay``), else the model's own."""
+    averaged = checkpoint.get("averaged")
+    if averaged is None:
+        return checkpoint["model"]
+    return {key.removeprefix("module."): value for key, value in averaged.items()
+            if key.startswith("module.")}
+
+
 class Checkpoints:
     """``<run>_last.pt`` (every epoch) and ``<run>_best.pt`` (best validation metric) of one
     run, written atomically by rank 0."""
@@ -55,13 +65,8 @@ class Checkpoints:
         return self._load(self.last) if self.last.is_file() else None
 
     def load_best_model(self) -> dict[str, Tensor]:
-        """The best epoch's weights: their moving average when the run kept one."""
-        checkpoint = self._load(self.best)
-        averaged = checkpoint.get("averaged")
-        if averaged is None:
-            return checkpoint["model"]
-        return {key.removeprefix("module."): value for key, value in averaged.items()
-                if key.startswith("module.")}
+        """The best epoch's :func:`validated_weights`."""
+        return validated_weights(self._load(self.best))
 
     def clear(self) -> None:
         """Remove the checkpoints of an earlier run (a fresh run starts over)."""
