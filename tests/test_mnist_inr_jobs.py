@@ -456,8 +456,10 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     edit = _help(dilation.main, capsys)
     hidden = edit.split("--hidden HIDDEN ")[1].split("--layers")[0]
     assert "nfn" not in hidden and "statnn" not in hidden and "flatmlp 256" in hidden
+    assert "dng 128" in hidden  # the editor's own DNG width
     assert "default per encoder: flatmlp 2, ngnn 4, ngt 2, dng 1" in edit
-    assert "default per encoder: flatmlp 200, ngnn 60, ngt 40, dng 70" in edit
+    assert "default per encoder: flatmlp 200, ngnn 60, ngt 40, dng 40" in edit
+    assert "default per encoder: flatmlp 0.0, ngnn 0.0, ngt 0.0, dng 0.998" in edit
     assert "(default: 30)" in _help(ceiling.main, capsys)
     for main in (classify.main, dilation.main, ceiling.main):
         assert "[--data-dir" not in _help(main, capsys)

@@ -208,7 +208,7 @@ def build_parser(setup: JobConfig | JobSource) -> argparse.ArgumentParser:
                         help="CUDA mixed precision: autocast to float16 with a GradScaler; "
                         "an error on CPU")
     compile_argument(parser)
-    ema_argument(parser, job.ema_decay)
+    ema_argument(parser, job.ema_decay, job.sides.choices, job.sides.noun)
     job.extra_arguments(parser)
     return parser
 
@@ -468,8 +468,7 @@ def train_run(setup: JobConfig | JobSource, args: argparse.Namespace, seed: int,
     validation loss turns NaN or infinite.
     """
     config = job_of(setup)
-    if args.epochs is None:  # per-side default epochs
-        args = argparse.Namespace(**{**vars(args), "epochs": config.default_epochs(side)})
+    args = config.with_side_defaults(args, side)
     this = _Run(config, args, seed, side, device, job or World())
     train_loader, val_loader = loaders[0], loaders[1]
     test_loader = loaders[2] if len(loaders) > 2 else None

@@ -18,7 +18,7 @@ buffers averaged alike).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -67,9 +67,15 @@ def _decay(text: str) -> float:
     return value
 
 
-def ema_argument(parser: argparse.ArgumentParser, default: float = 0.0) -> None:
-    """``--ema-decay D``."""
-    parser.add_argument("--ema-decay", type=_decay, default=default, metavar="D",
-                        help="validate, keep and test an exponential moving average of the "
-                        "weights, decay D per optimizer step (ramped up over the first "
-                        "steps); 0: the weights themselves")
+def ema_argument(parser: argparse.ArgumentParser, default: float | Mapping[str, float] = 0.0,
+                 sides: Sequence[str] = (), noun: str = "side") -> None:
+    """``--ema-decay D``; a ``default`` per side (a mapping over ``sides``, each a ``noun``)
+    leaves the flag's default None, for the training loop to fill in per run."""
+    per_side = ""
+    if isinstance(default, Mapping):
+        per_side = f"; default per {noun}: " + ", ".join(f"{s} {default[s]}" for s in sides)
+    parser.add_argument("--ema-decay", type=_decay,
+                        default=None if isinstance(default, Mapping) else default,
+                        metavar="D", help="validate, keep and test an exponential moving "
+                        "average of the weights, decay D per optimizer step (ramped up over "
+                        f"the first steps); 0: the weights themselves{per_side}")

@@ -101,7 +101,8 @@ class JobConfig:
             (one ``error:`` line, exit status 2).
         reads_data_dir: whether the job reads ``--data-dir`` (otherwise the flag is absent).
         ema_decay: default of ``--ema-decay`` (0: validate and test the weights themselves,
-            not a moving average of them; :mod:`utils.averaging`).
+            not a moving average of them; :mod:`utils.averaging`), one number or one per
+            side, as ``epochs``.
     """
 
     script: str
@@ -123,10 +124,10 @@ class JobConfig:
     configure: Callable[[argparse.Namespace], JobConfig] | None = None
     reads_data_dir: bool = True
     batch_size_help: str = "batch size per process"
-    ema_decay: float = 0.0
+    ema_decay: float | Mapping[str, float] = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "task", "optimizer"):
+        for name in ("epochs", "task", "optimizer", "ema_decay"):
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 missing = [side for side in self.sides.choices if side not in value]
@@ -136,6 +137,17 @@ class JobConfig:
     def default_epochs(self, side: str) -> int:
         """The epochs of a run of ``side`` when ``--epochs`` is not given."""
         return int(self.epochs[side] if isinstance(self.epochs, Mapping) else self.epochs)
+
+    def with_side_defaults(self, args: argparse.Namespace, side: str) -> argparse.Namespace:
+        """``args`` with the per-side defaults of ``--epochs`` and ``--ema-decay`` filled
+        in for a run of ``side`` where the command line left them out (None)."""
+        filled = {}
+        if args.epochs is None:
+            filled["epochs"] = self.default_epochs(side)
+        if getattr(args, "ema_decay", 0.0) is None:
+            filled["ema_decay"] = float(self.ema_decay[side] if isinstance(
+                self.ema_decay, Mapping) else self.ema_decay)
+        return argparse.Namespace(**{**vars(args), **filled}) if filled else args
 
     def task_for(self, side: str) -> Task:
         """The task of a run of ``side``."""

@@ -4,6 +4,7 @@ training loop validating, keeping, testing and resuming it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 from contextlib import redirect_stdout
@@ -71,11 +72,11 @@ JOB = tt.JobConfig(
 RUN = "Toy_Average_Train_linear_seed0"
 
 
-def _train(root: Path, *flags: str) -> list[dict]:
+def _train(root: Path, *flags: str, job: tt.JobConfig = JOB) -> list[dict]:
     argv = ["--log-dir", str(root / "log"), "--checkpoint-dir", str(root / "ckpt"),
             "--device", "cpu", *flags]
     with redirect_stdout(io.StringIO()):
-        assert tt.main(JOB, argv) == 0
+        assert tt.main(job, argv) == 0
     lines = (root / "log" / f"{RUN}.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
@@ -119,3 +120,24 @@ def test_a_resumed_run_continues_its_average_exactly(tmp_path: Path) -> None:
         _train(tmp_path / "b", "--ema-decay", "0.5", "--epochs", "5", "--resume")
     with pytest.raises(SystemExit):
         tt.build_parser(JOB).parse_args(["--ema-decay", "1"])
+
+
+def test_a_per_side_default_reaches_each_run_and_the_help() -> None:
+    job = dataclasses.replace(JOB, ema_decay={"linear": 0.8})
+    parser = tt.build_parser(job)
+    assert "default per side: linear 0.8" in " ".join(parser.format_help().split())
+    args = parser.parse_args([])
+    assert args.ema_decay is None and job.with_side_defaults(args, "linear").ema_decay == 0.8
+    given = parser.parse_args(["--ema-decay", "0.5"])
+    assert job.with_side_defaults(given, "linear").ema_decay == 0.5
+    with pytest.raises(ValueError, match="ema_decay has no entry"):
+        dataclasses.replace(JOB, ema_decay={"other": 0.8})
+
+
+def test_a_per_side_default_trains_like_the_flag(tmp_path: Path) -> None:
+    flagged = _train(tmp_path / "a", "--ema-decay", "0.8")
+    by_default = _train(tmp_path / "b", job=dataclasses.replace(JOB, ema_decay={"linear": 0.8}))
+    assert [r.get("val_mse") for r in by_default] == [r.get("val_mse") for r in flagged]
+    assert by_default[-1]["test_mse"] == flagged[-1]["test_mse"]
+    plain = _train(tmp_path / "c")
+    assert plain[-1]["test_mse"] != flagged[-1]["test_mse"]
