@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from utils.cli import probability
+
 __all__ = ["ema_argument", "ema_decay_at", "moving_average"]
 
 
@@ -57,16 +59,6 @@ def moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
 
 
-def _decay(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
 def ema_argument(parser: argparse.ArgumentParser, default: float | Mapping[str, float] = 0.0,
                  sides: Sequence[str] = (), noun: str = "side") -> None:
     """``--ema-decay D``; a ``default`` per side (a mapping over ``sides``, each a ``noun``)
@@ -74,7 +66,7 @@ def ema_argument(parser: argparse.ArgumentParser, default: float | Mapping[str, 
     per_side = ""
     if isinstance(default, Mapping):
         per_side = f"; default per {noun}: " + ", ".join(f"{s} {default[s]}" for s in sides)
-    parser.add_argument("--ema-decay", type=_decay,
+    parser.add_argument("--ema-decay", type=probability,
                         default=None if isinstance(default, Mapping) else default,
                         metavar="D", help="validate, keep and test an exponential moving "
                         "average of the weights, decay D per optimizer step (ramped up over "

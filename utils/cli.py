@@ -116,7 +116,7 @@ def _ranged_float(text: str, ok: Callable[[float], bool], wanted: str) -> float:
 
 
 def probability(text: str) -> float:
-    """An argparse ``type``: a probability in [0, 1) (a dropout rate)."""
+    """An argparse ``type``: a number in [0, 1) (a dropout rate, a moving average's decay)."""
     return _ranged_float(text, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
