@@ -39,6 +39,7 @@ from jobs.encoder_jobs import (
     materialize,
     recipe_arguments,
     recipe_optimizer,
+    reverse_edges_argument,
     run_job,
     split_loaders_of,
     with_recipe,
@@ -114,7 +115,8 @@ def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Modul
                                         siren_layer_stats(train.params))
     else:
         hidden, layers, probes = encoder_settings(args, side)
-        model = make_encoder(side, NUM_CLASSES, hidden, layers, probes)
+        model = make_encoder(side, NUM_CLASSES, hidden, layers, probes,
+                             reverse_edges=side == "ngnn" and args.reverse_edges)
         mlp = output_mlp(model)
         for name in ("head", "mlp"):
             if getattr(model, name, None) is mlp:
@@ -149,6 +151,7 @@ def classification_arguments(parser: argparse.ArgumentParser) -> None:
                         "to 45 degrees, translations 0.25, rescale 0.2, weight dropout 0.01: the "
                         "neural-graphs reference)")
     sign_flip_argument(parser)
+    reverse_edges_argument(parser)
     parser.add_argument("--dropout", type=probability, default=None,
                         help="dropout in the encoder's output MLP, in [0, 1) (default: "
                         f"{DEFAULT_DROPOUT}; under --encoder-config reference each reference's "
@@ -176,10 +179,12 @@ def configure(args: argparse.Namespace) -> JobConfig:
     if args.encoder_config == "reference":
         given = [flag for flag, value in (("--hidden", args.hidden), ("--layers", args.layers),
                                           ("--probes", args.probes),
-                                          ("--dropout", args.dropout)) if value is not None]
+                                          ("--dropout", args.dropout),
+                                          ("--reverse-edges", args.reverse_edges or None))
+                 if value is not None]
         if given:
-            raise JobRefused(f"--encoder-config reference fixes the encoder's sizes and "
-                             f"dropout to the reference's; drop {', '.join(given)}")
+            raise JobRefused(f"--encoder-config reference fixes the encoder's sizes, "
+                             f"dropout and edges to the reference's; drop {', '.join(given)}")
         job = job.replace(epochs={**job.epochs, **REFERENCE_EPOCHS})
     elif args.dropout is None:
         args.dropout = DEFAULT_DROPOUT
@@ -205,8 +210,8 @@ JOB = JobConfig(
     "weights; the final record carries test_acc (percent).",
     extra_arguments=classification_arguments,
     resume_keys=("inr_dir", "encoder_config", "hidden", "layers", "probes", "augment",
-                 "sign_flip", "dropout", "weight_decay", "warmup_steps", "lr_schedule",
-                 "max_grad_norm"),
+                 "sign_flip", "reverse_edges", "dropout", "weight_decay", "warmup_steps",
+                 "lr_schedule", "max_grad_norm"),
     labels={"dataset": "mnist_inr"}, configure=configure, reads_data_dir=False)
 
 

@@ -59,6 +59,7 @@ from jobs.encoder_jobs import (
     materialize,
     recipe_arguments,
     recipe_optimizer,
+    reverse_edges_argument,
     run_job,
     split_loaders_of,
     with_recipe,
@@ -155,6 +156,9 @@ class INREditor(nn.Module):
             value (the reference ``GNNParams``' ``out_scale``, 0.01 there), so the edit of
             every layer finds its own size; ``None`` (default) leaves the heads' outputs
             as they are.
+        reverse_edges (bool): ``ngnn`` also passes messages from each neuron back to the
+            neurons that feed it, so the state of a neuron, and the edit of its weights,
+            hears what the layers after it do with it.
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of ``G`` SIREN graphs of one
@@ -165,7 +169,7 @@ class INREditor(nn.Module):
     def __init__(self, side: str, hidden: int, layers: int, probes: int,
                  size: tuple[int, int] = (28, 28), omega_0: float = 30.0,
                  out_offset: float = 0.5, head_hidden: int = 64, rff_dim: int = 32,
-                 delta_scale: float | None = None) -> None:
+                 delta_scale: float | None = None, reverse_edges: bool = False) -> None:
         super().__init__()
         if side not in EDIT_ENCODERS:
             raise SideUnavailable(f"the {side} encoder gives no per-weight output; editing "
@@ -189,7 +193,7 @@ class INREditor(nn.Module):
             return
         from neural_graphs.encoders import FourierFeatures
 
-        encoder = make_encoder(side, 1, hidden, layers, probes)
+        encoder = make_encoder(side, 1, hidden, layers, probes, reverse_edges)
         if not callable(getattr(encoder, "node_embeddings", None)):
             raise SideUnavailable(f"{type(encoder).__name__} gives no node embeddings")
         self.encoder = encoder
@@ -390,7 +394,8 @@ def build_editor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
     config = inr_fit_config(args.inr_dir)
     editor = INREditor(side, hidden, layers, probes, omega_0=config.get("omega_0", 30.0),
                        out_offset=config.get("out_offset", 0.5), head_hidden=args.head_hidden,
-                       delta_scale=args.delta_scale or None)
+                       delta_scale=args.delta_scale or None,
+                       reverse_edges=side == "ngnn" and args.reverse_edges)
     train = _splits(args, seed)["train"]
     return materialize(editor, first_graphs(train, args.batch_size))
 
@@ -406,6 +411,7 @@ def dilation_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="S", help="multiply each SIREN layer's weight and bias "
                         "changes by a learnable scale starting at S, the reference's "
                         f"out_scale (default {DELTA_SCALE}); 0: no scales")
+    reverse_edges_argument(parser)
     sign_flip_argument(parser)
     parser.add_argument("--dihedral", type=unit_probability, default=0.0, metavar="P",
                         help="with probability P map a training INR and its dilated image by "
@@ -439,8 +445,8 @@ JOB = JobConfig(
     "the final record carries test_mse and identity_mse.",
     extra_arguments=dilation_arguments,
     resume_keys=("inr_dir", "hidden", "layers", "probes", "head_hidden", "delta_scale",
-                 "sign_flip", "dihedral", "weight_decay", "warmup_steps", "lr_schedule",
-                 "max_grad_norm"),
+                 "reverse_edges", "sign_flip", "dihedral", "weight_decay", "warmup_steps",
+                 "lr_schedule", "max_grad_norm"),
     labels={"dataset": "mnist_inr_dilation"}, configure=configure, reads_data_dir=False,
     ema_decay=EMA_DECAY)
 

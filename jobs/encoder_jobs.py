@@ -36,6 +36,7 @@ __all__ = [
     "per_encoder",
     "recipe_arguments",
     "recipe_optimizer",
+    "reverse_edges_argument",
     "run_job",
     "with_recipe",
 ]
@@ -117,6 +118,16 @@ def recipe_arguments(parser: argparse.ArgumentParser,
                         help="learning rate after the warm-up: held (constant, the reference "
                         "recipe) or a cosine down to zero at the run's last step (default: "
                         "%(default)s)")
+
+
+def reverse_edges_argument(parser: argparse.ArgumentParser, default: bool = False) -> None:
+    """``--reverse-edges`` / ``--no-reverse-edges``: NG-GNN's messages also run from each
+    neuron back to the neurons that feed it."""
+    parser.add_argument("--reverse-edges", action=argparse.BooleanOptionalAction,
+                        default=default, help="NG-GNN also passes messages along the reversed "
+                        "edges, output to input, as the neural-graphs reference's INR scripts; "
+                        "about 1.5 times its step time; the other encoders ignore it "
+                        f"(default: {'on' if default else 'off'})")
 
 
 def recipe_optimizer(args: argparse.Namespace) -> Callable[..., torch.optim.Optimizer]:

@@ -113,10 +113,12 @@ def encoder_settings(args: argparse.Namespace, side: str,
     return hidden, layers, probes
 
 
-def make_encoder(side: str, out_dim: int, hidden: int, layers: int, probes: int) -> nn.Module:
+def make_encoder(side: str, out_dim: int, hidden: int, layers: int, probes: int,
+                 reverse_edges: bool = False) -> nn.Module:
     """The encoder ``side`` with output size ``out_dim``
-    (:func:`jobs.encoder_jobs.encoder_side`)."""
-    return encoder_side(side, out_dim, hidden=hidden, layers=layers, probes=probes)
+    (:func:`jobs.encoder_jobs.encoder_side`; ``reverse_edges`` for ``ngnn`` only)."""
+    return encoder_side(side, out_dim, hidden=hidden, layers=layers, probes=probes,
+                        reverse_edges=reverse_edges)
 
 
 def first_graphs(dataset: INRGraphDataset, count: int) -> Batch:

@@ -110,6 +110,17 @@ def test_classification_final_record_and_exact_resume(synthetic_set: Path, tmp_p
                        *_dirs(tmp_path, "cut")])
 
 
+def test_reverse_edges_reach_ngnn_only(synthetic_set: Path) -> None:
+    for flag, reverse in (("--reverse-edges", True), ("--no-reverse-edges", False)):
+        args = build_parser(classify.JOB).parse_args(
+            ["--inr-dir", str(synthetic_set), "--probes", "2", "--hidden", "4", "--batch-size",
+             "8", "--dropout", "0", flag])
+        ngnn = classify.build_classifier(args, 0, "ngnn")
+        assert ngnn.reverse_edges is reverse
+        assert (ngnn.edge_direction is not None) is reverse
+        assert not hasattr(classify.build_classifier(args, 0, "dng"), "edge_direction")
+
+
 def test_sign_flip_reaches_the_training_split_only(synthetic_set: Path) -> None:
     args = build_parser(classify.JOB).parse_args(["--inr-dir", str(synthetic_set), "--sign-flip",
                                              "0.25"])
@@ -179,13 +190,14 @@ def test_reference_config_trains_the_published_encoders(synthetic_set: Path, tmp
                    for side in ("flatmlp", "statnn", "nfn"))
     assert "no reference configuration" in capsys.readouterr().err
     refused = [["--encoder", "statnn"], ["--encoder", "dng", "--hidden", "8"],
-               ["--encoder", "ngnn", "--dropout", "0.1"]]
+               ["--encoder", "ngnn", "--dropout", "0.1"], ["--encoder", "ngnn", "--reverse-edges"]]
     for extra in refused:
         assert classify.main(["--inr-dir", str(synthetic_set), "--encoder-config",
                               "reference", "--epochs", "1", "--seeds", "0", *extra,
                               *_dirs(tmp_path, "refused")]) == 2, extra
         err = capsys.readouterr().err
         assert "no reference configuration" in err or "fixes the encoder's sizes" in err, err
+        assert len(extra) == 2 or f"drop {extra[2]}" in err, err
 
 
 def test_bad_inputs_get_clear_errors(synthetic_set: Path, tmp_path: Path,
@@ -267,10 +279,13 @@ def test_editor_starts_as_the_identity(side: str, delta_scale: float | None) -> 
     assert torch.allclose(plain, ((render(params) - batch.target) ** 2).mean((1, 2)).double())
 
 
-@pytest.mark.parametrize("side", ["ngnn", "ngt", "dng"])
-def test_graph_editors_are_permutation_equivariant(side: str) -> None:
+@pytest.mark.parametrize("side, reverse_edges",
+                         [("ngnn", False), ("ngnn", True), ("ngt", False), ("dng", False)])
+def test_graph_editors_are_permutation_equivariant(side: str, reverse_edges: bool) -> None:
     batch, _ = _siren_batch(2)
-    editor = materialize(dilation.INREditor(side, 8, 2, 4, head_hidden=8), batch)
+    editor = materialize(dilation.INREditor(side, 8, 2, 4, head_hidden=8,
+                                            reverse_edges=reverse_edges), batch)
+    assert (getattr(editor.encoder, "edge_direction", None) is not None) == reverse_edges
     for head in (editor.node_head, editor.edge_head):
         torch.nn.init.normal_(head[-1].weight)
     graphs = batch.to_data_list()
@@ -403,6 +418,10 @@ def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> N
         dilation.main([*argv, "--epochs", "3", "--resume", "--delta-scale", "0"])
     assert dilation.main([*argv, "--delta-scale", "0"]) == 0
     assert "weight_scale" not in torch.load(last_ckpt, weights_only=False)["model"]
+    assert dilation.main([*argv, "--reverse-edges"]) == 0
+    assert "encoder.edge_direction.weight" in torch.load(last_ckpt, weights_only=False)["model"]
+    with pytest.raises(SystemExit, match="--reverse-edges"):
+        dilation.main([*argv, "--epochs", "2", "--resume"])
     augmented = [*argv, "--dihedral", "1", "--sign-flip", "0.5"]
     assert dilation.main(augmented) == 0
     with pytest.raises(SystemExit, match="--dihedral"):

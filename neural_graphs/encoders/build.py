@@ -21,42 +21,43 @@ from neural_graphs.encoders.transformer import NGTransformer
 
 __all__ = ["ENCODER_BUILDERS", "ENCODER_NAMES", "GRAPH_ENCODER_NAMES", "build_encoder"]
 
-#: A builder: ``(out_dim, hidden, layers, probes, deg, fourier) -> encoder``.
+#: A builder: ``(out_dim, hidden, layers, probes, deg, options) -> encoder``, ``options``
+#: the keyword arguments of :func:`build_encoder` its encoder takes beyond the sizes.
 Builder = Callable[[int, int, int, int, "Tensor | None", dict[str, Any]], nn.Module]
 
 
 def _flatmlp(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
-             fourier: dict[str, Any]) -> nn.Module:
+             options: dict[str, Any]) -> nn.Module:
     return FlatMLP(out_dim, hidden=hidden, num_layers=layers)
 
 
 def _statnn(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
-            fourier: dict[str, Any]) -> nn.Module:
+            options: dict[str, Any]) -> nn.Module:
     return StatNN(out_dim, hidden=hidden, num_layers=layers)
 
 
 def _nfn(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
-         fourier: dict[str, Any]) -> nn.Module:
+         options: dict[str, Any]) -> nn.Module:
     return NFN(out_dim, mode="hnp", channels=hidden, num_layers=layers)
 
 
 def _ngnn(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
-          fourier: dict[str, Any]) -> nn.Module:
+          options: dict[str, Any]) -> nn.Module:
     return NGGNN(out_dim, hidden=hidden, num_layers=layers, num_probes=probes, deg=deg,
-                 **fourier)
+                 **options)
 
 
 def _ngt(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
-         fourier: dict[str, Any]) -> nn.Module:
+         options: dict[str, Any]) -> nn.Module:
     return NGTransformer(
         out_dim, node_dim=hidden, edge_dim=max(hidden // 2, 1), num_layers=layers,
         heads=4, attn_dim=4 * max(hidden // 4, 1), node_hidden=2 * hidden,
-        edge_hidden=hidden, head_hidden=2 * hidden, num_probes=probes, **fourier)
+        edge_hidden=hidden, head_hidden=2 * hidden, num_probes=probes, **options)
 
 
 def _dng(out_dim: int, hidden: int, layers: int, probes: int, deg: Tensor | None,
-         fourier: dict[str, Any]) -> nn.Module:
-    return DNGEncoder(out_dim, hidden=hidden, num_probes=probes, **fourier)
+         options: dict[str, Any]) -> nn.Module:
+    return DNGEncoder(out_dim, hidden=hidden, num_probes=probes, **options)
 
 
 #: Short name -> builder, in the order the jobs list them.
@@ -71,7 +72,7 @@ GRAPH_ENCODER_NAMES = ("ngnn", "ngt", "dng")
 
 def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int = 0,
                   rff_dim: int | None = None, rff_sigma: float | None = None,
-                  deg: Tensor | None = None) -> nn.Module:
+                  deg: Tensor | None = None, reverse_edges: bool = False) -> nn.Module:
     """The encoder ``name`` (of :data:`ENCODER_NAMES`) with output size ``out_dim``.
 
     Args:
@@ -85,9 +86,11 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
         rff_dim (int, optional), rff_sigma (float, optional): Fourier features of weights
             and biases (graph encoders); None keeps the encoder's default.
         deg (Tensor, optional): in-degree histogram for NG-GNN's PNA scalers.
+        reverse_edges (bool): NG-GNN also passes messages along the reversed edges.
 
     Raises:
-        ValueError: unknown name, or probes asked of an encoder without them.
+        ValueError: unknown name, or probes or reversed edges asked of an encoder without
+            them.
         ImportError: ``nfn`` without the ``nfn`` package.
     """
     builder = ENCODER_BUILDERS.get(name)
@@ -96,6 +99,10 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
     if probes and name not in GRAPH_ENCODER_NAMES:
         raise ValueError(f"the {name} encoder has no probe features (only "
                          f"{', '.join(GRAPH_ENCODER_NAMES)} do), got probes={probes}")
-    fourier: dict[str, Any] = {k: v for k, v in (("rff_dim", rff_dim), ("rff_sigma", rff_sigma))
+    if reverse_edges and name != "ngnn":
+        raise ValueError(f"reverse_edges is an option of the ngnn encoder only, got {name!r}")
+    options: dict[str, Any] = {k: v for k, v in (("rff_dim", rff_dim), ("rff_sigma", rff_sigma))
                                if v is not None}
-    return builder(out_dim, hidden, layers, probes, deg, fourier)
+    if reverse_edges:
+        options["reverse_edges"] = True
+    return builder(out_dim, hidden, layers, probes, deg, options)

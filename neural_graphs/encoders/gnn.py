@@ -132,7 +132,8 @@ class NGGNN(nn.Module):
     (Fourier features of biases and weights, position, activation and edge-type
     embeddings, optional probe features). Each of ``num_layers`` layers runs
     :class:`PNAEdgeConv` along the network's edges (input to output, as the reference's
-    pna.yaml; its mnist_cls_pna.sh adds the reversed edges: ``reverse_edges``);
+    pna.yaml; its mnist_cls_pna.sh and mnist_dilation_gnn.sh add the reversed edges:
+    ``reverse_edges``, so every neuron also hears the neurons it feeds);
     between layers the node features pass LayerNorm (per node) and SiLU, and the edges are
     updated (:class:`EdgeUpdate`). The readout (output-neuron concatenation by default)
     goes through an MLP to ``out_dim``.
@@ -198,8 +199,10 @@ class NGGNN(nn.Module):
         features (str): ``"ours"`` (:class:`~neural_graphs.encoders.embeddings.GraphEmbedding`,
             any architecture) or ``"reference"`` (:class:`~.ConstructorEmbedding`, networks of
             Linear layers).
-        reverse_edges (bool): pass messages along the reversed edges too (``features=
-            "reference"`` only).
+        reverse_edges (bool): pass messages along the reversed edges too, output to
+            input; with ``features="ours"`` a reversed edge has its edge's features plus
+            a learned direction vector (:attr:`edge_direction`), with ``"reference"`` the
+            reference's reversed-edge features.
         layer_stats (Mapping, optional): per-layer statistics the weights and biases are
             normalized with (``features="reference"`` only; :class:`~.ConstructorEmbedding`).
         norm (str): LayerNorm between layers over ``"node"`` (each node, the default),
@@ -246,12 +249,12 @@ class NGGNN(nn.Module):
             raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if features == "ours" and (reverse_edges or layer_stats is not None):
-            raise ValueError("reverse_edges and layer_stats need features='reference'")
+        if features == "ours" and layer_stats is not None:
+            raise ValueError("layer_stats needs features='reference'")
         if features == "reference" and num_probes:
             raise ValueError("features='reference' has no probe features (num_probes=0)")
         self.feature_kind, self.norm, self.dropout = features, norm, float(dropout)
-        self.residual = residual
+        self.residual, self.reverse_edges = residual, reverse_edges
         self.kernels = KernelGrid(kernel_shape)
         self.embed: nn.Module = GraphEmbedding(
             hidden, hidden, rff_dim, rff_sigma, max_layers, num_probes) \
@@ -259,6 +262,9 @@ class NGGNN(nn.Module):
             hidden, rff_dim, rff_sigma, max_layers, reverse_edges, layer_stats)
         self.node_in = nn.Linear(hidden, hidden)
         self.edge_in = nn.Linear(hidden, hidden)
+        # Forward and reversed edges of the same weight, told apart.
+        self.edge_direction = nn.Embedding(2, hidden) \
+            if features == "ours" and reverse_edges else None
         self.convs = nn.ModuleList(PNAEdgeConv(hidden, hidden, aggregators, scalers)
                                    for _ in range(num_layers))
         self.norms = nn.ModuleList(
@@ -306,11 +312,18 @@ class NGGNN(nn.Module):
         """Edge features (one tensor, or one ``[G, n, d, C]`` per dense block) and, on the
         general path, the edges messages run along."""
         # The embedding's inputs per message edge (no parameters: nothing to backprop).
-        fields = {"values": self.embed.edge_values(batch)} if self.feature_kind == "reference" \
-            else {name: batch[name] for name in EDGE_FIELDS}
+        if self.feature_kind == "reference":
+            fields = {"values": self.embed.edge_values(batch)}
+            edge_index = self.embed.edge_index(batch)
+        else:
+            fields, edge_index = {name: batch[name] for name in EDGE_FIELDS}, batch.edge_index
+            if self.edge_direction is not None:  # the edges, then all of them reversed
+                count = edge_index.shape[1]
+                fields = {name: torch.cat([v, v]) for name, v in fields.items()}
+                fields["direction"] = torch.arange(2, device=edge_index.device
+                                                   ).repeat_interleave(count)
+                edge_index = torch.cat([edge_index, edge_index.flip(0)], 1)
         if plan is None:
-            edge_index = self.embed.edge_index(batch) if self.feature_kind == "reference" \
-                else batch.edge_index
             return self._embed_edges(fields), edge_index
         return [self._embed_edges({k: v.index_select(0, rows) for k, v in fields.items()})
                 .view(plan.num_graphs, block.count, block.degree, -1)
@@ -320,9 +333,12 @@ class NGGNN(nn.Module):
         """Edge features of the edges whose embedding inputs are ``fields`` (their
         Fourier features made in cache-sized chunks and not stored:
         :func:`~neural_graphs.encoders.embeddings.fourier_linear`)."""
-        e = self.embed.edge_features(fields["values"]) if self.feature_kind == "reference" \
-            else self.embed.edges(Data(**fields))
-        return self.edge_in(e)
+        if self.feature_kind == "reference":
+            return self.edge_in(self.embed.edge_features(fields["values"]))
+        direction = fields.get("direction")
+        e = self.edge_in(self.embed.edges(Data(**{k: v for k, v in fields.items()
+                                                  if k != "direction"})))
+        return e if direction is None else e + self.edge_direction(direction)
 
     def _normalize(self, index: int, h: Tensor, batch: Batch) -> Tensor:
         if self.norm == "graph":
@@ -343,8 +359,7 @@ class NGGNN(nn.Module):
         batch = self.kernels.collate(graphs)
         require_fields(batch, GRAPH_FIELDS, type(self).__name__)
         batch = self.kernels(batch)
-        plan = self.layouts(batch, 2 if self.feature_kind == "reference" and
-                            self.embed.reverse_edges else 1) \
+        plan = self.layouts(batch, 2 if self.reverse_edges else 1) \
             if self.dense and self._dense_supported else None
         self.last_path = "general" if plan is None else "dense"
         h = self._nodes(batch)

@@ -61,6 +61,10 @@ def test_build_encoder_rejects_unknown_names_and_probes_of_baselines():
     with pytest.raises(ValueError, match="statnn encoder has no probe features"):
         build_encoder("statnn", 1, hidden=8, layers=1, probes=4)
     assert set(ENCODER_NAMES) == {"flatmlp", "statnn", "nfn", "ngnn", "ngt", "dng"}
+    with pytest.raises(ValueError, match="reverse_edges is an option of the ngnn encoder "
+                       "only, got 'dng'"):
+        build_encoder("dng", 1, hidden=8, layers=1, reverse_edges=True)
+    assert build_encoder("ngnn", 1, hidden=8, layers=1, reverse_edges=True).reverse_edges
 
 
 def test_encoder_side_turns_a_missing_package_into_side_unavailable(monkeypatch):

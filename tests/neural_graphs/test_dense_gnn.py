@@ -106,6 +106,36 @@ def test_dense_equals_general_in_the_reference_configuration(
     assert_paths_agree(model, graphs)
 
 
+@pytest.mark.parametrize("network", ["mlp1", "siren", "cnn", "resnet"])
+def test_dense_equals_general_with_reversed_edges(network: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dense, "TILE_ROWS", 11)
+    model = NGGNN(3, hidden=8, num_layers=3, rff_dim=8, reverse_edges=True,
+                  dropout=0.1).double().train()
+    assert_paths_agree(model, batch_of(NETWORKS[network]))
+    assert model.edge_direction.weight.grad is not None
+
+
+@pytest.mark.parametrize("use_dense", [False, True])
+def test_reversed_edges_carry_what_follows_a_neuron_back_to_it(use_dense: bool) -> None:
+    # Without reversed edges a first-layer neuron's state cannot depend on the weights of
+    # the layers after it; with them it does.
+    torch.manual_seed(0)
+    net = mlp((2, 3, 3, 1)).double()
+    changed = mlp((2, 3, 3, 1)).double()
+    changed.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        changed[-1].weight.mul_(-2.0)
+    graphs = [to_neural_graph(net), to_neural_graph(changed)]
+    hidden = graphs[0].node_layer == 1
+    for reverse in (False, True):
+        model = NGGNN(1, hidden=8, num_layers=3, rff_dim=8, reverse_edges=reverse,
+                      dense=use_dense).double()
+        first, second = (model.node_embeddings(Batch.from_data_list([g])).states[hidden]
+                         for g in graphs)
+        assert torch.allclose(first, second, atol=1e-12) != reverse
+
+
 def test_other_aggregators_scalers_and_no_edge_updates() -> None:
     model = NGGNN(2, hidden=6, num_layers=2, rff_dim=4, aggregators=("sum", "var", "max"),
                   scalers=("identity", "attenuation", "linear", "inverse_linear"),
