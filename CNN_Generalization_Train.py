@@ -53,6 +53,7 @@ from torch_geometric.utils import degree
 from jobs.encoder_jobs import (
     load_or_refuse,
     per_encoder,
+    reverse_edges_argument,
     run_job,
     split_loaders_of,
 )
@@ -152,6 +153,7 @@ class ZooSplits:
     val: list[Data]
     test: list[Data]
     deg: Tensor  # in-degree histogram of the training graphs
+    deg_both_ways: Tensor  # the same with the reversed edges too: in- plus out-degree
 
     def attach_statistics(self, encoder: nn.Module) -> None:
         """Store StatNN's statistics in every graph of the splits (a few seconds)."""
@@ -188,9 +190,11 @@ class ZooCache:
             self._cache.clear()
             zoo = load_zoo_graphs(args.zoo_dir, cache=args.graph_cache)
             train, val, test = zoo.split(args.split_seed)
-            degrees = torch.cat([degree(g.edge_index[1], g.num_nodes, dtype=torch.long)
-                                 for g in train])
-            self._cache[key] = ZooSplits(zoo, train, val, test, torch.bincount(degrees))
+            into = [degree(g.edge_index[1], g.num_nodes, dtype=torch.long) for g in train]
+            out = [degree(g.edge_index[0], g.num_nodes, dtype=torch.long) for g in train]
+            self._cache[key] = ZooSplits(
+                zoo, train, val, test, torch.bincount(torch.cat(into)),
+                torch.bincount(torch.cat(into) + torch.cat(out)))
         return self._cache[key]
 
 
@@ -216,7 +220,9 @@ def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module
     architecture only) raises :class:`~utils.Train_Test.SideUnavailable`."""
     hidden, layers, rff_dim = encoder_settings(args, side)
     data = SPLITS.get(args)
-    encoder = make_encoder(side, hidden, layers, rff_dim, args.rff_sigma, deg=data.deg)
+    encoder = make_encoder(side, hidden, layers, rff_dim, args.rff_sigma,
+                           deg=data.deg_both_ways if args.reverse_edges else data.deg,
+                           reverse_edges=args.reverse_edges)
     if side == "statnn":  # the zoo's graphs never change: their statistics are computed once
         data.attach_statistics(encoder)
     model = AccuracyPredictor(encoder, squash=args.loss == "mse")
@@ -258,6 +264,7 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                                                  GRAPH_ENCODER_NAMES))
     parser.add_argument("--rff-sigma", type=positive_float, default=1.0,
                         help="standard deviation of those frequencies (1 for CNNs, SPEC 4.2)")
+    reverse_edges_argument(parser)
     parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
                         help="negate each hidden neuron of a training network whose "
                         "activation is odd (tanh) with probability P: its incoming weights, "
@@ -321,7 +328,7 @@ JOB = JobConfig(
     "networks, and kendall_tau_same_epoch: the mean tau within each checkpoint epoch.",
     extra_arguments=zoo_arguments,
     resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
-                 "rff_sigma", "sign_flip", "neuron_scale", "weight_noise",
+                 "rff_sigma", "reverse_edges", "sign_flip", "neuron_scale", "weight_noise",
                  "weight_dropout", "lr_schedule"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 

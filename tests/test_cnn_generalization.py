@@ -196,6 +196,23 @@ def test_the_final_record_has_the_kendall_tau_of_the_best_checkpoint_on_held_out
                                                             abs=1e-6)
 
 
+def test_reverse_edges_scale_ngnn_by_the_degrees_of_both_directions(small_zoo, tmp_path):
+    from torch_geometric.utils import degree
+
+    argv = ["--zoo-dir", str(small_zoo), *TINY, *dirs(tmp_path)]
+    data = cgt.SPLITS.get(cgt._parse(argv))
+    both = torch.cat([degree(g.edge_index[0], g.num_nodes) + degree(g.edge_index[1], g.num_nodes)
+                      for g in data.train])
+    for flags, reverse, degrees in (([], False, None), (["--reverse-edges"], True, both)):
+        encoder = cgt.build_predictor(cgt._parse(argv + flags), 0, "ngnn").encoder
+        assert encoder.reverse_edges is reverse
+        if degrees is not None:  # PNA's mean log(d + 1) over every training node
+            assert encoder.convs[0].aggr_module.avg_deg_log.item() == pytest.approx(
+                float((degrees + 1).log().mean()), rel=1e-6)
+    assert train(argv + ["--encoder", "ngnn", "--epochs", "1", "--reverse-edges"]) == 0
+    assert records(tmp_path, "ngnn")[-1]["final"]
+
+
 def test_statnn_learns_to_rank_the_training_networks(small_zoo, tmp_path):
     argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "30",
             "--lr", "1e-2", "--hidden", "32", "--batch-size", "16"]
