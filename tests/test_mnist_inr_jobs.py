@@ -418,8 +418,10 @@ def test_dilation_end_to_end_on_mnist_inrs(mnist_set: Path, tmp_path: Path) -> N
         dilation.main([*argv, "--epochs", "3", "--resume", "--delta-scale", "0"])
     assert dilation.main([*argv, "--delta-scale", "0"]) == 0
     assert "weight_scale" not in torch.load(last_ckpt, weights_only=False)["model"]
-    assert dilation.main([*argv, "--reverse-edges"]) == 0
-    assert "encoder.edge_direction.weight" in torch.load(last_ckpt, weights_only=False)["model"]
+    assert "encoder.edge_direction.weight" in state["model"]  # reversed edges by default
+    assert dilation.main([*argv, "--no-reverse-edges"]) == 0
+    assert "encoder.edge_direction.weight" not in \
+        torch.load(last_ckpt, weights_only=False)["model"]
     with pytest.raises(SystemExit, match="--reverse-edges"):
         dilation.main([*argv, "--epochs", "2", "--resume"])
     augmented = [*argv, "--dihedral", "1", "--sign-flip", "0.5"]
@@ -477,8 +479,10 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     assert "nfn" not in hidden and "statnn" not in hidden and "flatmlp 256" in hidden
     assert "dng 128" in hidden  # the editor's own DNG width
     assert "default per encoder: flatmlp 2, ngnn 4, ngt 2, dng 1" in edit
-    assert "default per encoder: flatmlp 200, ngnn 60, ngt 40, dng 40" in edit
-    assert "default per encoder: flatmlp 0.0, ngnn 0.0, ngt 0.0, dng 0.998" in edit
+    assert "default per encoder: flatmlp 200, ngnn 40, ngt 40, dng 40" in edit
+    assert "default per encoder: flatmlp 0.0, ngnn 0.998, ngt 0.0, dng 0.998" in edit
+    assert "(default: on)" in edit.split("--reverse-edges")[-1]
+    assert "(default: off)" in _help(classify.main, capsys).split("--reverse-edges")[-1]
     assert "(default: 30)" in _help(ceiling.main, capsys)
     for main in (classify.main, dilation.main, ceiling.main):
         assert "[--data-dir" not in _help(main, capsys)
