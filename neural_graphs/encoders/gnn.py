@@ -148,7 +148,10 @@ class NGGNN(nn.Module):
         e^{(T-1)})))
 
     (the residual terms :math:`h^{(t)} +` and :math:`e^{(t)} +` with ``residual``, the
-    default; the reference has none).
+    default; the reference has none). With ``reverse_edges`` every edge :math:`j \to i`
+    also has a reversed twin :math:`i \to j` with :math:`e^{(0)}_{\bar{ij}} = e^{(0)}_{ij}
+    + D` (:attr:`edge_direction`), updated like any edge, so each neuron aggregates over
+    the neurons that feed it and those it feeds.
 
     The PNA scalers divide by the mean :math:`\log(d+1)` of a degree histogram: ``deg``
     when given, otherwise the in-degree histogram of the first batch seen, then frozen
