@@ -23,9 +23,10 @@ Encoders: the graph encoders ``ngnn``, ``ngt`` and ``dng`` give node embeddings
 :math:`\\Delta w_{ij} = \\text{MLP}_e([h_j, h_i, \\gamma(w_{ij})])` per edge
 :math:`j \\to i` (:math:`\\gamma` random Fourier features of the weight), so permuting hidden
 neurons permutes the edit the same way. ``flatmlp`` predicts the flat parameter vector
-(not equivariant). NG-GNN's messages also run along the reversed edges (``--reverse-edges``,
-the default here), so a neuron's state hears the layers after it. Each SIREN layer's weight and bias changes are multiplied by learnable
-scales of their own (``--delta-scale``, starting at 0.01 as the reference's ``out_scale``).
+(not equivariant). NG-GNN's messages also run along the reversed edges
+(``--reverse-edges``, the default here), so a neuron's state hears the layers after it.
+Each SIREN layer's weight and bias changes are multiplied by learnable scales of their own
+(``--delta-scale``, starting at 0.01 as the reference's ``out_scale``).
 The heads' last layers start at zero: before training the edited INR is the INR and the
 MSE is ``identity_mse``. The training recipe and flags are those of
 ``MNIST_INR_Classification_Train`` (:mod:`jobs.inr_jobs`). Augmentations of the training
