@@ -185,7 +185,8 @@ def test_reference_config_trains_the_published_encoders(synthetic_set: Path, tmp
     for side, count in counts.items():
         run = f"MNIST_INR_Classification_Train_{side}_seed0"
         assert _records(log, run)[-1]["final"], side
-        assert f"{count} parameters" in (log / f"{run}.txt").read_text().splitlines()[0]
+        header = (log / f"{run}.txt").read_text().splitlines()[0]
+        assert f"{count} parameters" in header and "EMA" not in header, header
     assert not any((log / f"MNIST_INR_Classification_Train_{side}_seed0.jsonl").exists()
                    for side in ("flatmlp", "statnn", "nfn"))
     assert "no reference configuration" in capsys.readouterr().err
@@ -474,6 +475,8 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     text = _help(classify.main, capsys)
     assert "(default: 9)" not in text
     assert "default per encoder: flatmlp 200, statnn 200, nfn 200, ngnn 60, ngt 24, dng 70" in text
+    assert "default per encoder: flatmlp 0.0, statnn 0.0, nfn 0.0, ngnn 0.0, ngt 0.0, dng " \
+        "0.998" in text
     edit = _help(dilation.main, capsys)
     hidden = edit.split("--hidden HIDDEN ")[1].split("--layers")[0]
     assert "nfn" not in hidden and "statnn" not in hidden and "flatmlp 256" in hidden
