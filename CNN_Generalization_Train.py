@@ -190,11 +190,12 @@ class ZooCache:
             self._cache.clear()
             zoo = load_zoo_graphs(args.zoo_dir, cache=args.graph_cache)
             train, val, test = zoo.split(args.split_seed)
-            into = [degree(g.edge_index[1], g.num_nodes, dtype=torch.long) for g in train]
-            out = [degree(g.edge_index[0], g.num_nodes, dtype=torch.long) for g in train]
-            self._cache[key] = ZooSplits(
-                zoo, train, val, test, torch.bincount(torch.cat(into)),
-                torch.bincount(torch.cat(into) + torch.cat(out)))
+            into = torch.cat([degree(g.edge_index[1], g.num_nodes, dtype=torch.long)
+                              for g in train])
+            out = torch.cat([degree(g.edge_index[0], g.num_nodes, dtype=torch.long)
+                             for g in train])
+            self._cache[key] = ZooSplits(zoo, train, val, test, torch.bincount(into),
+                                         torch.bincount(into + out))
         return self._cache[key]
 
 
