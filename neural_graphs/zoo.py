@@ -15,10 +15,10 @@ Three families (``python -m CNN_Zoo_Generate --family small|wild|vit``):
 Every network draws its own hyper-parameters (optimizer Adam or SGD with momentum 0.9,
 log-uniform learning rate and weight decay, a multiplier on torch's default
 initialisation, dropout before the linear layer, activation, the fraction of the training
-images it sees; ranges: ``SMALL_SPACE`` for the small family, chosen so that few networks
-end at chance, ``HPARAM_SPACE`` for the wild one) and is recorded at several checkpoints
-along training (``DEFAULT_EPOCHS``; 0 is the untrained network), each checkpoint a zoo
-member with its own accuracy on the images it trained on and on images it never saw.
+images it sees; ranges ``SMALL_SPACE`` and ``WILD_HPARAM_SPACE``, each measured so that
+few networks end at chance) and is recorded at several checkpoints along training
+(``DEFAULT_EPOCHS``; 0 is the untrained network), each checkpoint a zoo member with its
+own accuracy on the images it trained on and on images it never saw.
 :mod:`neural_graphs.zoo_describe` summarises a zoo's accuracies per checkpoint epoch.
 
 Vectorisation. A *group* is a set of networks that share an architecture skeleton
@@ -97,6 +97,7 @@ from neural_graphs.zoo_plan import (
     FORMAT_VERSION,
     HPARAM_SPACE,
     SMALL_SPACE,
+    WILD_HPARAM_SPACE,
     WILD_SPACE,
     ZooConfig,
     ZooData,
@@ -128,6 +129,7 @@ __all__ = [
     "LUMA",
     "SMALL_SPACE",
     "TIE_TOLERANCE",
+    "WILD_HPARAM_SPACE",
     "WILD_SPACE",
     "ConfigMismatchError",
     "ResidualBlock",

@@ -3,9 +3,10 @@
 ``python -m CNN_Zoo_Generate --describe DIR`` prints, per checkpoint epoch, the number of
 members, the fraction within :data:`NEAR_CHANCE` (2 points) of chance (``1 / classes``),
 the 10th / 50th / 90th percentiles of test accuracy and a histogram in 10-point bins; at
-the last epoch it breaks the near-chance members down by optimizer, activation and train
-fraction; and it draws the histograms in ``DIR/describe.png``. It reads ``manifest.json``
-only (no weights), so it also describes an interrupted zoo (the shards done so far).
+the last epoch it breaks the near-chance members down by optimizer, activation, train
+fraction and (CNNs) BatchNorm; and it draws the histograms in ``DIR/describe.png``. It
+reads ``manifest.json`` only (no weights), so it also describes an interrupted zoo (the
+shards done so far).
 
 A member within 2 points of chance has, on the balanced 10-class image sets of the zoo,
 collapsed onto (nearly) one class: its accuracy says which class, not how well it learned,
@@ -43,6 +44,13 @@ def _near(values: np.ndarray, chance: float) -> np.ndarray:
     return np.abs(values - chance) <= NEAR_CHANCE + 1e-12
 
 
+def _batch_norm(network: dict[str, Any]) -> bool | None:
+    """Whether a CNN member's convolutions carry BatchNorm (one choice per skeleton);
+    None for networks without convolution layers."""
+    layers = network.get("arch", {}).get("layers")
+    return bool(layers[0].get("batch_norm")) if layers else None
+
+
 def describe_zoo(out: str | Path) -> dict[str, Any]:
     """The zoo in ``out`` summarised from its manifest (see the module docstring).
 
@@ -76,10 +84,14 @@ def describe_zoo(out: str | Path) -> dict[str, Any]:
     last = max(epochs)
     final = {nid: a for e, a, nid in members if e == last}
     breakdown: dict[str, dict[str, list[int]]] = {}
-    for key in ("optimizer", "activation", "train_fraction"):
+    for key in ("optimizer", "activation", "train_fraction", "batch_norm"):
+        if key == "batch_norm" and not all(_batch_norm(n) is not None
+                                           for n in networks.values()):
+            continue  # ViTs: no convolution layers
         table: dict[str, list[int]] = {}
         for nid, acc_final in final.items():
-            value = str(networks[nid]["hparams"].get(key))
+            value = str(_batch_norm(networks[nid]) if key == "batch_norm"
+                        else networks[nid]["hparams"].get(key))
             cell = table.setdefault(value, [0, 0])
             cell[0] += bool(_near(np.asarray([acc_final]), chance)[0])
             cell[1] += 1

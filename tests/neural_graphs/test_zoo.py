@@ -446,9 +446,32 @@ def test_small_family_samples_its_ranges_and_the_manifest_records_them(tmp_path:
                for g in zoo.plan_zoo(small, 1, 10, 16) for n in g["networks"]}
     assert recorded == planned and len(recorded) == 6
     wild = zoo.ZooConfig(family="wild", num=2, epochs=[0]).to_dict(data)
-    assert wild["hparam_space"] == zoo.HPARAM_SPACE  # wild zoos keep their configuration
+    assert wild["hparam_space"] == json.loads(json.dumps(zoo.WILD_HPARAM_SPACE))
     with pytest.raises(zoo.ConfigMismatchError, match="hparam_space"):  # another zoo
         zoo.check_config(tmp_path, {**small.to_dict(data), "hparam_space": zoo.HPARAM_SPACE})
+
+
+def test_wild_family_samples_its_measured_ranges() -> None:
+    space = zoo.WILD_HPARAM_SPACE
+    nets = [n for g in zoo.plan_zoo(zoo.ZooConfig(family="wild", num=400), 1, 10, 28)
+            for n in g["networks"]]
+    for n in nets:
+        hp, opt = n["hparams"], n["hparams"]["optimizer"]
+        assert _within(hp["lr"], space["lr"][opt])
+        assert _within(hp["init_scale"], space["init_scale"][opt])
+        assert hp["activation"] == n["arch"]["activation"]
+    # what collapsed: SGD from small initialisations or low rates, sigmoid without
+    # BatchNorm, 8 steps an epoch
+    sgd = [n["hparams"] for n in nets if n["hparams"]["optimizer"] == "sgd"]
+    assert min(hp["init_scale"] for hp in sgd) >= 1.0 and min(hp["lr"] for hp in sgd) >= 3e-3
+    assert {n["hparams"]["train_fraction"] for n in nets} == {0.25, 0.5, 1.0}
+    by_norm = {True: set(), False: set()}
+    for n in nets:
+        by_norm[n["arch"]["layers"][0]["batch_norm"]].add(n["hparams"]["activation"])
+    assert by_norm[True] == set(zoo.ACTIVATIONS)
+    assert by_norm[False] == set(zoo.ACTIVATIONS) - {"sigmoid"}
+    with pytest.raises(ValueError, match="family must be one of"):
+        zoo.hparam_space("cnn")
 
 
 def test_describe_prints_the_accuracy_histogram_per_epoch_and_draws_it(
@@ -477,6 +500,10 @@ def test_describe_prints_the_accuracy_histogram_per_epoch_and_draws_it(
         assert line.split("|")[1].split() == [str(c) for c in row["counts"]]
     by_optimizer = desc["final_near_chance_by"]["optimizer"]
     assert sum(n for _, n in by_optimizer.values()) == desc["epochs"][-1]["members"]
+    final = {m.network: m.test_acc for m in members if m.epoch == 2}
+    near = sum(abs(a - 0.1) <= NEAR_CHANCE for a in final.values())
+    assert desc["final_near_chance_by"]["batch_norm"] == {"False": [near, len(final)]}
+    assert f"batch_norm: False {near}/{len(final)}" in text
 
 
 def test_describe_refuses_a_folder_that_is_not_a_zoo(tmp_path: Path,
