@@ -72,8 +72,8 @@ REFERENCE_EPOCHS = {"ngnn": 58, "ngt": 12, "dng": 140}
 #: ``--ema-decay`` per encoder: DNG and NG-GNN are validated and tested as the moving
 #: average of their weights over about 500 optimizer steps (9 epochs of 7,000 INRs): their
 #: validation accuracy wanders less and sits higher (DNG: test 92.25 / 91.20 / 92.20% on
-#: seeds 0 / 1 / 2 against 90.65 / 90.40 / 91.90% without; NG-GNN: 90.25 / 88.80% on seeds
-#: 0 / 1 against 89.55 / 87.20%). Not under ``--encoder-config reference``.
+#: seeds 0 / 1 / 2 against 90.65 / 90.40 / 91.90% without; NG-GNN: 90.25 / 88.80 / 90.35%
+#: against 89.55 / 87.20 / 89.80%). Not under ``--encoder-config reference``.
 EMA_DECAY = {side: 0.998 if side in ("dng", "ngnn") else 0.0 for side in ENCODER_NAMES}
 
 

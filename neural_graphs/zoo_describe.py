@@ -15,7 +15,7 @@ and no predictor can order such members by their weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +83,16 @@ def describe_zoo(out: str | Path) -> dict[str, Any]:
                           "counts": counts.tolist(), "test_acc": acc.tolist()})
     last = max(epochs)
     final = {nid: a for e, a, nid in members if e == last}
+    factors: dict[str, Callable[[dict[str, Any]], Any]] = {
+        key: (lambda n, key=key: n["hparams"].get(key))
+        for key in ("optimizer", "activation", "train_fraction")}
+    if all(_batch_norm(n) is not None for n in networks.values()):  # ViTs: no convolutions
+        factors["batch_norm"] = _batch_norm
     breakdown: dict[str, dict[str, list[int]]] = {}
-    for key in ("optimizer", "activation", "train_fraction", "batch_norm"):
-        if key == "batch_norm" and not all(_batch_norm(n) is not None
-                                           for n in networks.values()):
-            continue  # ViTs: no convolution layers
+    for key, factor in factors.items():
         table: dict[str, list[int]] = {}
         for nid, acc_final in final.items():
-            value = str(_batch_norm(networks[nid]) if key == "batch_norm"
-                        else networks[nid]["hparams"].get(key))
-            cell = table.setdefault(value, [0, 0])
+            cell = table.setdefault(str(factor(networks[nid])), [0, 0])
             cell[0] += bool(_near(np.asarray([acc_final]), chance)[0])
             cell[1] += 1
         breakdown[key] = dict(sorted(table.items()))

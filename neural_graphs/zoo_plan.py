@@ -278,10 +278,6 @@ def hparam_space(family: str) -> dict[str, Any]:
     return spaces[family]
 
 
-def _per_optimizer(entry: Any, optimizer: str) -> Any:
-    return entry[optimizer] if isinstance(entry, dict) else entry
-
-
 def _sample_hparams(rng: np.random.Generator, family: str,
                     activations: Sequence[str]) -> dict[str, Any]:
     space = hparam_space(family)
@@ -292,7 +288,7 @@ def _sample_hparams(rng: np.random.Generator, family: str,
         "optimizer": optimizer,
         "lr": _log_uniform(rng, *space["lr"][optimizer]),
         "weight_decay": _log_uniform(rng, *space["weight_decay"]),
-        "init_scale": _log_uniform(rng, *_per_optimizer(space["init_scale"], optimizer)),
+        "init_scale": _log_uniform(rng, *space["init_scale"][optimizer]),
         "dropout": float(rng.uniform(*space["dropout"])),
         "activation": str(rng.choice(list(activations))),
     }
