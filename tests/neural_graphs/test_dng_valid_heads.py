@@ -3,6 +3,8 @@ the same sums as every head of the grid with the padding masked out (its definit
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -56,3 +58,48 @@ def test_valid_heads_equal_every_head_masked(network: str, per_layer: bool) -> N
         (grad_ours,) = torch.autograd.grad(ours.square().sum(), state, retain_graph=True)
         (grad_expected,) = torch.autograd.grad(expected.square().sum(), state)
         assert gap(grad_ours, grad_expected) < 1e-12
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+@pytest.mark.parametrize("recompute", [False, True])
+def test_groups_of_targets_give_the_same_function_and_gradients(network: str,
+                                                                recompute: bool) -> None:
+    """The general path on CPU sums each step's messages in groups of targets bounded by
+    ``CHUNK_BYTES`` (optionally recomputed in the backward pass): the same outputs and
+    parameter gradients as one group, float64."""
+    torch.manual_seed(0)
+    batch = Batch.from_data_list([to_neural_graph(NETWORKS[network]().double().eval(),
+                                                  kernel_shape=(5, 5)) for _ in range(3)])
+    torch.manual_seed(1)
+    whole = DNGEncoder(3, hidden=6, rff_dim=4, readout="mean", dense=False).double()
+    whole(batch)  # lazy parts
+    grouped = copy.deepcopy(whole)
+    grouped.CHUNK_BYTES = 6 * 8 * 8  # a few entries and one target a group
+    grouped.set_grad_checkpointing(recompute)
+    snapshot = next(iter(layer_snapshots(grouped.kernels(grouped.kernels.collate(batch)))))
+    targets = snapshot.target.nonzero().squeeze(1)
+    slots = grouped._valid_entries(snapshot, targets)[-1]
+    groups = grouped._target_groups(slots, len(targets), snapshot.edge_mask.shape[1],
+                                    torch.zeros((), dtype=torch.float64))
+    assert len(groups) == len(targets) > 1  # the budget really splits the step
+    calls = []
+    group_memory = grouped._group_memory
+
+    def counting(*args):
+        calls.append(1)
+        return group_memory(*args)
+    grouped._group_memory = counting
+    outputs = []
+    for encoder in (whole, grouped):
+        out = encoder(batch)
+        forward_calls = len(calls)
+        out.square().sum().backward()
+        outputs.append(out)
+    assert len(calls) == forward_calls * (2 if recompute else 1)  # recomputed backward
+    assert gap(outputs[1], outputs[0]) < 1e-12
+    for (name, a), b in zip(whole.named_parameters(), grouped.parameters()):
+        assert a.grad is not None, name
+        assert gap(b.grad, a.grad) < 1e-12, name
+    grouped.zero_grad()
+    with torch.no_grad():
+        assert gap(grouped(batch), outputs[0]) < 1e-12
