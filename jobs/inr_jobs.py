@@ -5,9 +5,10 @@ epochs, their flags, the INR set's splits read once, and their loaders.
 Epochs sized so that one default run on 7,000 training INRs costs at most 45 minutes on
 two free cores, on one thread (``python -m benchmarks.encoders --sizes job``: CPU seconds
 of one forward + backward on a 128-INR batch, flatmlp 0.009, statnn 0.024, nfn 0.20,
-ngnn 0.66, dng 0.54, ngt 1.33 compiled and in chunks of graphs (2.9 before both); an epoch
-is 55 such steps plus the forward passes over the 1,000 validation INRs, the test adds 2,000
-more), at most the reference recipe's 200.
+ngnn 0.66, dng 0.54 (0.25 measured on 2026-12-05, once probe features were projected
+per layer slot rather than per neuron), ngt 1.33 compiled and in chunks of graphs (2.9
+before both); an epoch is 55 such steps plus the forward passes over the 1,000 validation
+INRs, the test adds 2,000 more), at most the reference recipe's 200.
 """
 
 from __future__ import annotations

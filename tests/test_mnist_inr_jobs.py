@@ -171,6 +171,15 @@ def test_every_encoder_trains_and_reports_test_acc(synthetic_set: Path,
     assert not any("compiled layers" in h for side, h in headers.items() if side != "ngt")
 
 
+def test_grad_checkpointing_flag_reaches_the_encoder_and_the_header(synthetic_set: Path,
+                                                                     tmp_path: Path) -> None:
+    argv = ["--inr-dir", str(synthetic_set), "--encoder", "dng", "--epochs", "1", "--probes",
+            "0", "--grad-checkpointing", *TINY, *_dirs(tmp_path, "ckpt")]
+    assert classify.main(argv) == 0
+    log = tmp_path / "ckpt" / "log" / "MNIST_INR_Classification_Train_dng_seed0.txt"
+    assert "gradient checkpointing" in log.read_text().splitlines()[0]
+
+
 def test_reference_config_trains_the_published_encoders(synthetic_set: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
@@ -278,6 +287,30 @@ def test_editor_starts_as_the_identity(side: str, delta_scale: float | None) -> 
         assert torch.equal(editor(batch), render(params))
         plain = dilation.dilation_task().collect(editor(batch), batch)["identity"]
     assert torch.allclose(plain, ((render(params) - batch.target) ** 2).mean((1, 2)).double())
+
+
+@pytest.mark.parametrize("side", ["ngnn", "ngt", "dng"])
+def test_edge_deltas_are_the_edge_head_on_each_edges_inputs(side: str) -> None:
+    """The edge head's first layer, split into per-neuron projections and taken over chunks
+    of edges, is the head on each edge's [h_source, h_target, features(w)]: the same values
+    and gradients, float64."""
+    batch, _ = _siren_batch(3)
+    editor = materialize(dilation.INREditor(side, 8, 1, 4, head_hidden=8), batch).double()
+    batch.x, batch.edge_attr = batch.x.double(), batch.edge_attr.double()
+    editor.CHUNK_BYTES = 8 * 8 * 10  # ten edges a chunk
+    torch.nn.init.normal_(editor.edge_head[-1].weight)
+    h = editor.encoder.node_embeddings(batch).states.detach().requires_grad_()
+    src, dst = batch.edge_index
+    assert len(src) > 10
+    ours = editor.edge_deltas(h, batch)
+    inputs = torch.cat([h[src], h[dst], editor.weight_features(batch.edge_attr[:, :1])], -1)
+    expected = editor.edge_head(inputs)[:, 0]
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+    weights = torch.randn_like(ours)
+    inputs = [h, *editor.edge_head.parameters()]
+    grads = [torch.autograd.grad((out * weights).sum(), inputs) for out in (ours, expected)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("side, reverse_edges",

@@ -141,5 +141,10 @@ class ProbeFeatures(nn.Module):
                 self.inputs.uniform_(-1.0, 1.0)
         acts, probed = probe_activations(batch, self.inputs)
         slot = layer_slot(batch.node_layer, batch.node_type, self.max_layers)
-        feats = torch.bmm(acts.unsqueeze(1), self.proj[slot]).squeeze(1) + self.proj_bias[slot]
+        # One product per layer slot in use, not a copy of the slot's [P, out_dim] matrix
+        # for every neuron (128 SIRENs at 64 probes and 128 features: 268 MiB a step).
+        feats = self.proj_bias[slot]
+        for used in slot.unique().tolist():
+            rows = (slot == used).nonzero().squeeze(1)
+            feats = feats.index_add(0, rows, acts[rows] @ self.proj[used])
         return self.norm(feats) * probed.unsqueeze(-1).to(feats.dtype)

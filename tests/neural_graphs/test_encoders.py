@@ -225,6 +225,36 @@ def test_segment_statistics_match_torch() -> None:
     assert stats[4:].abs().sum() == 0
 
 
+def test_probe_features_project_each_neuron_by_its_layer_slot() -> None:
+    """ProbeFeatures multiplies each neuron's probe activations by its layer slot's matrix
+    (its definition: one [P, D] matrix gathered per neuron), computed one slot at a time:
+    the same values and gradients, float64, with CNN neurons (no probes) at zero."""
+    from neural_graphs.encoders.batch import layer_slot
+    from neural_graphs.encoders.probes import ProbeFeatures
+
+    torch.manual_seed(4)
+    batch = Batch.from_data_list([to_neural_graph(m, kernel_shape=KERNEL) for m in (
+        SIREN(hidden_features=6).double(), plain_cnn().double(), mlp().double())])
+    features = ProbeFeatures(5, 7, max_layers=8).double()
+    features(batch)  # materializes the probe inputs
+    with torch.no_grad():
+        features.proj_bias.normal_()
+    acts, probed = probe_activations(batch, features.inputs)
+    slot = layer_slot(batch.node_layer, batch.node_type, features.max_layers)
+    assert len(slot[probed].unique()) > 2  # several slots, each its own product
+    ours = features(batch)
+    expected = torch.bmm(acts.unsqueeze(1), features.proj[slot]).squeeze(1) \
+        + features.proj_bias[slot]
+    expected = features.norm(expected) * probed.unsqueeze(-1).double()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+    assert ours[~probed].abs().sum() == 0
+    weights = torch.randn_like(ours)
+    grads = [torch.autograd.grad((out * weights).sum(), list(features.parameters()))
+             for out in (ours, expected)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_probe_activations_match_the_networks() -> None:
     torch.manual_seed(3)
     siren, net = SIREN(hidden_features=6), mlp()
