@@ -6,8 +6,10 @@ images, ten classes), untrained: the cost of a step depends on the architectures
 the weights. Each becomes its neural graph on the family's kernel grid (3x3 small, 7x7
 wild, the 4x4 patch for vit), as ``CNN_Generalization_Train`` reads them, and each encoder
 (at that job's defaults, :data:`jobs.zoo_jobs.ZOO_ENCODER_DEFAULTS`) runs one forward and
-backward pass of a squared loss on the whole batch (:func:`benchmarks.common.memory_use`:
-the peak of tensor memory above the level at the start)::
+backward pass of a squared loss on the whole batch: after one such step to warm up, the
+user and system CPU seconds of a second (system time is page faults: memory the
+allocator maps afresh) and the peak of tensor memory of a third above the level at its
+start (:func:`benchmarks.common.memory_use`)::
 
     python -m benchmarks.zoo_encoders --family wild --batch-size 128
     python -m benchmarks.zoo_encoders --family vit --batch-size 32 --encoders statnn ngnn dng
@@ -19,8 +21,8 @@ NG-T holds ``[graphs, n, n, edge_dim]`` tensors: on ViT graphs (747 neurons) a b
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
-import time
 from collections.abc import Sequence
 
 import torch
@@ -53,7 +55,7 @@ def family_graphs(family: str, count: int, seed: int = 0) -> list:
     return graphs
 
 
-def measure(side: str, graphs: list) -> tuple[str, ...]:
+def measure(side: str, graphs: list, grad_checkpointing: bool = False) -> tuple[str, ...]:
     """One row: the encoder, its parameters, CPU seconds and peak MiB of one step."""
     defaults = ZOO_ENCODER_DEFAULTS[side]
     degrees = torch.cat([torch.bincount(g.edge_index[1], minlength=g.num_nodes) for g in graphs])
@@ -61,6 +63,8 @@ def measure(side: str, graphs: list) -> tuple[str, ...]:
                                deg=torch.bincount(degrees))
     if side == "statnn":
         encoder.attach_features(graphs)
+    if grad_checkpointing and hasattr(encoder, "set_grad_checkpointing"):
+        encoder.set_grad_checkpointing()
     batch = Batch.from_data_list(graphs)
     with torch.no_grad():
         encoder(Batch.from_data_list(graphs[:2]))  # lazy parts
@@ -68,10 +72,14 @@ def measure(side: str, graphs: list) -> tuple[str, ...]:
     def step() -> None:
         encoder(batch).square().mean().backward()
 
-    start = time.process_time()
-    use = memory_use(step, torch.device("cpu"))
-    return (side, f"{parameter_count(encoder):,}", f"{time.process_time() - start:.1f}",
-            f"{use.peak / 2**20:,.0f}")
+    step()  # the allocator's heap grows once, as in the first step of a training run
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    step()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    encoder.zero_grad()
+    use = memory_use(step, torch.device("cpu"))  # a third step: the profiler costs time
+    return (side, f"{parameter_count(encoder):,}", f"{after.ru_utime - before.ru_utime:.1f}",
+            f"{after.ru_stime - before.ru_stime:.1f}", f"{use.peak / 2**20:,.0f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--encoders", nargs="+", choices=ZOO_ENCODERS,
                         default=list(DEFAULT_ENCODERS), help="encoders to measure")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="encoders that can (DNG) recompute their message groups in the "
+                             "backward pass instead of keeping them: less memory, more time")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -91,8 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {allocator_setting()}; "
           f"{len(graphs)} {args.family} networks, neurons {min(nodes)}-{max(nodes)} (mean "
           f"{sum(nodes) / len(nodes):.0f}), kernel grid {KERNELS[args.family]}", flush=True)
-    rows = [measure(side, graphs) for side in args.encoders]
-    print(format_table(("encoder", "parameters", "CPU s / step", "peak MiB"), rows))
+    rows = [measure(side, graphs, args.grad_checkpointing) for side in args.encoders]
+    print(format_table(("encoder", "parameters", "user s / step", "system s / step",
+                        "peak MiB"), rows))
     return 0
 
 

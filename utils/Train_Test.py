@@ -303,8 +303,9 @@ class _Run:
         run's ``total_steps``."""
         seed_everything(self.seed)
         model = self.job.build_model(self.args, self.seed, self.side).to(self.device)
-        self.compiled = set_compiled_layers(model, getattr(self.args, "compile", "off"),
-                                            total_steps)
+        self.compiled = set_compiled_layers(
+            model, getattr(self.args, "compile", "off"), total_steps,
+            getattr(self.args, "grad_checkpointing", False))
         if self.world.rank > 0:
             # Own dropout masks per rank; rank 0 keeps the single-device stream.
             torch.manual_seed(int(np.random.SeedSequence(

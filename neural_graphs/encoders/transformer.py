@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
 
@@ -287,6 +288,7 @@ class NGTransformer(nn.Module):
         self.readout = Readout(readout)
         self.head = head_mlp(head_hidden, out_dim, layers=1)
         self.compile_layers = compile_layers
+        self.grad_checkpointing = False
 
     def dense_edges(self, e: Tensor, graph: Tensor, src: Tensor, dst: Tensor, graphs: int,
                     size: int) -> Tensor:
@@ -328,8 +330,12 @@ class NGTransformer(nn.Module):
         """The relational layers on padded graphs (``h`` ``[B, n, D_n]``, ``e``
         ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``),
         over chunks of graphs whose widest pair tensor stays within :attr:`CHUNK_BYTES`:
-        graphs never mix, so the chunks compute the same function."""
+        graphs never mix, so the chunks compute the same function. With
+        :meth:`set_grad_checkpointing` each chunk is computed again in the backward pass
+        instead of keeping its activations."""
         stack = compiled_relational_stack() if self.compile_layers else relational_stack
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            stack = functools.partial(checkpoint, stack, use_reentrant=False)
         width = max(layer.pair_width for layer in self.layers)
         per_graph = e.shape[1] * e.shape[2] * width * e.element_size()
         step = graphs_per_chunk(per_graph, h.shape[0], e.device.type, self.CHUNK_BYTES)
@@ -337,6 +343,13 @@ class NGTransformer(nn.Module):
             return stack(self.layers, h, e, mask)
         return torch.cat([stack(self.layers, *chunk)
                           for chunk in zip(h.split(step), e.split(step), mask.split(step))])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the relational layers of each chunk of graphs in the backward pass
+        instead of keeping their ``[graphs, n, n, D]`` activations
+        (:func:`torch.utils.checkpoint.checkpoint`): less memory for a second forward pass
+        (one training step on 128 wild CNNs: see the README). Off by default."""
+        self.grad_checkpointing = bool(enable)
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
         return self.head(self.features(graphs))

@@ -44,3 +44,23 @@ def test_flag_defaults_to_auto() -> None:
     assert parser.parse_args(["--compile", "off"]).compile == "off"
     with pytest.raises(SystemExit):
         parser.parse_args(["--compile", "yes"])
+
+
+def test_grad_checkpointing_reaches_every_module_that_offers_it() -> None:
+    from neural_graphs.encoders import DNGEncoder
+
+    model = nn.ModuleDict({"ngt": _Wrapper(), "dng": DNGEncoder(1, hidden=8, rff_dim=4)})
+    said = set_compiled_layers(model, "off", 1, grad_checkpointing=True)
+    assert said == "compiled layers off | gradient checkpointing"
+    assert model["ngt"].encoder.grad_checkpointing and model["dng"].grad_checkpointing
+    assert set_compiled_layers(model, "off", 1) == "compiled layers off"
+    assert not model["ngt"].encoder.grad_checkpointing
+    assert not model["dng"].grad_checkpointing
+    dng_only = DNGEncoder(1, hidden=8, rff_dim=4)
+    assert set_compiled_layers(dng_only, "auto", 1, grad_checkpointing=True) == \
+        "gradient checkpointing"
+    assert set_compiled_layers(nn.Linear(2, 1), "on", 1, grad_checkpointing=True) == ""
+    parser = argparse.ArgumentParser()
+    compile_argument(parser)
+    assert parser.parse_args([]).grad_checkpointing is False
+    assert parser.parse_args(["--grad-checkpointing"]).grad_checkpointing is True
