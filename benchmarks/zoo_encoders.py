@@ -56,7 +56,8 @@ def family_graphs(family: str, count: int, seed: int = 0) -> list:
 
 
 def measure(side: str, graphs: list, grad_checkpointing: bool = False) -> tuple[str, ...]:
-    """One row: the encoder, its parameters, CPU seconds and peak MiB of one step."""
+    """One row: the encoder, its parameters, user and system CPU seconds and peak MiB of
+    one step."""
     defaults = ZOO_ENCODER_DEFAULTS[side]
     degrees = torch.cat([torch.bincount(g.edge_index[1], minlength=g.num_nodes) for g in graphs])
     encoder = make_zoo_encoder(side, defaults.hidden, defaults.layers, defaults.rff_dim, 1.0,
@@ -92,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=list(DEFAULT_ENCODERS), help="encoders to measure")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     parser.add_argument("--grad-checkpointing", action="store_true",
-                        help="encoders that can (DNG) recompute their message groups in the "
-                             "backward pass instead of keeping them: less memory, more time")
+                        help="encoders that can (DNG's message groups, NG-T's chunks of "
+                             "graphs) recompute their activations in the backward pass "
+                             "instead of keeping them: less memory, more time")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_freed_memory()
