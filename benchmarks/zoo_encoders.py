@@ -34,6 +34,7 @@ from neural_graphs.graph import to_neural_graph
 from neural_graphs.zoo import FAMILIES, ZooConfig, build_cnn, build_vit, plan_zoo
 from neural_graphs.zoo_vit import is_vit
 from utils.cli import HelpFormatter, positive_int
+from utils.compiled import set_compiled_layers
 from utils.memory import allocator_setting, keep_freed_memory
 
 KERNELS = {"small": (3, 3), "wild": (7, 7), "vit": (4, 4)}
@@ -64,8 +65,7 @@ def measure(side: str, graphs: list, grad_checkpointing: bool = False) -> tuple[
                                deg=torch.bincount(degrees))
     if side == "statnn":
         encoder.attach_features(graphs)
-    if grad_checkpointing and hasattr(encoder, "set_grad_checkpointing"):
-        encoder.set_grad_checkpointing()
+    set_compiled_layers(encoder, "off", 0, grad_checkpointing)
     batch = Batch.from_data_list(graphs)
     with torch.no_grad():
         encoder(Batch.from_data_list(graphs[:2]))  # lazy parts

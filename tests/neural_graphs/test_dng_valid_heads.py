@@ -48,10 +48,12 @@ def test_valid_heads_equal_every_head_masked(network: str, per_layer: bool) -> N
     for snapshot in layer_snapshots(batch):
         layer = snapshot.step - 1
         targets = snapshot.target.nonzero().squeeze(1)
-        ours = encoder._summed_messages(snapshot, state, targets, layer)
+        projected = encoder._at(encoder.source_proj, layer)(state)
+        ours = encoder._group_sums(*encoder._valid_entries(snapshot, targets), projected,
+                                   len(targets), snapshot.edge_mask.shape[1], layer)
         heads = encoder.edge_heads(snapshot, layer)  # [E, K, d], zero at padding
         src, dst = snapshot.edge_index
-        sources = encoder._at(encoder.source_proj, layer)(state)[src]
+        sources = projected[src]
         expected = scatter(heads * sources.unsqueeze(1), dst, 0, batch.num_nodes,
                            "sum")[targets]
         assert gap(ours, expected) < 1e-12
