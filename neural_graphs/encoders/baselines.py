@@ -21,10 +21,14 @@ from neural_graphs.encoders.batch import (
 )
 from neural_graphs.encoders.readouts import head_mlp
 
-__all__ = ["NFN", "FlatMLP", "StatNN", "STATISTICS", "segment_statistics"]
+__all__ = ["NFN", "FlatMLP", "StatNN", "STATISTICS", "STATNN_SCALES", "segment_statistics",
+           "signed_log"]
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 STATISTICS = ("mean", "var", *(f"q{q:g}" for q in QUANTILES))
+#: How StatNN scales the statistics before its MLP: ``"signed_log"``
+#: (:func:`signed_log`) or ``"raw"`` (as computed, the reference ``StatNet``'s input).
+STATNN_SCALES = ("signed_log", "raw")
 
 
 class FlatMLP(nn.Module):
@@ -82,6 +86,32 @@ def segment_mean_var(values: Tensor, segment: Tensor,
     return count, mean, var
 
 
+def _float32_order_key(values: Tensor) -> Tensor:
+    """Integers in ``[0, 2^32)`` ordered as the float32 ``values`` (-0 just below +0): the
+    bits of a positive float plus 2^31, the complemented bits of a negative one."""
+    bits = values.view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, ~bits, bits + 2 ** 31)
+
+
+def _float32_from_order_key(key: Tensor) -> Tensor:
+    bits = torch.where(key >= 2 ** 31, key - 2 ** 31, ~key)
+    return bits.to(torch.int32).view(torch.float32)
+
+
+def sorted_within_segments(values: Tensor, segment: Tensor) -> Tensor:
+    """``values`` ordered by segment, ascending within each segment.
+
+    float32 values take one sort of a 64-bit key (segment in the high 32 bits, the value's
+    order-preserving bits in the low 32), about half the time of the general path's two
+    stable sorts, with the same result (NaN aside); other dtypes take the general path.
+    """
+    if values.dtype == torch.float32 and values.numel() and int(segment.max()) < 2 ** 31:
+        key = segment.to(torch.int64) * 2 ** 32 + _float32_order_key(values)
+        return _float32_from_order_key(torch.sort(key).values % 2 ** 32)
+    order = torch.argsort(values, stable=True)
+    return values[order[torch.argsort(segment[order], stable=True)]]
+
+
 def segment_statistics(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
     r"""Mean, unbiased variance (0 for a single value) and the 0, .25, .5, .75, 1
     quantiles (linear interpolation, as :func:`torch.quantile`) of each segment of
@@ -92,9 +122,7 @@ def segment_statistics(values: Tensor, segment: Tensor, num_segments: int) -> Te
         - output: :math:`(S, 7)`
     """
     count, mean, var = segment_mean_var(values, segment, num_segments)
-    order = torch.argsort(values, stable=True)
-    order = order[torch.argsort(segment[order], stable=True)]
-    sorted_values = values[order]
+    sorted_values = sorted_within_segments(values, segment)
     start = torch.cat([count.new_zeros(1), count.cumsum(0)[:-1]])
     q = torch.tensor(QUANTILES, dtype=values.dtype, device=values.device)
     position = q[None, :] * (count - 1).clamp(min=0).to(values.dtype)[:, None]
@@ -111,11 +139,28 @@ def segment_statistics(values: Tensor, segment: Tensor, num_segments: int) -> Te
     return stats * (count > 0).unsqueeze(-1).to(values.dtype)
 
 
+def signed_log(values: Tensor) -> Tensor:
+    r""":math:`\operatorname{sign}(s)\,\log(1 + |s|)`, elementwise: close to :math:`s` for
+    small values, logarithmic for large ones, odd and strictly increasing."""
+    return torch.sign(values) * torch.log1p(values.abs())
+
+
 class StatNN(nn.Module):
     r"""StatNN: per layer, statistics (:data:`STATISTICS`: mean, variance, quantiles) of
     the layer's weights (every ``edge_attr`` entry under ``edge_mask`` of the edges into
     the layer, ``edge_layer``) and of each node-feature column of its neurons (the bias;
-    BatchNorm columns with ``batchnorm="nodes"``), into an MLP.
+    BatchNorm columns with ``batchnorm="nodes"``), scaled, into an MLP:
+
+    .. math::
+        y = \operatorname{MLP}\big(\phi(s)\big), \qquad
+        \phi(s) = \operatorname{sign}(s)\log(1 + |s|) \text{ or } s
+
+    The signed log (the default) keeps the small statistics of most networks nearly as
+    they are and brings huge ones into range: a network whose BatchNorm lets its weights
+    grow without changing its function can hold weights of :math:`10^6` and variances of
+    :math:`10^{11}`, and on such a zoo the raw statistics drive the loss to
+    :math:`10^5`-:math:`10^6`. ``feature_scale="raw"`` feeds them as computed, as the
+    reference ``StatNet`` (neural-graphs ``nn/dynamic_stat_net.py``) does.
 
     Networks of different depths batch together: layer ``l`` fills slot ``l`` and slots
     past a network's last layer hold zeros, up to ``max_layers`` (``ValueError`` beyond).
@@ -130,6 +175,7 @@ class StatNN(nn.Module):
         hidden (int): MLP width.
         num_layers (int): MLP hidden layers.
         max_layers (int): layer slots (network layers, input layer included).
+        feature_scale (str): ``"signed_log"`` or ``"raw"`` (:data:`STATNN_SCALES`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs
@@ -137,9 +183,13 @@ class StatNN(nn.Module):
     """
 
     def __init__(self, out_dim: int, hidden: int = 256, num_layers: int = 2,
-                 max_layers: int = 32) -> None:
+                 max_layers: int = 32, feature_scale: str = "signed_log") -> None:
         super().__init__()
+        if feature_scale not in STATNN_SCALES:
+            raise ValueError(f"feature_scale must be one of {STATNN_SCALES}, got "
+                             f"{feature_scale!r}")
         self.max_layers = max_layers
+        self.feature_scale = feature_scale
         self.mlp = head_mlp(hidden, out_dim, num_layers)
 
     def features(self, batch: Batch) -> Tensor:
@@ -175,11 +225,11 @@ class StatNN(nn.Module):
             raise ValueError(f"StatNN was built for at most {self.max_layers} layers, a "
                              f"network has {depth}")
         graphs, slots = batch.num_graphs, self.max_layers
-        edge_graph = graph_ids(batch)[batch.edge_index[0]]
-        entry_graph = edge_graph[:, None].expand_as(batch.edge_mask)[batch.edge_mask]
-        entry_layer = batch.edge_layer[:, None].expand_as(batch.edge_mask)[batch.edge_mask]
-        weights = segment_statistics(batch.edge_attr[batch.edge_mask],
-                                     entry_graph * slots + entry_layer, graphs * slots)
+        edge_segment = graph_ids(batch)[batch.edge_index[0]] * slots + batch.edge_layer
+        # an edge's valid entries are consecutive in edge_attr[edge_mask] (row-major)
+        entry_segment = torch.repeat_interleave(edge_segment, batch.edge_mask.sum(1))
+        weights = segment_statistics(batch.edge_attr[batch.edge_mask], entry_segment,
+                                     graphs * slots)
         node_segment = graph_ids(batch) * slots + batch.node_layer
         columns = [segment_statistics(batch.x[:, c], node_segment, graphs * slots)
                    for c in range(batch.x.shape[1])]
@@ -187,7 +237,11 @@ class StatNN(nn.Module):
         return stats.reshape(graphs, -1)
 
     def forward(self, graphs: Batch | Data) -> Tensor:
-        return self.mlp(self.features(as_batch(graphs)))
+        stats = self.features(as_batch(graphs))
+        return self.mlp(signed_log(stats) if self.feature_scale == "signed_log" else stats)
+
+    def extra_repr(self) -> str:
+        return f"max_layers={self.max_layers}, feature_scale={self.feature_scale!r}"
 
 
 def _nfn_modules() -> Any:

@@ -183,10 +183,11 @@ class NGTransformer(nn.Module):
     pair's edge features: the embedded weight (or kernel) for a connected pair ``(j, i)``,
     held at place ``[j, i]`` (source, target) as in the reference, the sum of the embedded
     edges where several connect a pair (a layer and a residual edge), and a learned
-    no-edge vector for unconnected pairs. Graphs are padded to the largest graph of the
-    batch (:func:`~torch_geometric.utils.to_dense_batch`); padded nodes are masked out of
-    every softmax and never reach the readout, so a graph's output is the same alone or
-    batched with larger or other graphs. (The reference leaves that mask commented out;
+    no-edge vector for unconnected pairs. Graphs are padded to the largest graph of their chunk
+    (:func:`~torch_geometric.utils.to_dense_batch`; chunks of similar sizes within a byte
+    budget, :meth:`graph_chunks`); padded nodes are masked out of every softmax and never
+    reach the readout, so a graph's output is the same alone or batched with larger or
+    other graphs. (The reference leaves that mask commented out;
     it reads one architecture per model, where there is no padding.) Edges are updated
     after every layer but the last.
 
@@ -326,23 +327,31 @@ class NGTransformer(nn.Module):
     #: step, which cost NG-T 80% of its step at reference size.
     CHUNK_BYTES = CHUNK_BYTES
 
+    def graph_chunks(self, sizes: Tensor, dtype: torch.dtype,
+                     device: torch.device) -> list[Tensor]:
+        """:meth:`size_chunks`, each split further into chunks of graphs whose widest pair
+        tensor (``[graphs, n, n, width]``, ``n`` the chunk's largest graph) stays within
+        :attr:`CHUNK_BYTES` on CPU. Each chunk builds its own dense edges and runs the
+        layers alone, so no tensor of a step holds more than a chunk's pairs."""
+        width = max(layer.pair_width for layer in self.layers)
+        item = torch.empty((), dtype=dtype).element_size()
+        chunks = []
+        for chunk in self.size_chunks(sizes):
+            n = int(sizes[chunk].max())
+            step = graphs_per_chunk(n * n * width * item, len(chunk), device.type,
+                                    self.CHUNK_BYTES)
+            chunks += list(chunk.split(step))
+        return chunks
+
     def run_layers(self, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
-        """The relational layers on padded graphs (``h`` ``[B, n, D_n]``, ``e``
-        ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``),
-        over chunks of graphs whose widest pair tensor stays within :attr:`CHUNK_BYTES`:
-        graphs never mix, so the chunks compute the same function. With
-        :meth:`set_grad_checkpointing` each chunk is computed again in the backward pass
-        instead of keeping its activations."""
+        """The relational layers on one chunk of padded graphs (``h`` ``[B, n, D_n]``, ``e``
+        ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``). With
+        :meth:`set_grad_checkpointing` they are computed again in the backward pass instead
+        of keeping their activations."""
         stack = compiled_relational_stack() if self.compile_layers else relational_stack
         if self.grad_checkpointing and torch.is_grad_enabled():
             stack = functools.partial(checkpoint, stack, use_reentrant=False)
-        width = max(layer.pair_width for layer in self.layers)
-        per_graph = e.shape[1] * e.shape[2] * width * e.element_size()
-        step = graphs_per_chunk(per_graph, h.shape[0], e.device.type, self.CHUNK_BYTES)
-        if step >= h.shape[0]:
-            return stack(self.layers, h, e, mask)
-        return torch.cat([stack(self.layers, *chunk)
-                          for chunk in zip(h.split(step), e.split(step), mask.split(step))])
+        return stack(self.layers, h, e, mask)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the relational layers of each chunk of graphs in the backward pass
@@ -374,7 +383,7 @@ class NGTransformer(nn.Module):
         src, dst = batch.edge_index
         graph_of_edge = graph_of_node[src]
         parts, order = [], []
-        for chunk in self.size_chunks(sizes):
+        for chunk in self.graph_chunks(sizes, e.dtype, e.device):
             local = torch.full_like(sizes, -1)
             local[chunk] = torch.arange(len(chunk), device=chunk.device)
             nodes = (local[graph_of_node] >= 0).nonzero().squeeze(1)

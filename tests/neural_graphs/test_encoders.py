@@ -18,7 +18,11 @@ from neural_graphs.encoders import (
     StatNN,
     probe_activations,
 )
-from neural_graphs.encoders.baselines import segment_statistics
+from neural_graphs.encoders.baselines import (
+    segment_statistics,
+    signed_log,
+    sorted_within_segments,
+)
 
 KERNEL = (3, 3)
 
@@ -157,9 +161,42 @@ def test_statnn_stored_statistics_equal_computed_ones_and_are_checked() -> None:
     batch = Batch.from_data_list(graphs)
     assert batch.statnn_features.shape == computed.shape
     torch.testing.assert_close(enc.features(batch), computed, rtol=0, atol=0)
-    torch.testing.assert_close(enc(batch), enc.mlp(computed), rtol=0, atol=0)
+    torch.testing.assert_close(enc(batch), enc.mlp(signed_log(computed)), rtol=0, atol=0)
+    raw = StatNN(3, hidden=8, max_layers=12, feature_scale="raw")
+    torch.testing.assert_close(raw(batch), raw.mlp(computed), rtol=0, atol=0)
     with pytest.raises(ValueError, match="statnn_features of shape"):
         StatNN(3, hidden=8, max_layers=6)(batch)
+    with pytest.raises(ValueError, match="feature_scale must be one of.*'log'"):
+        StatNN(3, feature_scale="log")
+
+
+def test_signed_log_is_odd_increasing_and_near_identity_for_small_values() -> None:
+    values = torch.tensor([-3e11, -3e6, -1.0, -1e-4, 0.0, 1e-4, 1.0, 3e6, 3e11],
+                          dtype=torch.float64)
+    scaled = signed_log(values)
+    torch.testing.assert_close(scaled, torch.sign(values) * torch.log(1 + values.abs()),
+                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(signed_log(-values), -scaled, rtol=0, atol=0)
+    assert bool((scaled.diff() > 0).all())
+    torch.testing.assert_close(scaled[3:6], values[3:6], rtol=1e-4, atol=0)
+    assert float(scaled.abs().max()) < 27.0
+
+
+def test_statnn_inputs_stay_in_range_for_networks_with_huge_weights() -> None:
+    """A network whose weights grew to 1e6 (as BatchNorm allows without changing its
+    function) gives raw statistics of 1e12; the signed log keeps the MLP's input within
+    log(1 + 1e12) ~ 27.6, and the small network's features nearly as they were."""
+    small, huge = mlp(), mlp()
+    with torch.no_grad():
+        for p in huge.parameters():
+            p.mul_(1e6)
+    batch = Batch.from_data_list([to_neural_graph(small), to_neural_graph(huge)])
+    enc = StatNN(3, hidden=8, max_layers=12)
+    stats = enc.features(batch)
+    assert float(stats[1].abs().max()) > 1e10
+    assert float(signed_log(stats).abs().max()) < 28.0
+    assert float(stats[0].abs().max()) < 2.0
+    assert bool(torch.isfinite(enc(batch)).all())
 
 
 def test_cat_readout_needs_equal_outputs_pooling_does_not() -> None:
@@ -223,6 +260,26 @@ def test_segment_statistics_match_torch() -> None:
                               torch.quantile(part, q)])
         torch.testing.assert_close(stats[s], expected)
     assert stats[4:].abs().sum() == 0
+
+
+def test_float32_one_sort_path_equals_two_stable_sorts() -> None:
+    """float32 values sort within segments by one 64-bit key; the result equals the
+    general path's (sort by value, then stably by segment), with signed zeros, infinities,
+    subnormals, ties and segments in any order."""
+    torch.manual_seed(5)
+    values = torch.randn(5000) * torch.rand(5000).pow(6) * 1e6
+    values[:8] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-40, -1e-40,
+                               3.0, 3.0])
+    segment = torch.randint(0, 37, (5000,))
+    fast = sorted_within_segments(values, segment)
+    order = torch.argsort(values, stable=True)
+    expected = values[order[torch.argsort(segment[order], stable=True)]]
+    assert torch.equal(fast, expected)
+    stats = segment_statistics(values[8:], segment[8:], 37)
+    q = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    for s in range(37):
+        part = values[8:][segment[8:] == s]
+        torch.testing.assert_close(stats[s, 2:], torch.quantile(part, q))
 
 
 def test_probe_features_project_each_neuron_by_its_layer_slot() -> None:

@@ -130,6 +130,26 @@ def test_graph_chunks_split_as_the_budget_says(monkeypatch) -> None:
     assert seen == [7]
 
 
+def test_each_chunk_builds_its_own_dense_edges(monkeypatch) -> None:
+    """The [graphs, n, n, D] edge tensor is built per chunk of graphs, never for the whole
+    size chunk: no tensor of the step is wider than the budget allows."""
+    batch = _siren_batch(7)
+    encoder = NGTransformer(3, node_dim=8, edge_dim=4, num_layers=1, heads=2, attn_dim=8,
+                            edge_hidden=8).double()
+    n = batch.num_nodes // 7
+    encoder.CHUNK_BYTES = 3 * n * n * encoder.layers[0].pair_width * 8 + 1
+    built: list[tuple[int, ...]] = []
+    original = NGTransformer.dense_edges
+
+    def spying(self, e, graph, src, dst, graphs, size):
+        out = original(self, e, graph, src, dst, graphs, size)
+        built.append(tuple(out.shape[:3]))
+        return out
+    monkeypatch.setattr(NGTransformer, "dense_edges", spying)
+    encoder(batch)
+    assert built == [(3, n, n), (3, n, n), (1, n, n)]
+
+
 def test_chunks_are_a_cpu_matter() -> None:
     assert graphs_per_chunk(10, 128, "cpu", budget=40) == 4
     assert graphs_per_chunk(100, 128, "cpu", budget=40) == 1
