@@ -214,7 +214,7 @@ def test_reverse_edges_scale_ngnn_by_the_degrees_of_both_directions(small_zoo, t
 
 
 def test_statnn_learns_to_rank_the_training_networks(small_zoo, tmp_path):
-    argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "30",
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "60",
             "--lr", "1e-2", "--hidden", "32", "--batch-size", "16"]
     assert train(argv + dirs(tmp_path)) == 0
     got = records(tmp_path, "statnn")[:-1]
