@@ -35,7 +35,7 @@ def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
         - output: :math:`(M, 1)`
     """
     size = int(layer.max()) + 1 if layer.numel() else 0
-    segment = layer[:, None].expand_as(mask)[mask]
+    segment = torch.repeat_interleave(layer, mask.sum(1))  # a row's valid entries, in order
     _, _, var = segment_mean_var(values[mask], segment, size)
     return var.sqrt()[layer, None]
 

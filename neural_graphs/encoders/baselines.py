@@ -22,7 +22,7 @@ from neural_graphs.encoders.batch import (
 from neural_graphs.encoders.readouts import head_mlp
 
 __all__ = ["NFN", "FlatMLP", "StatNN", "STATISTICS", "STATNN_SCALES", "segment_statistics",
-           "signed_log"]
+           "signed_log", "sorted_within_segments"]
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 STATISTICS = ("mean", "var", *(f"q{q:g}" for q in QUANTILES))

@@ -334,11 +334,10 @@ class NGTransformer(nn.Module):
         :attr:`CHUNK_BYTES` on CPU. Each chunk builds its own dense edges and runs the
         layers alone, so no tensor of a step holds more than a chunk's pairs."""
         width = max(layer.pair_width for layer in self.layers)
-        item = torch.empty((), dtype=dtype).element_size()
         chunks = []
         for chunk in self.size_chunks(sizes):
             n = int(sizes[chunk].max())
-            step = graphs_per_chunk(n * n * width * item, len(chunk), device.type,
+            step = graphs_per_chunk(n * n * width * dtype.itemsize, len(chunk), device.type,
                                     self.CHUNK_BYTES)
             chunks += list(chunk.split(step))
         return chunks
