@@ -176,6 +176,29 @@ def compiled_relational_stack() -> Callable[[nn.ModuleList, Tensor, Tensor, Tens
     return torch.compile(relational_stack)
 
 
+def _chunk_members(chunks: list[Tensor], graph_of_node: Tensor, graph_of_edge: Tensor
+                   ) -> tuple[Tensor, Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Where each graph sits in its chunk (``local`` ``[G]``), the batch's nodes in chunk
+    order (``node_order``), and each chunk's nodes and edges in batch order: one stable
+    sort by chunk for nodes and one for edges, instead of a scan of the batch per chunk."""
+    device = graph_of_node.device
+    lengths = torch.tensor([len(chunk) for chunk in chunks], device=device)
+    order = torch.cat(chunks)
+    chunk_of_graph = torch.empty_like(order)
+    chunk_of_graph[order] = torch.repeat_interleave(torch.arange(len(chunks), device=device),
+                                                    lengths)
+    local = torch.empty_like(order)
+    local[order] = torch.arange(len(order), device=device) \
+        - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+    members = []
+    for graph_of in (graph_of_node, graph_of_edge):
+        chunk_of = chunk_of_graph[graph_of]
+        members.append((torch.argsort(chunk_of, stable=True),
+                        torch.bincount(chunk_of, minlength=len(chunks)).tolist()))
+    (node_order, node_counts), (edge_order, edge_counts) = members
+    return local, node_order, node_order.split(node_counts), edge_order.split(edge_counts)
+
+
 class NGTransformer(nn.Module):
     r"""NG-T: the relational transformer reading a neural graph.
 
@@ -381,12 +404,11 @@ class NGTransformer(nn.Module):
         sizes = start[1:] - start[:-1]
         src, dst = batch.edge_index
         graph_of_edge = graph_of_node[src]
-        parts, order = [], []
-        for chunk in self.graph_chunks(sizes, e.dtype, e.device):
-            local = torch.full_like(sizes, -1)
-            local[chunk] = torch.arange(len(chunk), device=chunk.device)
-            nodes = (local[graph_of_node] >= 0).nonzero().squeeze(1)
-            edges = (local[graph_of_edge] >= 0).nonzero().squeeze(1)
+        chunks = self.graph_chunks(sizes, e.dtype, e.device)
+        local, node_order, nodes_of, edges_of = _chunk_members(chunks, graph_of_node,
+                                                               graph_of_edge)
+        parts = []
+        for chunk, nodes, edges in zip(chunks, nodes_of, edges_of):
             h_c, mask = to_dense_batch(h[nodes], local[graph_of_node[nodes]],
                                        batch_size=len(chunk))
             g = graph_of_edge[edges]
@@ -394,9 +416,7 @@ class NGTransformer(nn.Module):
                                    dst[edges] - start[g], len(chunk), h_c.shape[1])
             h_c = self.run_layers(h_c, e_c, mask)
             parts.append(h_c[mask])
-            order.append(nodes)
         if len(parts) == 1:
             return NodeEmbeddings(parts[0], batch)
         out = torch.cat(parts)
-        return NodeEmbeddings(out.new_empty(out.shape).index_copy(0, torch.cat(order), out),
-                              batch)
+        return NodeEmbeddings(out.new_empty(out.shape).index_copy(0, node_order, out), batch)

@@ -155,3 +155,22 @@ def test_chunks_are_a_cpu_matter() -> None:
     assert graphs_per_chunk(100, 128, "cpu", budget=40) == 1
     assert graphs_per_chunk(1, 128, "cpu", budget=1 << 20) == 128
     assert graphs_per_chunk(100, 128, "cuda", budget=40) == 128
+
+
+def test_chunk_members_are_each_chunks_nodes_and_edges_in_batch_order() -> None:
+    """The one-sort bookkeeping equals scanning the batch for each chunk's graphs, for
+    chunks in any order (size buckets come largest first)."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = torch.randint(1, 6, (11,), generator=generator)
+    graph_of_node = torch.repeat_interleave(torch.arange(11), sizes)
+    graph_of_edge = torch.sort(torch.randint(0, 11, (60,), generator=generator)).values
+    chunks = list(torch.randperm(11, generator=generator).split(3))
+    chunks = [chunk.sort().values for chunk in chunks]
+    local, node_order, nodes_of, edges_of = transformer_module._chunk_members(
+        chunks, graph_of_node, graph_of_edge)
+    for chunk, nodes, edges in zip(chunks, nodes_of, edges_of, strict=True):
+        inside = torch.isin(torch.arange(11), chunk)
+        assert torch.equal(nodes, inside[graph_of_node].nonzero().squeeze(1))
+        assert torch.equal(edges, inside[graph_of_edge].nonzero().squeeze(1))
+        assert torch.equal(local[chunk], torch.arange(len(chunk)))
+    assert torch.equal(node_order, torch.cat(list(nodes_of)))
