@@ -84,7 +84,7 @@ WEIGHT_NOISE, WEIGHT_DROPOUT = 0.1, 0.01
 ENCODER_NAMES = ZOO_ENCODERS
 EVERY = "all"
 DEFAULT_ENCODER = "ngnn"
-LOSSES = ("bce", "mse")
+LOSSES = ("bce", "mse", "bce_rank")
 
 
 #: Default sizes and epochs per encoder (shared with the zoo benchmark: jobs.zoo_jobs).
@@ -247,7 +247,9 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a finished zoo: the --out folder of python -m CNN_Zoo_Generate")
     parser.add_argument("--loss", choices=LOSSES, default="bce",
                         help="bce: binary cross-entropy of the sigmoid output against the "
-                        "test accuracy; mse: squared error of the sigmoid output")
+                        "test accuracy; mse: squared error of the sigmoid output; bce_rank: "
+                        "bce plus a pairwise logistic ranking loss within each batch, each "
+                        "pair weighted by its accuracy gap (utils.tasks.pairwise_rank_loss)")
     parser.add_argument("--split-seed", type=non_negative_int, default=0,
                         help="seed of the 80/10/10 split by network (the same for every "
                         "training seed)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -243,6 +244,15 @@ def test_mse_loss_predicts_through_a_sigmoid_and_resume_continues_exactly(small_
     with pytest.raises(SystemExit, match="--neuron-scale 2.0, this command gives 1.0"):
         train([a for a in argv if a not in ("--neuron-scale", "2")]
               + ["--epochs", "3", "--resume"] + dirs(tmp_path / "b"))
+
+
+def test_bce_rank_trains_on_logits_and_reports_tau(small_zoo, tmp_path):
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--loss", "bce_rank"] + TINY
+    assert train(argv + ["--epochs", "2"] + dirs(tmp_path)) == 0
+    assert not cgt.build_predictor(cgt._parse(argv + dirs(tmp_path)), 0, "statnn").squash
+    got = records(tmp_path, "statnn")
+    assert all(math.isfinite(r["train_loss"]) for r in got[:-1])
+    assert -1.0 <= got[-1]["kendall_tau"] <= 1.0
 
 
 def test_weight_noise_resumes_exactly_and_a_cosine_schedule_falls(small_zoo, tmp_path):

@@ -12,8 +12,8 @@ number of samples is ``batch.num_graphs``); :func:`to_device`, :func:`model_inpu
 :func:`target` and :func:`batch_size` handle both.
 
 Stock tasks: :func:`classification` (cross-entropy, accuracy in percent) and
-:func:`scalar_regression` (a scalar per sample; MSE or BCE on a sigmoid output; MSE,
-Kendall's tau and R^2).
+:func:`scalar_regression` (a scalar per sample; MSE or BCE on a sigmoid output, BCE with a
+pairwise ranking term; MSE, Kendall's tau and R^2).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "grouped_kendall_tau",
     "kendall_tau",
     "model_input",
+    "pairwise_rank_loss",
     "r2_score",
     "scalar_regression",
     "target",
@@ -247,6 +248,34 @@ def _bce_loss(output: Tensor, batch: Any) -> Tensor:
                                               reduction="none")
 
 
+def pairwise_rank_loss(score: Tensor, truth: Tensor) -> Tensor:
+    r"""Per-sample pairwise logistic ranking loss of the samples of one batch,
+
+    .. math::
+        \ell_i = \frac{1}{B - 1} \sum_{j \ne i} |y_i - y_j|\,
+        \log\bigl(1 + e^{-\operatorname{sign}(y_i - y_j)(s_i - s_j)}\bigr),
+
+    so that its mean over the batch is the mean over ordered pairs: each pair whose
+    scores are in the wrong order (or too close) costs in proportion to how far apart
+    their targets lie, and ties cost nothing. Kendall's tau counts exactly these pair
+    orders, which a pointwise loss reaches only through the values.
+
+    Shapes:
+        score ``[B]``, truth ``[B]`` -> ``[B]``.
+    """
+    if score.shape != truth.shape or score.dim() != 1:
+        raise ValueError(f"score and truth must both be [B], got {tuple(score.shape)} and "
+                         f"{tuple(truth.shape)}")
+    gap = truth[:, None] - truth[None, :]
+    order = torch.sign(gap) * (score[:, None] - score[None, :])
+    return (gap.abs() * F.softplus(-order)).sum(1) / max(len(score) - 1, 1)
+
+
+def _bce_rank_loss(output: Tensor, batch: Any) -> Tensor:
+    y = target(batch).float().reshape(-1)
+    return _bce_loss(output, batch) + pairwise_rank_loss(_scalar(output).float(), y)
+
+
 class _Predictions:
     """Per-sample prediction (the raw output, or its sigmoid), truth and, with ``group``,
     the batch attribute that groups the samples."""
@@ -302,7 +331,8 @@ def scalar_regression(loss: str = "mse", best_metric: str = "kendall_tau",
 
     ``loss="mse"``: :math:`(\hat y - y)^2` on the raw output; ``loss="bce"``: binary
     cross-entropy on :math:`\sigma(\text{output})` against a target in :math:`[0, 1]`
-    (predictions are then :math:`\sigma(\text{output})`). Metrics over the whole split:
+    (predictions are then :math:`\sigma(\text{output})`); ``loss="bce_rank"``: that plus
+    :func:`pairwise_rank_loss` of the outputs within each batch. Metrics over the whole split:
     ``mse`` of the predictions, ``kendall_tau`` and ``r2``; with ``group`` (a batch
     attribute, e.g. a zoo member's checkpoint ``epoch``) also ``kendall_tau_same_<group>``,
     :func:`grouped_kendall_tau`. The best checkpoint has the highest ``kendall_tau`` (or
@@ -312,8 +342,9 @@ def scalar_regression(loss: str = "mse", best_metric: str = "kendall_tau",
     Shapes:
         output ``[B]`` or ``[B, 1]``, target ``[B]``, ``batch.<group>`` ``[B]``.
     """
-    if loss not in ("mse", "bce"):
-        raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
+    losses = {"mse": _mse_loss, "bce": _bce_loss, "bce_rank": _bce_rank_loss}
+    if loss not in losses:
+        raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
     if best_metric not in ("kendall_tau", "r2", "mse", "loss"):
         raise ValueError(f"best_metric must be kendall_tau, r2, mse or loss, got "
                          f"{best_metric!r}")
@@ -321,9 +352,9 @@ def scalar_regression(loss: str = "mse", best_metric: str = "kendall_tau",
     if group is not None:
         test_metrics[f"kendall_tau_same_{group}"] = f"kendall_tau_same_{group}"
     return Task(
-        loss=_mse_loss if loss == "mse" else _bce_loss,
+        loss=losses[loss],
         metrics=_RegressionMetrics(group),
-        collect=_Predictions(loss == "bce", group),
+        collect=_Predictions(loss != "mse", group),
         best_metric=best_metric,
         higher_is_better=best_metric in ("kendall_tau", "r2"),
         test_metrics=test_metrics,

@@ -29,6 +29,7 @@ from utils.tasks import (
     classification,
     grouped_kendall_tau,
     kendall_tau,
+    pairwise_rank_loss,
     scalar_regression,
     target,
     to_device,
@@ -308,6 +309,44 @@ def test_grouped_kendall_tau_is_the_mean_tau_within_groups() -> None:
     task = scalar_regression("mse", group="epoch")
     with pytest.raises(ValueError, match="batch.epoch"):
         task.collect(torch.zeros(2), Data(y=torch.zeros(2)))
+
+
+def test_pairwise_rank_loss_is_the_weighted_logistic_loss_of_every_ordered_pair() -> None:
+    generator = torch.Generator().manual_seed(0)
+    score = torch.randn(7, generator=generator, dtype=torch.float64)
+    truth = torch.rand(7, generator=generator, dtype=torch.float64)
+    truth[3] = truth[5]  # a tie costs nothing
+    expected = torch.zeros(7, dtype=torch.float64)
+    for i in range(7):
+        for j in range(7):
+            if truth[i] != truth[j]:
+                sign = 1.0 if truth[i] > truth[j] else -1.0
+                expected[i] += abs(truth[i] - truth[j]) * math.log1p(
+                    math.exp(-sign * float(score[i] - score[j])))
+    got = pairwise_rank_loss(score, truth)
+    torch.testing.assert_close(got, expected / 6, rtol=1e-12, atol=1e-12)
+    # scores in the targets' order cost less than the same scores reversed
+    ordered = truth.argsort().argsort().double()
+    assert pairwise_rank_loss(ordered, truth).mean() < pairwise_rank_loss(-ordered, truth).mean()
+    # the gradient pushes each sample toward its place in the order
+    score = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    pairwise_rank_loss(score, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).sum().backward()
+    assert score.grad[0] > 0 > score.grad[2]
+    with pytest.raises(ValueError, match=r"\[B\]"):
+        pairwise_rank_loss(torch.zeros(3, 1), torch.zeros(3))
+
+
+def test_bce_rank_adds_the_ranking_term_to_the_bce_and_predicts_through_a_sigmoid() -> None:
+    output, y = torch.tensor([[0.3], [-1.0], [2.0]]), torch.tensor([0.4, 0.2, 0.9])
+    batch = Data(y=y, epoch=torch.zeros(3))
+    bce, both = scalar_regression("bce", group="epoch"), scalar_regression("bce_rank",
+                                                                           group="epoch")
+    torch.testing.assert_close(both.loss(output, batch),
+                               bce.loss(output, batch) + pairwise_rank_loss(output[:, 0], y))
+    torch.testing.assert_close(both.collect(output, batch)["prediction"],
+                               torch.sigmoid(output[:, 0].double()))
+    with pytest.raises(ValueError, match="bce_rank"):
+        scalar_regression("rank")
 
 
 def test_a_task_that_never_improves_still_has_a_best_checkpoint(tmp_path):
