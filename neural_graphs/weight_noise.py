@@ -18,12 +18,20 @@ from torch_geometric.data import Data
 from neural_graphs.encoders.baselines import segment_mean_var
 from neural_graphs.graph import EDGE_TYPES, NODE_TYPES, WEIGHT_EDGE_TYPES
 
-__all__ = ["WeightNoiseAugment", "layer_std"]
+__all__ = ["NoisePlan", "WeightNoiseAugment", "layer_std"]
 
 #: Ids of the edge types that hold weight-matrix and kernel entries
 #: (:data:`~neural_graphs.graph.WEIGHT_EDGE_TYPES`), the only edges perturbed.
 PARAMETER_EDGE_TYPES = tuple(EDGE_TYPES.index(kind) for kind in WEIGHT_EDGE_TYPES)
 _INPUT = NODE_TYPES.index("input")
+
+
+def _layer_stds(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
+    """:func:`layer_std` once per layer, ``[max(layer) + 1]``."""
+    size = int(layer.max()) + 1 if layer.numel() else 0
+    segment = torch.repeat_interleave(layer, mask.sum(1))  # a row's valid entries, in order
+    _, _, var = segment_mean_var(values[mask], segment, size)
+    return var.sqrt()
 
 
 def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
@@ -34,10 +42,19 @@ def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
     Shapes:
         - output: :math:`(M, 1)`
     """
-    size = int(layer.max()) + 1 if layer.numel() else 0
-    segment = torch.repeat_interleave(layer, mask.sum(1))  # a row's valid entries, in order
-    _, _, var = segment_mean_var(values[mask], segment, size)
-    return var.sqrt()[layer, None]
+    return _layer_stds(values, mask, layer)[layer, None]
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """What :class:`WeightNoiseAugment` needs of one graph that no draw changes, made once
+    per graph (:meth:`WeightNoiseAugment.plan`; ``AugmentedGraphs`` keeps it): which edges
+    hold parameters (``edge_rows`` ``[M]``) and the standard deviation of each layer's
+    weights (``edge_std``) and biases (``node_std``), indexed by layer."""
+
+    edge_rows: Tensor
+    edge_std: Tensor
+    node_std: Tensor
 
 
 @dataclass(frozen=True)
@@ -70,29 +87,46 @@ class WeightNoiseAugment:
     def active(self) -> bool:
         return bool(self.noise or self.dropout)
 
-    def _perturb(self, values: Tensor, mask: Tensor, layer: Tensor,
+    def _perturb(self, values: Tensor, mask: Tensor, std: Tensor,
                  generator: torch.Generator) -> Tensor:
         out = values
         if self.noise:
             eps = torch.randn(values.shape, generator=generator, dtype=values.dtype)
-            out = out + self.noise * layer_std(values, mask, layer) * eps * mask
+            out = out + self.noise * std * eps * mask
         if self.dropout:
             keep = torch.rand(values.shape, generator=generator) >= self.dropout
             kept = torch.where(keep, out / (1 - self.dropout), torch.zeros_like(out))
             out = torch.where(mask, kept, out)
         return out
 
-    def __call__(self, graph: Data, generator: torch.Generator) -> Data:
-        """``graph`` with one draw applied (a copy; ``graph`` is not changed), a pure
-        function of the generator's state."""
-        out = copy.copy(graph)
+    @staticmethod
+    def _masks(graph: Data, edge_rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(edge values [M, K], their mask, node values [N, C], their mask)``: the
+        entries a draw may change."""
         attr = graph.edge_attr.reshape(graph.edge_attr.shape[0], -1)
         mask = graph.edge_mask.reshape(attr.shape) if "edge_mask" in graph \
             else torch.ones_like(attr, dtype=torch.bool)
-        mask = mask & torch.isin(graph.edge_type, torch.tensor(PARAMETER_EDGE_TYPES))[:, None]
-        out.edge_attr = self._perturb(attr, mask, graph.edge_layer,
-                                      generator).reshape(graph.edge_attr.shape)
         x = graph.x.reshape(graph.num_nodes, -1)
         node_mask = (graph.node_type != _INPUT)[:, None].expand_as(x)
-        out.x = self._perturb(x, node_mask, graph.node_layer, generator).reshape(graph.x.shape)
+        return attr, mask & edge_rows[:, None], x, node_mask
+
+    def plan(self, graph: Data) -> NoisePlan:
+        """The :class:`NoisePlan` of ``graph``: its draws then skip the layer statistics."""
+        edge_rows = torch.isin(graph.edge_type, torch.tensor(PARAMETER_EDGE_TYPES))
+        attr, mask, x, node_mask = self._masks(graph, edge_rows)
+        return NoisePlan(edge_rows, _layer_stds(attr, mask, graph.edge_layer),
+                         _layer_stds(x, node_mask, graph.node_layer))
+
+    def __call__(self, graph: Data, generator: torch.Generator,
+                 plan: NoisePlan | None = None) -> Data:
+        """``graph`` with one draw applied (a copy; ``graph`` is not changed), a pure
+        function of the generator's state; ``plan``: :meth:`plan` of this graph, made
+        here when not given (the same draw either way)."""
+        plan = self.plan(graph) if plan is None else plan
+        attr, mask, x, node_mask = self._masks(graph, plan.edge_rows)
+        out = copy.copy(graph)
+        out.edge_attr = self._perturb(attr, mask, plan.edge_std[graph.edge_layer, None],
+                                      generator).reshape(graph.edge_attr.shape)
+        out.x = self._perturb(x, node_mask, plan.node_std[graph.node_layer, None],
+                              generator).reshape(graph.x.shape)
         return out

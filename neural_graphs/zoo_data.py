@@ -171,6 +171,11 @@ class AugmentedGraphs(Dataset):
             (:class:`~neural_graphs.neuron_symmetry.NeuronSymmetryAugment`,
             :class:`~neural_graphs.weight_noise.WeightNoiseAugment`), or a sequence of them.
         seed (int): seed of the draws.
+
+    The first augmentation, when it offers ``plan(graph)`` (what its draws need of a graph
+    that no draw changes: :meth:`~neural_graphs.weight_noise.WeightNoiseAugment.plan`),
+    gets each graph's plan made once and kept, instead of once per draw; later ones read
+    graphs the augmentations before them changed, so they make theirs every time.
     """
 
     def __init__(self, graphs: Sequence[Data], augment: Any, seed: int = 0) -> None:
@@ -178,6 +183,7 @@ class AugmentedGraphs(Dataset):
         self.augments = tuple(augment) if isinstance(augment, (list, tuple)) else (augment,)
         self.seed = int(seed)
         self.epoch = 0
+        self._plans: dict[int, Any] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -188,7 +194,13 @@ class AugmentedGraphs(Dataset):
     def __getitem__(self, index: int) -> Data:
         generator = keyed_generator(self.seed, self.epoch, index)
         graph = self.graphs[index]
-        for augment in self.augments:
+        augments = self.augments
+        if augments and hasattr(augments[0], "plan"):
+            if index not in self._plans:
+                self._plans[index] = augments[0].plan(graph)
+            graph = augments[0](graph, generator, self._plans[index])
+            augments = augments[1:]
+        for augment in augments:
             graph = augment(graph, generator)
         if "statnn_features" in graph:
             graph = copy.copy(graph)

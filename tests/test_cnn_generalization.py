@@ -316,8 +316,8 @@ def test_encoders_that_read_one_architecture_are_refused_on_a_mixed_zoo(wild_zoo
 def test_help_lists_the_job_flags(capsys):
     assert cgt.main(["--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}", "--loss {bce,mse}",
-                 "--split-seed", "--hidden", "--rff-sigma"):
+    for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}",
+                 "--loss {bce,mse,bce_rank}", "--split-seed", "--hidden", "--rff-sigma"):
         assert flag in text
 
 

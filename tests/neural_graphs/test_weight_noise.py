@@ -108,3 +108,29 @@ def test_bad_strengths_are_refused() -> None:
         WeightNoiseAugment(noise=-0.1)
     with pytest.raises(ValueError, match="dropout < 1"):
         WeightNoiseAugment(dropout=1.0)
+
+
+def test_a_kept_plan_gives_the_same_draws_as_a_fresh_one() -> None:
+    """AugmentedGraphs keeps each graph's NoisePlan (masks and layer stds) across epochs:
+    the items equal the augmentation applied afresh, bit for bit, epoch after epoch."""
+    graphs = [to_neural_graph(_cnn()), to_neural_graph(SimpleViT(depth=1).double())]
+    augment = WeightNoiseAugment(noise=0.1, dropout=0.05)
+    data = AugmentedGraphs(graphs, augment, seed=5)
+    plan = augment.plan(graphs[0])
+    torch.testing.assert_close(plan.edge_std[graphs[0].edge_layer, None],
+                               layer_std(graphs[0].edge_attr.reshape(len(plan.edge_rows), -1),
+                                         graphs[0].edge_mask.reshape(len(plan.edge_rows), -1)
+                                         & plan.edge_rows[:, None], graphs[0].edge_layer),
+                               rtol=0, atol=0)
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for index, graph in enumerate(graphs):
+            fresh = augment(graph, keyed_generator(5, epoch, index))
+            item = data[index]
+            assert torch.equal(item.edge_attr, fresh.edge_attr)
+            assert torch.equal(item.x, fresh.x)
+    assert set(data._plans) == {0, 1}
+    # a later augmentation reads changed weights, so it makes its plan every time
+    both = AugmentedGraphs(graphs, [NeuronSymmetryAugment(max_scale=2.0), augment], seed=5)
+    both[0]
+    assert both._plans == {}
