@@ -123,6 +123,9 @@ class WeightNoiseAugment:
         function of the generator's state; ``plan``: :meth:`plan` of this graph, made
         here when not given (the same draw either way)."""
         plan = self.plan(graph) if plan is None else plan
+        if len(plan.edge_rows) != graph.edge_attr.shape[0]:
+            raise ValueError(f"the plan covers {len(plan.edge_rows)} edges, the graph has "
+                             f"{graph.edge_attr.shape[0]}: pass the plan of this graph")
         attr, mask, x, node_mask = self._masks(graph, plan.edge_rows)
         out = copy.copy(graph)
         out.edge_attr = self._perturb(attr, mask, plan.edge_std[graph.edge_layer, None],

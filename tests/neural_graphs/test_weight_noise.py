@@ -130,6 +130,8 @@ def test_a_kept_plan_gives_the_same_draws_as_a_fresh_one() -> None:
             assert torch.equal(item.edge_attr, fresh.edge_attr)
             assert torch.equal(item.x, fresh.x)
     assert set(data._plans) == {0, 1}
+    with pytest.raises(ValueError, match="plan of this graph"):
+        augment(graphs[1], keyed_generator(0), plan)
     # a later augmentation reads changed weights, so it makes its plan every time
     both = AugmentedGraphs(graphs, [NeuronSymmetryAugment(max_scale=2.0), augment], seed=5)
     both[0]
