@@ -190,13 +190,15 @@ def _chunk_members(chunks: list[Tensor], graph_of_node: Tensor, graph_of_edge: T
     local = torch.empty_like(order)
     local[order] = torch.arange(len(order), device=device) \
         - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
-    members = []
-    for graph_of in (graph_of_node, graph_of_edge):
+
+    def by_chunk(graph_of: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         chunk_of = chunk_of_graph[graph_of]
-        members.append((torch.argsort(chunk_of, stable=True),
-                        torch.bincount(chunk_of, minlength=len(chunks)).tolist()))
-    (node_order, node_counts), (edge_order, edge_counts) = members
-    return local, node_order, node_order.split(node_counts), edge_order.split(edge_counts)
+        order = torch.argsort(chunk_of, stable=True)
+        return order, order.split(torch.bincount(chunk_of, minlength=len(chunks)).tolist())
+
+    node_order, nodes_of = by_chunk(graph_of_node)
+    _, edges_of = by_chunk(graph_of_edge)
+    return local, node_order, nodes_of, edges_of
 
 
 class NGTransformer(nn.Module):
