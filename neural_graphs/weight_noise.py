@@ -49,12 +49,18 @@ def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
 class NoisePlan:
     """What :class:`WeightNoiseAugment` needs of one graph that no draw changes, made once
     per graph (:meth:`WeightNoiseAugment.plan`; ``AugmentedGraphs`` keeps it): which edges
-    hold parameters (``edge_rows`` ``[M]``) and the standard deviation of each layer's
-    weights (``edge_std``) and biases (``node_std``), indexed by layer."""
+    hold parameters (``edge_rows`` ``[M]``) and which neurons (``node_rows`` ``[N]``: all
+    but the inputs), the standard deviation of each layer's weights (``edge_std``) and
+    biases (``node_std``), indexed by layer, and that std on each row a draw changes and
+    0 on the others (``edge_row_std``, ``node_row_std``, shaped to broadcast over a row of
+    ``edge_attr`` and ``x``)."""
 
     edge_rows: Tensor
+    node_rows: Tensor
     edge_std: Tensor
     node_std: Tensor
+    edge_row_std: Tensor
+    node_row_std: Tensor
 
 
 @dataclass(frozen=True)
@@ -87,35 +93,41 @@ class WeightNoiseAugment:
     def active(self) -> bool:
         return bool(self.noise or self.dropout)
 
-    def _perturb(self, values: Tensor, mask: Tensor, std: Tensor,
-                 generator: torch.Generator) -> Tensor:
+    def _perturb(self, values: Tensor, row_std: Tensor, rows: Tensor,
+                 entries: Tensor | None, generator: torch.Generator) -> Tensor:
+        """One draw on ``values``: noise scaled by ``row_std`` (0 on the rows left alone)
+        and dropout, on the entries of ``entries`` (None: all) in the rows of ``rows``
+        (``row_std`` and ``rows`` broadcast over a row)."""
         out = values
         if self.noise:
             eps = torch.randn(values.shape, generator=generator, dtype=values.dtype)
-            out = out + self.noise * std * eps * mask
+            if entries is not None:
+                eps.mul_(entries)
+            # Not addcmul: its fused rounding would change the draws of earlier versions.
+            out = values + eps.mul_(self.noise * row_std)
         if self.dropout:
-            keep = torch.rand(values.shape, generator=generator) >= self.dropout
-            kept = torch.where(keep, out / (1 - self.dropout), torch.zeros_like(out))
-            out = torch.where(mask, kept, out)
+            drop = torch.rand(values.shape, generator=generator) < self.dropout
+            changed = (out / (1 - self.dropout)).masked_fill_(drop, 0.0)
+            out = torch.where(rows if entries is None else entries & rows, changed, out)
         return out
-
-    @staticmethod
-    def _masks(graph: Data, edge_rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(edge values [M, K], their mask, node values [N, C], their mask)``: the
-        entries a draw may change."""
-        attr = graph.edge_attr.reshape(graph.edge_attr.shape[0], -1)
-        mask = graph.edge_mask.reshape(attr.shape) if "edge_mask" in graph \
-            else torch.ones_like(attr, dtype=torch.bool)
-        x = graph.x.reshape(graph.num_nodes, -1)
-        node_mask = (graph.node_type != _INPUT)[:, None].expand_as(x)
-        return attr, mask & edge_rows[:, None], x, node_mask
 
     def plan(self, graph: Data) -> NoisePlan:
         """The :class:`NoisePlan` of ``graph``: its draws then skip the layer statistics."""
         edge_rows = torch.isin(graph.edge_type, torch.tensor(PARAMETER_EDGE_TYPES))
-        attr, mask, x, node_mask = self._masks(graph, edge_rows)
-        return NoisePlan(edge_rows, _layer_stds(attr, mask, graph.edge_layer),
-                         _layer_stds(x, node_mask, graph.node_layer))
+        node_rows = graph.node_type != _INPUT
+        attr = graph.edge_attr.reshape(graph.edge_attr.shape[0], -1)
+        mask = graph.edge_mask.reshape(attr.shape) if "edge_mask" in graph \
+            else torch.ones_like(attr, dtype=torch.bool)
+        x = graph.x.reshape(graph.num_nodes, -1)
+        edge_std = _layer_stds(attr, mask & edge_rows[:, None], graph.edge_layer)
+        node_std = _layer_stds(x, node_rows[:, None].expand_as(x), graph.node_layer)
+
+        def per_row(std: Tensor, layer: Tensor, rows: Tensor, like: Tensor) -> Tensor:
+            return (std[layer] * rows).view(-1, *(1,) * (like.dim() - 1))
+
+        return NoisePlan(edge_rows, node_rows, edge_std, node_std,
+                         per_row(edge_std, graph.edge_layer, edge_rows, graph.edge_attr),
+                         per_row(node_std, graph.node_layer, node_rows, graph.x))
 
     def __call__(self, graph: Data, generator: torch.Generator,
                  plan: NoisePlan | None = None) -> Data:
@@ -126,10 +138,11 @@ class WeightNoiseAugment:
         if len(plan.edge_rows) != graph.edge_attr.shape[0]:
             raise ValueError(f"the plan covers {len(plan.edge_rows)} edges, the graph has "
                              f"{graph.edge_attr.shape[0]}: pass the plan of this graph")
-        attr, mask, x, node_mask = self._masks(graph, plan.edge_rows)
+        entries = graph.edge_mask if "edge_mask" in graph else None
         out = copy.copy(graph)
-        out.edge_attr = self._perturb(attr, mask, plan.edge_std[graph.edge_layer, None],
-                                      generator).reshape(graph.edge_attr.shape)
-        out.x = self._perturb(x, node_mask, plan.node_std[graph.node_layer, None],
-                              generator).reshape(graph.x.shape)
+        out.edge_attr = self._perturb(graph.edge_attr, plan.edge_row_std,
+                                      plan.edge_rows.view_as(plan.edge_row_std), entries,
+                                      generator)
+        out.x = self._perturb(graph.x, plan.node_row_std,
+                              plan.node_rows.view_as(plan.node_row_std), None, generator)
         return out

@@ -122,6 +122,14 @@ def test_a_kept_plan_gives_the_same_draws_as_a_fresh_one() -> None:
                                          graphs[0].edge_mask.reshape(len(plan.edge_rows), -1)
                                          & plan.edge_rows[:, None], graphs[0].edge_layer),
                                rtol=0, atol=0)
+    vit_plan = augment.plan(graphs[1])  # residual edges and input neurons: std 0 on their rows
+    assert not vit_plan.edge_rows.all() and not vit_plan.node_rows.all()
+    for rows, std, layer, row_std in (
+            (vit_plan.edge_rows, vit_plan.edge_std, graphs[1].edge_layer,
+             vit_plan.edge_row_std),
+            (vit_plan.node_rows, vit_plan.node_std, graphs[1].node_layer,
+             vit_plan.node_row_std)):
+        assert torch.equal(row_std.flatten(), torch.where(rows, std[layer], 0.0))
     for epoch in range(3):
         data.set_epoch(epoch)
         for index, graph in enumerate(graphs):
