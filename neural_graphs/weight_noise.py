@@ -138,7 +138,7 @@ class WeightNoiseAugment:
         if len(plan.edge_rows) != graph.edge_attr.shape[0]:
             raise ValueError(f"the plan covers {len(plan.edge_rows)} edges, the graph has "
                              f"{graph.edge_attr.shape[0]}: pass the plan of this graph")
-        entries = graph.edge_mask if "edge_mask" in graph else None
+        entries = graph.edge_mask.view_as(graph.edge_attr) if "edge_mask" in graph else None
         out = copy.copy(graph)
         out.edge_attr = self._perturb(graph.edge_attr, plan.edge_row_std,
                                       plan.edge_rows.view_as(plan.edge_row_std), entries,
