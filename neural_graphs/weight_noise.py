@@ -48,17 +48,14 @@ def layer_std(values: Tensor, mask: Tensor, layer: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class NoisePlan:
     """What :class:`WeightNoiseAugment` needs of one graph that no draw changes, made once
-    per graph (:meth:`WeightNoiseAugment.plan`; ``AugmentedGraphs`` keeps it): which edges
-    hold parameters (``edge_rows`` ``[M]``) and which neurons (``node_rows`` ``[N]``: all
-    but the inputs), the standard deviation of each layer's weights (``edge_std``) and
-    biases (``node_std``), indexed by layer, and that std on each row a draw changes and
-    0 on the others (``edge_row_std``, ``node_row_std``, shaped to broadcast over a row of
-    ``edge_attr`` and ``x``)."""
+    per graph (:meth:`WeightNoiseAugment.plan`; ``AugmentedGraphs`` keeps it): the rows a
+    draw changes (``edge_rows``: the edges that hold parameters; ``node_rows``: all neurons
+    but the inputs) and the standard deviation of each row's layer there, 0 on the other
+    rows (``edge_row_std``, ``node_row_std``: weights, biases); all four ``[M, 1, ...]`` /
+    ``[N, 1, ...]``, to broadcast over a row of ``edge_attr`` and ``x``."""
 
     edge_rows: Tensor
     node_rows: Tensor
-    edge_std: Tensor
-    node_std: Tensor
     edge_row_std: Tensor
     node_row_std: Tensor
 
@@ -122,12 +119,14 @@ class WeightNoiseAugment:
         edge_std = _layer_stds(attr, mask & edge_rows[:, None], graph.edge_layer)
         node_std = _layer_stds(x, node_rows[:, None].expand_as(x), graph.node_layer)
 
-        def per_row(std: Tensor, layer: Tensor, rows: Tensor, like: Tensor) -> Tensor:
-            return (std[layer] * rows).view(-1, *(1,) * (like.dim() - 1))
+        def per_row(rows: Tensor, std: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+            shape = (-1, *(1,) * (like.dim() - 1))
+            return rows.view(shape), (std * rows).view(shape)
 
-        return NoisePlan(edge_rows, node_rows, edge_std, node_std,
-                         per_row(edge_std, graph.edge_layer, edge_rows, graph.edge_attr),
-                         per_row(node_std, graph.node_layer, node_rows, graph.x))
+        edge_rows, edge_row_std = per_row(edge_rows, edge_std[graph.edge_layer],
+                                          graph.edge_attr)
+        node_rows, node_row_std = per_row(node_rows, node_std[graph.node_layer], graph.x)
+        return NoisePlan(edge_rows, node_rows, edge_row_std, node_row_std)
 
     def __call__(self, graph: Data, generator: torch.Generator,
                  plan: NoisePlan | None = None) -> Data:
@@ -140,9 +139,7 @@ class WeightNoiseAugment:
                              f"{graph.edge_attr.shape[0]}: pass the plan of this graph")
         entries = graph.edge_mask.view_as(graph.edge_attr) if "edge_mask" in graph else None
         out = copy.copy(graph)
-        out.edge_attr = self._perturb(graph.edge_attr, plan.edge_row_std,
-                                      plan.edge_rows.view_as(plan.edge_row_std), entries,
-                                      generator)
-        out.x = self._perturb(graph.x, plan.node_row_std,
-                              plan.node_rows.view_as(plan.node_row_std), None, generator)
+        out.edge_attr = self._perturb(graph.edge_attr, plan.edge_row_std, plan.edge_rows,
+                                      entries, generator)
+        out.x = self._perturb(graph.x, plan.node_row_std, plan.node_rows, None, generator)
         return out

@@ -117,19 +117,18 @@ def test_a_kept_plan_gives_the_same_draws_as_a_fresh_one() -> None:
     augment = WeightNoiseAugment(noise=0.1, dropout=0.05)
     data = AugmentedGraphs(graphs, augment, seed=5)
     plan = augment.plan(graphs[0])
-    torch.testing.assert_close(plan.edge_std[graphs[0].edge_layer, None],
-                               layer_std(graphs[0].edge_attr.reshape(len(plan.edge_rows), -1),
-                                         graphs[0].edge_mask.reshape(len(plan.edge_rows), -1)
-                                         & plan.edge_rows[:, None], graphs[0].edge_layer),
-                               rtol=0, atol=0)
-    vit_plan = augment.plan(graphs[1])  # residual edges and input neurons: std 0 on their rows
-    assert not vit_plan.edge_rows.all() and not vit_plan.node_rows.all()
-    for rows, std, layer, row_std in (
-            (vit_plan.edge_rows, vit_plan.edge_std, graphs[1].edge_layer,
-             vit_plan.edge_row_std),
-            (vit_plan.node_rows, vit_plan.node_std, graphs[1].node_layer,
-             vit_plan.node_row_std)):
-        assert torch.equal(row_std.flatten(), torch.where(rows, std[layer], 0.0))
+    for graph in graphs:  # the ViT's residual edges and every input neuron: std 0 on their rows
+        graph_plan = augment.plan(graph)
+        edge_rows, node_rows = graph_plan.edge_rows.flatten(), graph_plan.node_rows.flatten()
+        attr = graph.edge_attr.reshape(len(edge_rows), -1)
+        edge_std = layer_std(attr, graph.edge_mask.reshape(attr.shape) & edge_rows[:, None],
+                             graph.edge_layer)[:, 0]
+        x = graph.x.reshape(len(node_rows), -1)
+        node_std = layer_std(x, node_rows[:, None].expand_as(x), graph.node_layer)[:, 0]
+        assert torch.equal(graph_plan.edge_row_std.flatten(), torch.where(edge_rows, edge_std, 0.0))
+        assert torch.equal(graph_plan.node_row_std.flatten(), torch.where(node_rows, node_std, 0.0))
+        assert not node_rows.all()
+    assert not graph_plan.edge_rows.all()
     for epoch in range(3):
         data.set_epoch(epoch)
         for index, graph in enumerate(graphs):
