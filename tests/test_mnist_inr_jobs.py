@@ -121,6 +121,19 @@ def test_reverse_edges_reach_ngnn_only(synthetic_set: Path) -> None:
         assert not hasattr(classify.build_classifier(args, 0, "dng"), "edge_direction")
 
 
+def test_classification_gives_ngnn_128_probes_unless_told(synthetic_set: Path) -> None:
+    def probes(argv: list[str], side: str = "ngnn") -> int:
+        args = build_parser(classify.JOB).parse_args(
+            ["--inr-dir", str(synthetic_set), "--hidden", "4", "--batch-size", "8",
+             "--dropout", "0", *argv])
+        return classify.build_classifier(args, 0, side).embed.probes.num_probes
+
+    assert probes([]) == 128
+    assert probes(["--probes", "8"]) == 8
+    assert probes([], "dng") == 64  # the other encoders keep the shared default
+    assert dilation.ENCODER_DEFAULTS["ngnn"].probes == 64  # and so do the other jobs
+
+
 def test_sign_flip_reaches_the_training_split_only(synthetic_set: Path) -> None:
     args = build_parser(classify.JOB).parse_args(["--inr-dir", str(synthetic_set), "--sign-flip",
                                              "0.25"])
@@ -508,6 +521,7 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     text = _help(classify.main, capsys)
     assert "(default: 9)" not in text
     assert "default per encoder: flatmlp 200, statnn 200, nfn 200, ngnn 60, ngt 24, dng 70" in text
+    assert "default per encoder: ngnn 128, ngt 64, dng 64" in text
     assert "default per encoder: flatmlp 0.0, statnn 0.0, nfn 0.0, ngnn 0.998, ngt 0.0, dng " \
         "0.998" in text
     edit = _help(dilation.main, capsys)
@@ -516,6 +530,7 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     assert "dng 128" in hidden  # the editor's own DNG width
     assert "default per encoder: flatmlp 2, ngnn 4, ngt 2, dng 1" in edit
     assert "default per encoder: flatmlp 200, ngnn 40, ngt 40, dng 40" in edit
+    assert "default per encoder: ngnn 64, ngt 64, dng 64" in edit
     assert "default per encoder: flatmlp 0.0, ngnn 0.998, ngt 0.0, dng 0.998" in edit
     assert "(default: on)" in edit.split("--reverse-edges")[-1]
     assert "(default: off)" in _help(classify.main, capsys).split("--reverse-edges")[-1]
