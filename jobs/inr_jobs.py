@@ -70,7 +70,7 @@ _LAYERS = {"flatmlp": "MLP layers", "statnn": "MLP layers", "nfn": "NFN layers",
 
 
 def encoder_arguments(parser: argparse.ArgumentParser,
-                      defaults: Mapping[str, EncoderDefaults] = INR_ENCODER_DEFAULTS) -> None:
+                      defaults: Mapping[str, EncoderDefaults]) -> None:
     """``--inr-dir`` and the size flags of the encoders in ``defaults`` (the ones the job
     offers; the help names theirs only)."""
     inr_dir_argument(parser)
@@ -98,9 +98,9 @@ def sign_flip_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def encoder_settings(args: argparse.Namespace, side: str,
-                     defaults: Mapping[str, EncoderDefaults] = INR_ENCODER_DEFAULTS
-                     ) -> tuple[int, int, int]:
-    """``(hidden, layers, probes)`` of ``side`` from the flags and ``defaults``."""
+                     defaults: Mapping[str, EncoderDefaults]) -> tuple[int, int, int]:
+    """``(hidden, layers, probes)`` of ``side`` from the flags and ``defaults`` (the job's
+    own table, which :func:`encoder_arguments` was given)."""
     own = defaults[side]
     hidden = own.hidden if args.hidden is None else args.hidden
     layers = own.layers if args.layers is None else args.layers
