@@ -121,19 +121,17 @@ def test_reverse_edges_reach_ngnn_only(synthetic_set: Path) -> None:
         assert not hasattr(classify.build_classifier(args, 0, "dng"), "edge_direction")
 
 
-def test_classification_gives_ngnn_and_dng_128_probes_unless_told(synthetic_set: Path) -> None:
+def test_classification_gives_graph_encoders_128_probes_unless_told(synthetic_set: Path) -> None:
     def probes(argv: list[str], side: str) -> int:
         args = build_parser(classify.JOB).parse_args(
             ["--inr-dir", str(synthetic_set), "--hidden", "4", "--batch-size", "8",
              "--dropout", "0", *argv])
         return classify.build_classifier(args, 0, side).embed.probes.num_probes
 
-    for side in ("ngnn", "dng"):
+    for side in ("ngnn", "ngt", "dng"):
         assert probes([], side) == 128
         assert probes(["--probes", "8"], side) == 8
-    assert probes([], "ngt") == 64  # NG-T keeps the shared default
-    for side in ("ngnn", "dng"):  # and so do the other jobs
-        assert dilation.ENCODER_DEFAULTS[side].probes == 64
+        assert dilation.ENCODER_DEFAULTS[side].probes == 64  # the other jobs keep 64
 
 
 def test_sign_flip_reaches_the_training_split_only(synthetic_set: Path) -> None:
@@ -523,7 +521,7 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     text = _help(classify.main, capsys)
     assert "(default: 9)" not in text
     assert "default per encoder: flatmlp 200, statnn 200, nfn 200, ngnn 60, ngt 24, dng 70" in text
-    assert "default per encoder: ngnn 128, ngt 64, dng 128" in text
+    assert "default per encoder: ngnn 128, ngt 128, dng 128" in text
     assert "default per encoder: flatmlp 0.0, statnn 0.0, nfn 0.0, ngnn 0.998, ngt 0.0, dng " \
         "0.998" in text
     edit = _help(dilation.main, capsys)
