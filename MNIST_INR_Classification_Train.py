@@ -53,7 +53,7 @@ from jobs.inr_jobs import (
     make_encoder,
     sign_flip_argument,
 )
-from neural_graphs.encoders.build import ENCODER_NAMES
+from neural_graphs.encoders.build import ENCODER_NAMES, GRAPH_ENCODER_NAMES
 from neural_graphs.encoders.reference import REFERENCE_ENCODER_NAMES, build_reference_encoder
 from neural_graphs.inr_data import INRAugment, siren_layer_stats
 from utils.cli import probability
@@ -68,7 +68,7 @@ NUM_CLASSES = 10
 #: against 91.88%, NG-T 92.12% against 88.92%, at about the same epoch time)
 ENCODER_DEFAULTS = {**INR_ENCODER_DEFAULTS,
                     **{side: dataclasses.replace(INR_ENCODER_DEFAULTS[side], probes=128)
-                       for side in ("ngnn", "ngt", "dng")}}
+                       for side in GRAPH_ENCODER_NAMES}}
 DEFAULT_DROPOUT = 0.2
 #: default epochs under ``--encoder-config reference``, sized so that a run on 7,000
 #: training INRs stays within 45 minutes on two free cores: minutes of wall time per epoch
