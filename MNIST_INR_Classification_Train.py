@@ -45,7 +45,7 @@ from jobs.encoder_jobs import (
     with_recipe,
 )
 from jobs.inr_jobs import (
-    INR_ENCODER_DEFAULTS,
+    INR_CLASSIFICATION_DEFAULTS,
     SPLITS,
     encoder_arguments,
     encoder_settings,
@@ -53,7 +53,7 @@ from jobs.inr_jobs import (
     make_encoder,
     sign_flip_argument,
 )
-from neural_graphs.encoders.build import ENCODER_NAMES, GRAPH_ENCODER_NAMES
+from neural_graphs.encoders.build import ENCODER_NAMES
 from neural_graphs.encoders.reference import REFERENCE_ENCODER_NAMES, build_reference_encoder
 from neural_graphs.inr_data import INRAugment, siren_layer_stats
 from utils.cli import probability
@@ -63,12 +63,8 @@ from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable
 
 SCRIPT = "MNIST_INR_Classification_Train"
 NUM_CLASSES = 10
-#: this job's defaults: every encoder's shared ones, except 128 probes for the graph
-#: encoders (three seeds each, README: NG-GNN 93.25% against 89.80% with 64, DNG 94.40%
-#: against 91.88%, NG-T 92.12% against 88.92%, at about the same epoch time)
-ENCODER_DEFAULTS = {**INR_ENCODER_DEFAULTS,
-                    **{side: dataclasses.replace(INR_ENCODER_DEFAULTS[side], probes=128)
-                       for side in GRAPH_ENCODER_NAMES}}
+#: this job's defaults (128 probes for the graph encoders, the shared table otherwise)
+ENCODER_DEFAULTS = INR_CLASSIFICATION_DEFAULTS
 DEFAULT_DROPOUT = 0.2
 #: default epochs under ``--encoder-config reference``, sized so that a run on 7,000
 #: training INRs stays within 45 minutes on two free cores: minutes of wall time per epoch

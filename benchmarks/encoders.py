@@ -29,7 +29,7 @@ from torch_geometric.data import Batch
 from tqdm import tqdm
 
 from benchmarks.common import format_table, memory_use, parameter_count, time_samples
-from jobs.inr_jobs import INR_ENCODER_DEFAULTS, make_encoder
+from jobs.inr_jobs import INR_CLASSIFICATION_DEFAULTS, make_encoder
 from neural_graphs.encoders import NFN, NGGNN, DNGEncoder, FlatMLP, NGTransformer, StatNN
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.inr import SIREN, siren_from_params
@@ -85,10 +85,10 @@ def siren_batch(count: int = 128, inr_dir: Path | None = None, seed: int = 0
 
 def job_sizes() -> dict[str, Callable[[int], nn.Module]]:
     """A builder ``out_dim -> encoder`` per encoder of the INR classification job, at that
-    job's default sizes (probes included): :data:`jobs.inr_jobs.INR_ENCODER_DEFAULTS`."""
+    job's default sizes (probes included): :data:`jobs.inr_jobs.INR_CLASSIFICATION_DEFAULTS`."""
     return {name: (lambda out, d=d, name=name: make_encoder(name, out, d.hidden, d.layers,
                                                             d.probes))
-            for name, d in INR_ENCODER_DEFAULTS.items()}
+            for name, d in INR_CLASSIFICATION_DEFAULTS.items()}
 
 
 def measure(model: nn.Module, batch: Batch, warmup: int, iters: int,

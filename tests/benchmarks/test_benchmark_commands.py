@@ -37,3 +37,14 @@ def test_attention_prints_time_and_memory(capsys: pytest.CaptureFixture[str],
     assert [row.split()[len(small.name.split())] for row in rows] == ["forward", "fwd+bwd"]
     assert all("MiB" in row and row.split()[-1] in ("ok", "MISSED") for row in rows)
     assert status == int(rows[0].split()[-1] == "MISSED")
+
+
+def test_encoders_job_sizes_build_what_the_classification_job_trains() -> None:
+    import MNIST_INR_Classification_Train as classify
+    from benchmarks import encoders
+
+    builders = encoders.job_sizes()
+    assert set(builders) == set(classify.ENCODER_DEFAULTS)
+    for side in ("ngnn", "ngt", "dng"):
+        model = builders[side](10)
+        assert model.embed.probes.num_probes == classify.ENCODER_DEFAULTS[side].probes == 128
