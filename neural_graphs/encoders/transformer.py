@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.graph import saved_tensors_hooks
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
@@ -265,12 +266,21 @@ class NGTransformer(nn.Module):
             function up to rounding; the first batch of each new shape pays the
             compilation (tens of seconds), and shapes that keep changing are compiled
             once with symbolic sizes.
+        activation_budget (int, optional): bytes of relational-layer activations a
+            training forward pass on CPU keeps for the backward pass (estimated per neuron
+            pair, :meth:`pair_activation_bytes`); the chunks of graphs beyond it are
+            computed again in the backward pass instead (the same function). ``None``:
+            keep every chunk's. Default :attr:`ACTIVATION_BUDGET`.
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
           :func:`~neural_graphs.to_neural_graph` (or one graph)
         - output: :math:`(G, \text{out\_dim})`
     """
+
+    #: Default ``activation_budget``: 3 GiB, so that a training step on 128 wild CNNs stays
+    #: within 4 GB (it kept 5.4 GB) while an INR batch, which keeps less, recomputes nothing.
+    ACTIVATION_BUDGET = 3 << 30
 
     def __init__(self, out_dim: int, node_dim: int = 64, edge_dim: int = 32,
                  num_layers: int = 4, heads: int = 8, attn_dim: int = 128,
@@ -281,8 +291,12 @@ class NGTransformer(nn.Module):
                  embedding: str = "graph",
                  input_stats: Mapping[str, Sequence[float] | Tensor] | None = None,
                  attn_scale: str = "head", edge_node_bias: bool = False,
-                 compile_layers: bool = False) -> None:
+                 compile_layers: bool = False,
+                 activation_budget: int | None = ACTIVATION_BUDGET) -> None:
         super().__init__()
+        if activation_budget is not None and activation_budget < 0:
+            raise ValueError(f"activation_budget must be None or at least 0 bytes, got "
+                             f"{activation_budget}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         if embedding not in ("graph", "reference"):
@@ -315,6 +329,8 @@ class NGTransformer(nn.Module):
         self.head = head_mlp(head_hidden, out_dim, layers=1)
         self.compile_layers = compile_layers
         self.grad_checkpointing = False
+        self.activation_budget = activation_budget
+        self._pair_bytes: dict[torch.dtype, float] = {}
 
     def dense_edges(self, e: Tensor, graph: Tensor, src: Tensor, dst: Tensor, graphs: int,
                     size: int) -> Tensor:
@@ -367,21 +383,74 @@ class NGTransformer(nn.Module):
             chunks += list(chunk.split(step))
         return chunks
 
-    def run_layers(self, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
+    def run_layers(self, h: Tensor, e: Tensor, mask: Tensor, recompute: bool = False
+                   ) -> Tensor:
         """The relational layers on one chunk of padded graphs (``h`` ``[B, n, D_n]``, ``e``
         ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``). With
-        :meth:`set_grad_checkpointing` they are computed again in the backward pass instead
-        of keeping their activations."""
+        ``recompute`` (or :meth:`set_grad_checkpointing`) they are computed again in the
+        backward pass instead of keeping their activations."""
         stack = compiled_relational_stack() if self.compile_layers else relational_stack
-        if self.grad_checkpointing and torch.is_grad_enabled():
+        if (recompute or self.grad_checkpointing) and torch.is_grad_enabled():
             stack = functools.partial(checkpoint, stack, use_reentrant=False)
         return stack(self.layers, h, e, mask)
+
+    #: Neurons of the padded graph :meth:`pair_activation_bytes` measures on.
+    PROBE_NEURONS = 32
+
+    def pair_activation_bytes(self, dtype: torch.dtype) -> float:
+        """Bytes the relational layers keep for the backward pass per neuron pair of a
+        chunk, in ``dtype``: measured once (cached) on one eager forward pass over a graph
+        of :attr:`PROBE_NEURONS` neurons, every distinct saved storage counted except the
+        parameters, over its ``n * n`` pairs. An upper bound for larger graphs (the node
+        tensors grow as ``n``, not ``n * n``) and for the compiled layers, which keep
+        fewer intermediates."""
+        if dtype not in self._pair_bytes:
+            parameters = {p.untyped_storage().data_ptr() for p in self.layers.parameters()}
+            saved: dict[int, int] = {}
+
+            def pack(tensor: Tensor) -> Tensor:
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() not in parameters:
+                    saved[storage.data_ptr()] = storage.nbytes()
+                return tensor
+
+            n, layer = self.PROBE_NEURONS, self.layers[0]
+            generator = torch.Generator().manual_seed(0)
+            device = next(self.layers.parameters()).device
+            h = torch.randn(1, n, layer.attn_out.in_features, dtype=dtype,
+                            generator=generator).to(device).requires_grad_()
+            e = torch.randn(1, n, n, layer.attention.edge_v.in_features, dtype=dtype,
+                            generator=generator).to(device).requires_grad_()
+            mask = torch.ones(1, n, dtype=torch.bool, device=device)
+            with torch.enable_grad(), saved_tensors_hooks(pack, lambda tensor: tensor):
+                out = relational_stack(self.layers, h, e, mask)
+            del out
+            self._pair_bytes[dtype] = sum(saved.values()) / (n * n)
+        return self._pair_bytes[dtype]
+
+    def _recomputed_chunks(self, chunks: list[Tensor], sizes: Tensor, dtype: torch.dtype,
+                           device: torch.device) -> list[bool]:
+        """Which chunks of graphs run again in the backward pass: those past
+        ``activation_budget`` (in order) on CPU with gradients on; every one with
+        :meth:`set_grad_checkpointing`."""
+        if self.grad_checkpointing:
+            return [True] * len(chunks)
+        if (self.activation_budget is None or device.type != "cpu"
+                or not torch.is_grad_enabled()):
+            return [False] * len(chunks)
+        per_pair, kept, recompute = self.pair_activation_bytes(dtype), 0.0, []
+        for chunk in chunks:
+            cost = len(chunk) * int(sizes[chunk].max()) ** 2 * per_pair
+            recompute.append(kept + cost > self.activation_budget)
+            kept += 0.0 if recompute[-1] else cost
+        return recompute
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the relational layers of each chunk of graphs in the backward pass
         instead of keeping their ``[graphs, n, n, D]`` activations
         (:func:`torch.utils.checkpoint.checkpoint`): less memory for a second forward pass
-        (one training step on 128 wild CNNs: see the README). Off by default."""
+        (one training step on 128 wild CNNs: see the README). Off by default, when only the
+        chunks beyond ``activation_budget`` are recomputed."""
         self.grad_checkpointing = bool(enable)
 
     def forward(self, graphs: Batch | Data | list[Data]) -> Tensor:
@@ -409,14 +478,15 @@ class NGTransformer(nn.Module):
         chunks = self.graph_chunks(sizes, e.dtype, e.device)
         local, node_order, nodes_of, edges_of = _chunk_members(chunks, graph_of_node,
                                                                graph_of_edge)
+        recompute = self._recomputed_chunks(chunks, sizes, e.dtype, e.device)
         parts = []
-        for chunk, nodes, edges in zip(chunks, nodes_of, edges_of):
+        for chunk, nodes, edges, again in zip(chunks, nodes_of, edges_of, recompute):
             h_c, mask = to_dense_batch(h[nodes], local[graph_of_node[nodes]],
                                        batch_size=len(chunk))
             g = graph_of_edge[edges]
             e_c = self.dense_edges(e[edges], local[g], src[edges] - start[g],
                                    dst[edges] - start[g], len(chunk), h_c.shape[1])
-            h_c = self.run_layers(h_c, e_c, mask)
+            h_c = self.run_layers(h_c, e_c, mask, again)
             parts.append(h_c[mask])
         if len(parts) == 1:
             return NodeEmbeddings(parts[0], batch)

@@ -116,6 +116,7 @@ def test_graph_chunks_split_as_the_budget_says(monkeypatch) -> None:
                             edge_hidden=8).double()
     assert encoder.layers[0].pair_width == 3 * 8  # q, k and the value modulation per pair
     n = batch.num_nodes // 7
+    encoder.pair_activation_bytes(torch.float64)  # its one probe forward, not counted below
     seen = _count_chunks(monkeypatch)
     encoder.CHUNK_BYTES = 3 * n * n * encoder.layers[0].pair_width * 8 + 1
     encoder(batch)
@@ -174,3 +175,88 @@ def test_chunk_members_are_each_chunks_nodes_and_edges_in_batch_order() -> None:
         assert torch.equal(edges, inside[graph_of_edge].nonzero().squeeze(1))
         assert torch.equal(local[chunk], torch.arange(len(chunk)))
     assert torch.equal(node_order, torch.cat(list(nodes_of)))
+
+
+def _budget_encoder(batch: Batch) -> tuple[NGTransformer, int]:
+    """An encoder whose chunks of this batch are 3, 3 and 1 graphs, and their neurons."""
+    encoder = NGTransformer(3, node_dim=8, edge_dim=4, num_layers=2, heads=2, attn_dim=8,
+                            activation_budget=None).double()
+    n = batch.num_nodes // 7
+    encoder.CHUNK_BYTES = 3 * n * n * encoder.layers[0].pair_width * 8 + 1
+    return encoder, n
+
+
+def test_activation_budget_recomputes_the_chunks_beyond_it(monkeypatch) -> None:
+    """With room for four graphs' activations the first chunk (3) is kept, the second (3
+    more) would pass the budget and is recomputed in the backward pass, the third (1) fits
+    beside the first: counted calls, and the same outputs and gradients (float64)."""
+    batch = _siren_batch(7)
+    encoder, n = _budget_encoder(batch)
+    kept = _run(encoder, batch)
+    per_pair = encoder.pair_activation_bytes(torch.float64)
+    calls = _count_chunks(monkeypatch)
+    encoder.activation_budget = int(4 * n * n * per_pair) + 1
+    out = encoder(batch)
+    assert calls == [3, 3, 1]
+    out.sum().backward()
+    assert calls == [3, 3, 1, 3]
+    encoder.zero_grad()
+    within_budget = _run(encoder, batch)
+    for a, b in zip(kept, within_budget):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_activation_budget_none_keeps_all_zero_recomputes_all_and_eval_ignores_it(
+        monkeypatch) -> None:
+    batch = _siren_batch(7)
+    encoder, _ = _budget_encoder(batch)
+    calls = _count_chunks(monkeypatch)
+    encoder(batch).sum().backward()
+    assert calls == [3, 3, 1]
+    calls.clear()
+    encoder.activation_budget = 0
+    encoder(batch).sum().backward()
+    assert calls[0] == 1  # the probe of pair_activation_bytes, once: a graph of 32 neurons
+    assert sorted(calls[1:]) == sorted([3, 3, 1] * 2)
+    calls.clear()
+    encoder(batch).sum().backward()
+    assert sorted(calls) == sorted([3, 3, 1] * 2)
+    calls.clear()
+    with torch.no_grad():
+        encoder(batch)
+    assert calls == [3, 3, 1]
+    assert NGTransformer(3).activation_budget == NGTransformer.ACTIVATION_BUDGET == 3 << 30
+
+
+def test_pair_activation_bytes_bounds_what_a_larger_graph_keeps() -> None:
+    """The estimate per pair, measured on PROBE_NEURONS neurons, times the pairs of a larger
+    padded chunk is at least what that chunk's layers keep for the backward pass (every
+    saved storage but the parameters, counted here independently), and within 10% of it;
+    float64 keeps twice the bytes of float32."""
+    encoder = NGTransformer(3, node_dim=8, edge_dim=4, num_layers=2, heads=2, attn_dim=8)
+    per_pair32 = encoder.pair_activation_bytes(torch.float32)
+    parameters = {p.untyped_storage().data_ptr() for p in encoder.layers.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.untyped_storage().data_ptr() not in parameters:
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+    graphs, n = 3, 2 * NGTransformer.PROBE_NEURONS
+    h = torch.randn(graphs, n, 8, requires_grad=True)
+    e = torch.randn(graphs, n, n, 4, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = transformer_module.relational_stack(encoder.layers, h, e,
+                                                  torch.ones(graphs, n, dtype=torch.bool))
+    kept = sum(saved.values())
+    assert out.shape == (graphs, n, 8)
+    assert 0.9 * graphs * n * n * per_pair32 <= kept <= graphs * n * n * per_pair32
+    per_pair64 = encoder.double().pair_activation_bytes(torch.float64)
+    assert 1.9 * per_pair32 < per_pair64 <= 2 * per_pair32
+
+
+def test_activation_budget_must_be_none_or_nonnegative() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="activation_budget must be None or at least 0"):
+        NGTransformer(3, activation_budget=-1)

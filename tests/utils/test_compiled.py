@@ -64,3 +64,10 @@ def test_grad_checkpointing_reaches_every_module_that_offers_it() -> None:
     compile_argument(parser)
     assert parser.parse_args([]).grad_checkpointing is False
     assert parser.parse_args(["--grad-checkpointing"]).grad_checkpointing is True
+
+
+def test_grad_checkpointing_help_names_ngt_activation_budget() -> None:
+    parser = argparse.ArgumentParser()
+    compile_argument(parser)
+    text = " ".join(parser.format_help().split())
+    assert f"{NGTransformer.ACTIVATION_BUDGET >> 30} GiB activation budget" in text
