@@ -387,10 +387,10 @@ class NGTransformer(nn.Module):
                    ) -> Tensor:
         """The relational layers on one chunk of padded graphs (``h`` ``[B, n, D_n]``, ``e``
         ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``). With
-        ``recompute`` (or :meth:`set_grad_checkpointing`) they are computed again in the
-        backward pass instead of keeping their activations."""
+        ``recompute`` (the chunk's entry of :meth:`_recomputed_chunks`) they are computed
+        again in the backward pass instead of keeping their activations."""
         stack = compiled_relational_stack() if self.compile_layers else relational_stack
-        if (recompute or self.grad_checkpointing) and torch.is_grad_enabled():
+        if recompute and torch.is_grad_enabled():
             stack = functools.partial(checkpoint, stack, use_reentrant=False)
         return stack(self.layers, h, e, mask)
 

@@ -4,6 +4,7 @@ once (float64, outputs, node embeddings and gradients)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch_geometric.data import Batch
@@ -256,7 +257,5 @@ def test_pair_activation_bytes_bounds_what_a_larger_graph_keeps() -> None:
 
 
 def test_activation_budget_must_be_none_or_nonnegative() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="activation_budget must be None or at least 0"):
         NGTransformer(3, activation_budget=-1)
