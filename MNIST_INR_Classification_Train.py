@@ -63,7 +63,8 @@ from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable
 
 SCRIPT = "MNIST_INR_Classification_Train"
 NUM_CLASSES = 10
-#: this job's defaults (128 probes for the graph encoders, the shared table otherwise)
+#: this job's defaults (128 probes for NG-GNN and NG-T, 256 for DNG, the shared table
+#: otherwise)
 ENCODER_DEFAULTS = INR_CLASSIFICATION_DEFAULTS
 DEFAULT_DROPOUT = 0.2
 #: default epochs under ``--encoder-config reference``, sized so that a run on 7,000

@@ -121,15 +121,15 @@ def test_reverse_edges_reach_ngnn_only(synthetic_set: Path) -> None:
         assert not hasattr(classify.build_classifier(args, 0, "dng"), "edge_direction")
 
 
-def test_classification_gives_graph_encoders_128_probes_unless_told(synthetic_set: Path) -> None:
+def test_classification_gives_graph_encoders_more_probes_unless_told(synthetic_set: Path) -> None:
     def probes(argv: list[str], side: str) -> int:
         args = build_parser(classify.JOB).parse_args(
             ["--inr-dir", str(synthetic_set), "--hidden", "4", "--batch-size", "8",
              "--dropout", "0", *argv])
         return classify.build_classifier(args, 0, side).embed.probes.num_probes
 
-    for side in ("ngnn", "ngt", "dng"):
-        assert probes([], side) == 128
+    for side, default in (("ngnn", 128), ("ngt", 128), ("dng", 256)):
+        assert probes([], side) == default
         assert probes(["--probes", "8"], side) == 8
         assert dilation.ENCODER_DEFAULTS[side].probes == 64  # the other jobs keep 64
 

@@ -45,6 +45,6 @@ def test_encoders_job_sizes_build_what_the_classification_job_trains() -> None:
 
     builders = encoders.job_sizes()
     assert set(builders) == set(classify.ENCODER_DEFAULTS)
-    for side in ("ngnn", "ngt", "dng"):
+    for side, probes in (("ngnn", 128), ("ngt", 128), ("dng", 256)):
         model = builders[side](10)
-        assert model.embed.probes.num_probes == classify.ENCODER_DEFAULTS[side].probes == 128
+        assert model.embed.probes.num_probes == classify.ENCODER_DEFAULTS[side].probes == probes
