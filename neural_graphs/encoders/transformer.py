@@ -54,10 +54,14 @@ class RelationalAttention(nn.Module):
     scores are divided by :math:`\sqrt{d}`, ``d`` the size of a head (``scale=None``), or
     multiplied by ``scale`` (the reference: :math:`1/\sqrt{\text{attn\_dim}}`).
 
+    With ``rows`` (a slice of the nodes), ``e`` holds only those rows (the pairs ``(i, j)``
+    of the nodes ``i`` in ``rows``, every ``j``) and the output is theirs: the same values
+    as those rows of the whole.
+
     Shapes:
-        - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)`, mask
-          :math:`(B, n)` bool
-        - output: :math:`(B, n, D_n)`
+        - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)` (or
+          :math:`(B, r, n, D_e)`, the ``r`` nodes of ``rows``), mask :math:`(B, n)` bool
+        - output: :math:`(B, n, D_n)` (or :math:`(B, r, D_n)`)
     """
 
     def __init__(self, node_dim: int, edge_dim: int, attn_dim: int, heads: int,
@@ -75,11 +79,15 @@ class RelationalAttention(nn.Module):
         self.edge_v = _xavier_linear(edge_dim, attn_dim, bias=False)
         self.out = _xavier_linear(attn_dim, node_dim)
 
-    def forward(self, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, h: Tensor, e: Tensor, mask: Tensor, rows: slice | None = None
+                ) -> Tensor:
         b, n = h.shape[:2]
+        r = e.shape[1]
         hd = (self.heads, self.head_dim)
         q_n, k_n, v_n = self.node_qkv(h).view(b, n, 3, *hd).unbind(2)
-        parts = self.edge_qk(e).view(b, n, n, -1, *hd).unbind(3)
+        if rows is not None:
+            q_n = q_n[:, rows]
+        parts = self.edge_qk(e).view(b, r, n, -1, *hd).unbind(3)
         q = q_n.unsqueeze(2) + parts[0]  # [b, i, j, heads, d]
         k = k_n.unsqueeze(1) + parts[1]
         if self.scale is None:
@@ -96,7 +104,7 @@ class RelationalAttention(nn.Module):
         pooled = torch.einsum("bijh,bijc->bihc", attn, e)
         weight = self.edge_v.weight.view(*hd, -1)  # [heads, d, edge_dim]
         out = out + torch.einsum("bihc,hdc->bihd", pooled, weight)
-        return self.out(out.reshape(b, n, -1))
+        return self.out(out.reshape(b, r, -1))
 
 
 class RelationalLayer(nn.Module):
@@ -111,6 +119,11 @@ class RelationalLayer(nn.Module):
     :math:`W_s, W_t` without biases (redundant with :math:`W_e`'s), or with them
     (``edge_node_bias``, the reference's parameters); ``attn_scale`` is the attention's
     ``scale``.
+
+    With ``rows``, the pair tensors are computed in blocks of that many rows of ``e`` (the
+    pairs whose first neuron is one of ``rows`` neurons): the same function, with no
+    intermediate larger than a block, for graphs whose ``[n, n, D]`` tensors are too
+    large to allocate cheaply (:meth:`NGTransformer.pair_rows`).
 
     Shapes:
         - input: nodes :math:`(B, n, D_n)`, edges :math:`(B, n, n, D_e)`, mask
@@ -151,22 +164,57 @@ class RelationalLayer(nn.Module):
             widths.append(self.edge_pair.out_features)
         return max(widths)
 
-    def forward(self, h: Tensor, e: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.node_norm0(h + self.attn_out(self.attention(h, e, mask)))
+    def forward(self, h: Tensor, e: Tensor, mask: Tensor, rows: int | None = None
+                ) -> tuple[Tensor, Tensor]:
+        blocks = _row_blocks(e, rows)
+        attended = _join_rows([self.attention(h, row, mask, where)
+                               for where, row, _ in blocks])
+        h = self.node_norm0(h + self.attn_out(attended))
         h = self.node_norm1(h + self.node_mlp(h))
         if self.update_edges:
-            pair = self.edge_pair(e) + self.edge_reverse(e).transpose(1, 2)
-            update = pair + self.edge_source(h).unsqueeze(2) + self.edge_target(h).unsqueeze(1)
-            e = self.edge_norm0(e + self.edge_out(F.gelu(update)))
-            e = self.edge_norm1(e + self.edge_mlp(e))
+            source, target = self.edge_source(h), self.edge_target(h).unsqueeze(1)
+            e = _join_rows([self._edge_update(row, column,
+                                              source if where is None else source[:, where],
+                                              target)
+                            for where, row, column in blocks])
         return h, e
 
+    def _edge_update(self, e: Tensor, column: Tensor, source: Tensor, target: Tensor
+                     ) -> Tensor:
+        """The updated edges of rows ``e`` ``[B, r, n, D]``, from the columns of the same
+        nodes ``column`` ``[B, n, r, D]`` (the reversed pairs), their neurons' ``source``
+        projections ``[B, r, H]`` and every neuron's ``target`` ``[B, 1, n, H]``."""
+        pair = self.edge_pair(e) + self.edge_reverse(column).transpose(1, 2)
+        update = pair + source.unsqueeze(2) + target
+        e = self.edge_norm0(e + self.edge_out(F.gelu(update)))
+        return self.edge_norm1(e + self.edge_mlp(e))
 
-def relational_stack(layers: nn.ModuleList, h: Tensor, e: Tensor, mask: Tensor) -> Tensor:
+
+def _row_blocks(e: Tensor, rows: int | None) -> list[tuple[slice | None, Tensor, Tensor]]:
+    """``e`` ``[B, n, n, D]`` in blocks of ``rows`` rows: each block's nodes (``None``: all),
+    its rows ``[B, r, n, D]`` and the same nodes' columns ``[B, n, r, D]``. Made by
+    ``split``, not slicing, so that the backward pass assembles the gradient of ``e`` once
+    instead of once a block; one block, ``e`` itself, when ``rows`` covers the graph."""
+    n = e.shape[1]
+    if rows is None or rows >= n:
+        return [(None, e, e)]
+    starts = range(0, n, rows)
+    return [(slice(i, i + rows), row, column) for i, row, column in
+            zip(starts, e.split(rows, dim=1), e.split(rows, dim=2))]
+
+
+def _join_rows(blocks: list[Tensor]) -> Tensor:
+    """Row blocks (dim 1) back into one tensor."""
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+
+
+def relational_stack(layers: nn.ModuleList, h: Tensor, e: Tensor, mask: Tensor,
+                     rows: int | None = None) -> Tensor:
     """The final node states after every layer of ``layers`` (padded nodes ``h``
-    ``[B, n, D_n]``, edges ``e`` ``[B, n, n, D_e]``, ``mask`` ``[B, n]``)."""
+    ``[B, n, D_n]``, edges ``e`` ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), the pair tensors
+    in blocks of ``rows`` rows if given (:class:`RelationalLayer`)."""
     for layer in layers:
-        h, e = layer(h, e, mask)
+        h, e = layer(h, e, mask, rows)
     return h
 
 
@@ -373,7 +421,8 @@ class NGTransformer(nn.Module):
         """:meth:`size_chunks`, each split further into chunks of graphs whose widest pair
         tensor (``[graphs, n, n, width]``, ``n`` the chunk's largest graph) stays within
         :attr:`CHUNK_BYTES` on CPU. Each chunk builds its own dense edges and runs the
-        layers alone, so no tensor of a step holds more than a chunk's pairs."""
+        layers alone, so no tensor of a step holds more than a chunk's pairs; a graph too
+        large for a chunk of its own runs its layers in row blocks (:meth:`pair_rows`)."""
         width = max(layer.pair_width for layer in self.layers)
         chunks = []
         for chunk in self.size_chunks(sizes):
@@ -392,7 +441,21 @@ class NGTransformer(nn.Module):
         stack = compiled_relational_stack() if self.compile_layers else relational_stack
         if recompute and torch.is_grad_enabled():
             stack = functools.partial(checkpoint, stack, use_reentrant=False)
-        return stack(self.layers, h, e, mask)
+        return stack(self.layers, h, e, mask, self.pair_rows(*e.shape[:2], e.dtype, e.device))
+
+    def pair_rows(self, graphs: int, n: int, dtype: torch.dtype, device: torch.device
+                  ) -> int | None:
+        """Rows of the pair tensors the relational layers compute at once on a chunk of
+        ``graphs`` graphs padded to ``n`` neurons: all of them (``None``) off the CPU or
+        where the chunk's widest pair tensor fits :attr:`CHUNK_BYTES`, else as many as
+        keep a block within it, at least one. Only a graph too large for a chunk of its
+        own is split so (a ViT of 747 neurons at the zoo job's sizes: 214 MB a pair tensor,
+        13 blocks of 58 rows)."""
+        width = max(layer.pair_width for layer in self.layers)
+        row_bytes = graphs * n * width * dtype.itemsize
+        if device.type != "cpu" or row_bytes * n <= self.CHUNK_BYTES:
+            return None
+        return max(1, self.CHUNK_BYTES // row_bytes)
 
     #: Neurons of the padded graph :meth:`pair_activation_bytes` measures on.
     PROBE_NEURONS = 32

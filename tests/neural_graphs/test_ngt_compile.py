@@ -67,6 +67,18 @@ def test_compiled_layers_equal_eager_on_graphs_of_several_sizes() -> None:
     _compare(eager, compiled, mixed, 1e-10)
 
 
+def test_compiled_layers_in_row_blocks_equal_eager() -> None:
+    """A graph too large for a chunk runs in row blocks (5 and 4 of its 9 neurons),
+    compiled through the same stack: the eager function, float64."""
+    torch.manual_seed(3)
+    batch = Batch.from_data_list([to_neural_graph(_mlp(6, 1, torch.float64))])
+    eager, compiled = _pair(torch.float64, batch)
+    n, width = batch.num_nodes, compiled.layers[0].pair_width
+    compiled.CHUNK_BYTES = 5 * n * width * 8
+    assert (n, compiled.pair_rows(1, n, torch.float64, torch.device("cpu"))) == (9, 5)
+    _compare(eager, compiled, batch, 1e-10)
+
+
 def test_compiled_reference_configuration_equals_eager_in_float32() -> None:
     torch.manual_seed(2)
     batch = Batch.from_data_list([to_neural_graph(_mlp(6, 2, torch.float32))

@@ -82,9 +82,9 @@ def _count_chunks(monkeypatch) -> list[int]:
     seen: list[int] = []
     original = transformer_module.relational_stack
 
-    def counting(layers, h, e, mask):
+    def counting(layers, h, e, mask, rows=None):
         seen.append(h.shape[0])
-        return original(layers, h, e, mask)
+        return original(layers, h, e, mask, rows)
     monkeypatch.setattr(transformer_module, "relational_stack", counting)
     return seen
 
@@ -259,3 +259,56 @@ def test_pair_activation_bytes_bounds_what_a_larger_graph_keeps() -> None:
 def test_activation_budget_must_be_none_or_nonnegative() -> None:
     with pytest.raises(ValueError, match="activation_budget must be None or at least 0"):
         NGTransformer(3, activation_budget=-1)
+
+
+@pytest.mark.parametrize("modulate_v", [True, False])
+@pytest.mark.parametrize("update_edges", [True, False])
+def test_layer_in_row_blocks_equals_the_whole(modulate_v: bool, update_edges: bool) -> None:
+    """A relational layer over its pair tensors in blocks of 3 rows (the last block short)
+    equals it over all of them: node and edge outputs and the gradients of its inputs and
+    parameters, two padded graphs, float64."""
+    torch.manual_seed(2)
+    layer = transformer_module.RelationalLayer(8, 4, 8, 16, 12, 2, update_edges,
+                                               modulate_v).double()
+    h = torch.randn(2, 10, 8, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(2, 10, 10, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+
+    def run(rows: int | None) -> list[torch.Tensor]:
+        h_out, e_out = layer(h, e, mask, rows)
+        loss = (h_out * torch.linspace(-1, 1, h_out.numel()).view_as(h_out)).sum() \
+            + (e_out * torch.linspace(1, -2, e_out.numel()).view_as(e_out)).sum()
+        return [h_out, e_out, *torch.autograd.grad(loss, [h, e, *layer.parameters()])]
+
+    for a, b in zip(run(None), run(3)):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_graph_too_large_for_a_chunk_runs_in_row_blocks(monkeypatch) -> None:
+    """Past CHUNK_BYTES for one graph the layers run in row blocks (counted), with the same
+    outputs, node embeddings and gradients as without (float64); off the CPU, or where a
+    chunk fits, never."""
+    batch = _siren_batch(3)
+    encoder = NGTransformer(3, node_dim=8, edge_dim=4, num_layers=3, heads=2,
+                            attn_dim=8).double()
+    whole = _run(encoder, batch)
+    n, width = batch.num_nodes // 3, encoder.layers[0].pair_width
+    encoder.CHUNK_BYTES = 5 * n * width * 8  # five rows of one graph's widest tensor
+    rows: list[int | None] = []
+    original = transformer_module.relational_stack
+
+    def recording(layers, h, e, mask, block_rows=None):
+        rows.append(block_rows)
+        return original(layers, h, e, mask, block_rows)
+    monkeypatch.setattr(transformer_module, "relational_stack", recording)
+    blocked = _run(encoder, batch)
+    assert rows and set(rows) == {5}
+    for a, b in zip(whole, blocked):
+        assert (a - b).abs().max().item() < 1e-12
+    cpu = torch.device("cpu")
+    assert encoder.pair_rows(1, n, torch.float64, cpu) == 5
+    assert encoder.pair_rows(1, n, torch.float32, cpu) == 10
+    assert encoder.pair_rows(1, 4, torch.float64, cpu) is None
+    assert encoder.pair_rows(1, n, torch.float64, torch.device("meta")) is None
+    assert encoder.pair_rows(1000, n, torch.float64, cpu) == 1
