@@ -521,7 +521,7 @@ def test_help_shows_per_encoder_epochs_the_offered_encoders_and_no_data_dir(
     text = _help(classify.main, capsys)
     assert "(default: 9)" not in text
     assert "default per encoder: flatmlp 200, statnn 200, nfn 200, ngnn 60, ngt 24, dng 70" in text
-    assert "default per encoder: ngnn 128, ngt 128, dng 128" in text
+    assert "default per encoder: ngnn 128, ngt 128, dng 256" in text
     assert "default per encoder: flatmlp 0.0, statnn 0.0, nfn 0.0, ngnn 0.998, ngt 0.0, dng " \
         "0.998" in text
     edit = _help(dilation.main, capsys)
