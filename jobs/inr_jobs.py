@@ -57,11 +57,11 @@ INR_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
 #: and NG-T, 256 for DNG (three seeds each, README: NG-GNN 93.25% against 89.80% with 64,
 #: NG-T 92.12% against 88.92%, DNG 95.17% with 256 against 94.40% with 128 and 91.88% with
 #: 64, each at about the same epoch time)
-CLASSIFICATION_PROBES = {"ngnn": 128, "ngt": 128, "dng": 256}
+_CLASSIFICATION_PROBES = {"ngnn": 128, "ngt": 128, "dng": 256}
 INR_CLASSIFICATION_DEFAULTS: dict[str, EncoderDefaults] = {
     **INR_ENCODER_DEFAULTS,
     **{side: dataclasses.replace(INR_ENCODER_DEFAULTS[side], probes=probes)
-       for side, probes in CLASSIFICATION_PROBES.items()}}
+       for side, probes in _CLASSIFICATION_PROBES.items()}}
 
 
 # --------------------------------------------------------------------------- flags
