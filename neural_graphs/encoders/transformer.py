@@ -396,6 +396,12 @@ class NGTransformer(nn.Module):
             no_edge = self.no_edge
         return dense + (count == 0).unsqueeze(-1).to(e.dtype) * no_edge
 
+    @property
+    def pair_width(self) -> int:
+        """Features per neuron pair of the widest ``[B, n, n, width]`` tensor of any layer
+        (:attr:`RelationalLayer.pair_width`)."""
+        return max(layer.pair_width for layer in self.layers)
+
     #: Graphs whose neuron counts round up to the same multiple of this pad to one size
     #: together (graphs of one size, every INR set, stay one chunk).
     SIZE_BUCKET = 8
@@ -423,8 +429,7 @@ class NGTransformer(nn.Module):
         :attr:`CHUNK_BYTES` on CPU. Each chunk builds its own dense edges and runs the
         layers alone, so no tensor of a step holds more than a chunk's pairs; a graph too
         large for a chunk of its own runs its layers in row blocks (:meth:`pair_rows`)."""
-        width = max(layer.pair_width for layer in self.layers)
-        chunks = []
+        width, chunks = self.pair_width, []
         for chunk in self.size_chunks(sizes):
             n = int(sizes[chunk].max())
             step = graphs_per_chunk(n * n * width * dtype.itemsize, len(chunk), device.type,
@@ -444,18 +449,15 @@ class NGTransformer(nn.Module):
         return stack(self.layers, h, e, mask, self.pair_rows(*e.shape[:2], e.dtype, e.device))
 
     def pair_rows(self, graphs: int, n: int, dtype: torch.dtype, device: torch.device
-                  ) -> int | None:
+                  ) -> int:
         """Rows of the pair tensors the relational layers compute at once on a chunk of
-        ``graphs`` graphs padded to ``n`` neurons: all of them (``None``) off the CPU or
-        where the chunk's widest pair tensor fits :attr:`CHUNK_BYTES`, else as many as
-        keep a block within it, at least one. Only a graph too large for a chunk of its
-        own is split so (a ViT of 747 neurons at the zoo job's sizes: 214 MB a pair tensor,
-        13 blocks of 58 rows)."""
-        width = max(layer.pair_width for layer in self.layers)
-        row_bytes = graphs * n * width * dtype.itemsize
-        if device.type != "cpu" or row_bytes * n <= self.CHUNK_BYTES:
-            return None
-        return max(1, self.CHUNK_BYTES // row_bytes)
+        ``graphs`` graphs padded to ``n`` neurons (:func:`~utils.memory.graphs_per_chunk`
+        over rows): all ``n`` off the CPU or where the chunk's widest pair tensor fits
+        :attr:`CHUNK_BYTES`, else as many as keep a block within it, at least one. Only a
+        graph too large for a chunk of its own is split so (a ViT of 747 neurons at the zoo
+        job's sizes: 214 MB a pair tensor, 13 blocks of 58 rows)."""
+        return graphs_per_chunk(graphs * n * self.pair_width * dtype.itemsize, n,
+                                device.type, self.CHUNK_BYTES)
 
     #: Neurons of the padded graph :meth:`pair_activation_bytes` measures on.
     PROBE_NEURONS = 32

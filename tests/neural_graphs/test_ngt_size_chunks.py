@@ -295,7 +295,7 @@ def test_graph_too_large_for_a_chunk_runs_in_row_blocks(monkeypatch) -> None:
     whole = _run(encoder, batch)
     n, width = batch.num_nodes // 3, encoder.layers[0].pair_width
     encoder.CHUNK_BYTES = 5 * n * width * 8  # five rows of one graph's widest tensor
-    rows: list[int | None] = []
+    rows: list[int] = []
     original = transformer_module.relational_stack
 
     def recording(layers, h, e, mask, block_rows=None):
@@ -309,6 +309,6 @@ def test_graph_too_large_for_a_chunk_runs_in_row_blocks(monkeypatch) -> None:
     cpu = torch.device("cpu")
     assert encoder.pair_rows(1, n, torch.float64, cpu) == 5
     assert encoder.pair_rows(1, n, torch.float32, cpu) == 10
-    assert encoder.pair_rows(1, 4, torch.float64, cpu) is None
-    assert encoder.pair_rows(1, n, torch.float64, torch.device("meta")) is None
+    assert encoder.pair_rows(1, 4, torch.float64, cpu) == 4  # all rows: one block
+    assert encoder.pair_rows(1, n, torch.float64, torch.device("meta")) == n
     assert encoder.pair_rows(1000, n, torch.float64, cpu) == 1
