@@ -21,8 +21,8 @@ from neural_graphs.encoders.probes import ProbeFeatures
 from neural_graphs.graph import EDGE_TYPES
 
 __all__ = ["FOURIER_ROWS", "STATS_KEYS", "ConstructorEmbedding", "FourierFeatures",
-           "GraphEmbedding", "IndexEmbedding", "fourier_linear", "gaussian_encoding",
-           "gaussian_projection"]
+           "GraphEmbedding", "IndexEmbedding", "folded_linear", "fourier_linear",
+           "gaussian_encoding", "gaussian_projection"]
 
 #: the per-layer statistics the reference normalizes weights and biases with (its
 #: ``stats``): one number per layer of weights each
@@ -87,24 +87,42 @@ class _FourierLinear(torch.autograd.Function):
         return None, None, grad_weight, grad_bias
 
 
-def fourier_linear(project: Callable[[Tensor], Tensor], v: Tensor, linear: nn.Linear
-                   ) -> Tensor:
+def fourier_linear(project: Callable[[Tensor], Tensor], v: Tensor, linear: nn.Linear,
+                   then: nn.Linear | None = None) -> Tensor:
     r""":math:`\text{linear}([\cos(p), \sin(p)])` with :math:`p` = ``project(v)`` (the
     phases of random Fourier features), computed :data:`FOURIER_ROWS` rows at a time
     without storing the features for the backward pass when ``v`` needs no gradient (the
     scalars of a network's weights); otherwise through autograd as written.
 
+    With ``then``, :math:`\text{then}(\text{linear}(\cdot))` as one affine map
+    (:func:`folded_linear`): a product of the two small weights instead of a second pass,
+    forward and backward, over every row.
+
     Shapes:
         - input: :math:`(*, \text{in})`
-        - output: :math:`(*, \text{linear.out\_features})`
+        - output: :math:`(*, \text{linear.out\_features})`, or
+          :math:`(*, \text{then.out\_features})`
     """
-    if v.requires_grad or v.dtype != linear.weight.dtype:
-        return linear(_cos_sin(project(v)))
+    weight, bias = folded_linear(linear, then)
+    if v.requires_grad or v.dtype != weight.dtype:
+        return F.linear(_cos_sin(project(v)), weight, bias)
     if v.dim() == 2:
-        return _FourierLinear.apply(project, v, linear.weight, linear.bias)
-    out = _FourierLinear.apply(project, v.reshape(-1, v.shape[-1]), linear.weight,
-                               linear.bias)
+        return _FourierLinear.apply(project, v, weight, bias)
+    out = _FourierLinear.apply(project, v.reshape(-1, v.shape[-1]), weight, bias)
     return out.view(*v.shape[:-1], out.shape[-1])
+
+
+def folded_linear(linear: nn.Linear, then: nn.Linear | None = None
+                  ) -> tuple[Tensor, Tensor | None]:
+    r"""Weight and bias of :math:`\text{then} \circ \text{linear}`: :math:`W_t W_l` and
+    :math:`W_t b_l + b_t` (those of ``linear`` without ``then``). Gradients reach both
+    layers' parameters through the product."""
+    if then is None:
+        return linear.weight, linear.bias
+    weight = then.weight @ linear.weight
+    if linear.bias is None:
+        return weight, then.bias
+    return weight, F.linear(linear.bias, then.weight, then.bias)
 
 
 class FourierFeatures(LazyModuleMixin, nn.Module):
@@ -159,12 +177,12 @@ class FourierFeatures(LazyModuleMixin, nn.Module):
         r"""The phases :math:`2\pi v B` whose cosines and sines are the features."""
         return (2 * math.pi) * (v @ self.frequencies.to(v.dtype))
 
-    def linear(self, v: Tensor, linear: nn.Linear) -> Tensor:
-        """``linear(self(v))`` without storing the features for the backward pass
-        (:func:`fourier_linear`)."""
+    def linear(self, v: Tensor, linear: nn.Linear, then: nn.Linear | None = None) -> Tensor:
+        """``linear(self(v))`` (``then(linear(self(v)))`` with ``then``) without storing
+        the features for the backward pass (:func:`fourier_linear`)."""
         if self.has_uninitialized_params():
             self(v[..., :1, :])  # draw the lazy frequencies from v's width
-        return fourier_linear(self.project, v, linear)
+        return fourier_linear(self.project, v, linear, then)
 
     @property
     def out_features(self) -> int:
@@ -271,9 +289,14 @@ class GraphEmbedding(nn.Module):
             pos = pos.index_copy(0, where, table(node_position[where]).to(pos.dtype))
         return pos
 
-    def edges(self, batch: Batch) -> Tensor:
-        return self.edge_rff.linear(batch.edge_attr, self.edge_proj) + \
-            self.edge_type(batch.edge_type)
+    def edges(self, batch: Batch, then: nn.Linear | None = None) -> Tensor:
+        """:math:`e_{ij}` of every edge, or ``then`` of them, folded into the Fourier
+        features' projection and the type table (:func:`folded_linear`)."""
+        if then is None:
+            return self.edge_rff.linear(batch.edge_attr, self.edge_proj) + \
+                self.edge_type(batch.edge_type)
+        return self.edge_rff.linear(batch.edge_attr, self.edge_proj, then) + \
+            F.embedding(batch.edge_type, F.linear(self.edge_type.weight, then.weight))
 
 
 
@@ -425,9 +448,10 @@ class ConstructorEmbedding(nn.Module):
         return torch.cat([edge_index, edge_index.flip(0)], 1) if self.reverse_edges \
             else edge_index
 
-    def edges(self, batch: Batch) -> Tensor:
-        r""":math:`W_e\,\gamma_e(v) + c_e` of the edges of :meth:`edge_index`."""
-        return self.edge_features(self.edge_values(batch))
+    def edges(self, batch: Batch, then: nn.Linear | None = None) -> Tensor:
+        r""":math:`W_e\,\gamma_e(v) + c_e` of the edges of :meth:`edge_index` (``then`` of
+        them with ``then``: :meth:`edge_features`)."""
+        return self.edge_features(self.edge_values(batch), then)
 
     def edge_values(self, batch: Batch) -> Tensor:
         """The vectors :math:`v` of the edges of :meth:`edge_index` (no parameters)."""
@@ -441,14 +465,15 @@ class ConstructorEmbedding(nn.Module):
             w = torch.cat([torch.cat([w, zero, w], -1), torch.cat([zero, w, w], -1)], 0)
         return w
 
-    def edge_features(self, values: Tensor) -> Tensor:
-        r""":math:`W_e\,\gamma_e(v) + c_e` of :meth:`edge_values` rows."""
-        return fourier_linear(self._edge_projection, values, self.edge_proj)
+    def edge_features(self, values: Tensor, then: nn.Linear | None = None) -> Tensor:
+        r""":math:`W_e\,\gamma_e(v) + c_e` of :meth:`edge_values` rows, or ``then`` of
+        them, the two maps folded into one (:func:`folded_linear`)."""
+        return fourier_linear(self._edge_projection, values, self.edge_proj, then)
 
     def _edge_projection(self, values: Tensor) -> Tensor:
         return gaussian_projection(values, self.edge_b)
 
-    def no_edge(self, like: Tensor) -> Tensor:
+    def no_edge(self, like: Tensor, then: nn.Linear | None = None) -> Tensor:
         """The features of an unconnected pair, :math:`v = 0` (of ``like``'s dtype and
-        device)."""
-        return self.edge_features(like.new_zeros(1, self.edge_b.shape[1]))[0]
+        device; ``then`` of them with ``then``)."""
+        return self.edge_features(like.new_zeros(1, self.edge_b.shape[1]), then)[0]

@@ -333,14 +333,15 @@ class NGGNN(nn.Module):
                 for block, rows in zip(plan.layout.blocks, plan.rows)], None
 
     def _embed_edges(self, fields: dict[str, Tensor]) -> Tensor:
-        """Edge features of the edges whose embedding inputs are ``fields`` (their
-        Fourier features made in cache-sized chunks and not stored:
-        :func:`~neural_graphs.encoders.embeddings.fourier_linear`)."""
+        """Edge features of the edges whose embedding inputs are ``fields``: ``edge_in``
+        folded into the embedding's projection (one product of small weights, not a pass
+        over every edge), the Fourier features made in cache-sized chunks and not stored
+        (:func:`~neural_graphs.encoders.embeddings.fourier_linear`)."""
         if self.feature_kind == "reference":
-            return self.edge_in(self.embed.edge_features(fields["values"]))
+            return self.embed.edge_features(fields["values"], self.edge_in)
         direction = fields.get("direction")
-        e = self.edge_in(self.embed.edges(Data(**{k: v for k, v in fields.items()
-                                                  if k != "direction"})))
+        e = self.embed.edges(Data(**{k: v for k, v in fields.items() if k != "direction"}),
+                             self.edge_in)
         return e if direction is None else e + self.edge_direction(direction)
 
     def _normalize(self, index: int, h: Tensor, batch: Batch) -> Tensor:

@@ -391,7 +391,7 @@ class NGTransformer(nn.Module):
         count = torch.zeros(graphs, size, size, dtype=e.dtype, device=e.device)
         count = count.index_put(index, torch.ones_like(e[:, 0]), accumulate=True)
         if self.no_edge is None:  # the reference: the embedded weight 0
-            no_edge = self.edge_in(self.embed.no_edge(e))  # type: ignore[union-attr]
+            no_edge = self.embed.no_edge(e, self.edge_in)  # type: ignore[union-attr]
         else:
             no_edge = self.no_edge
         return dense + (count == 0).unsqueeze(-1).to(e.dtype) * no_edge
@@ -535,7 +535,7 @@ class NGTransformer(nn.Module):
         h = self.node_in(self.embed.nodes(batch))
         if isinstance(self.embed, ConstructorEmbedding):
             h = h + self.embed.position_embedding(batch)
-        e = self.edge_in(self.embed.edges(batch))
+        e = self.embed.edges(batch, self.edge_in)  # edge_in folded in
         graph_of_node, start = graph_ids(batch), node_ptr(batch)
         sizes = start[1:] - start[:-1]
         src, dst = batch.edge_index

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch_geometric.data import Data
 
 import neural_graphs.encoders.embeddings as embeddings
 from neural_graphs.encoders.embeddings import (
@@ -76,3 +77,60 @@ def test_constructor_edge_features_keep_the_reference_function(monkeypatch) -> N
     values = torch.randn(11, 3, dtype=torch.float64)
     expected = embed.edge_proj(gaussian_encoding(values, embed.edge_b))
     torch.testing.assert_close(embed.edge_features(values), expected, rtol=1e-12, atol=1e-12)
+
+
+def _grads(module: nn.Module) -> list[torch.Tensor]:
+    grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    return grads
+
+
+@pytest.mark.parametrize("bias", [(True, True), (True, False), (False, True), (False, False)])
+def test_fourier_linear_folds_a_following_linear_in_float64(monkeypatch, bias) -> None:
+    monkeypatch.setattr(embeddings, "FOURIER_ROWS", 3)
+    torch.manual_seed(0)
+    rff = FourierFeatures(5, 2.0, in_features=2).double()
+    layers = nn.Sequential(nn.Linear(10, 4, bias=bias[0]), nn.Linear(4, 3, bias=bias[1]))
+    layers.double()
+    v = torch.randn(8, 2, dtype=torch.float64)
+    grad = torch.randn(8, 3, dtype=torch.float64)
+    folded = fourier_linear(rff.project, v, layers[0], then=layers[1])
+    folded.backward(grad)
+    folded_grads = _grads(layers)
+    written = layers(rff(v))
+    written.backward(grad)
+    torch.testing.assert_close(folded, written, rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(folded_grads, _grads(layers)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert "FourierLinear" in type(folded.grad_fn).__name__
+
+
+def test_graph_embedding_edges_fold_the_encoders_input_projection() -> None:
+    """``edges(batch, then)`` = ``then(edges(batch))``: the projection folded into the
+    Fourier features' weights and the edge-type table, values and every gradient."""
+    torch.manual_seed(0)
+    embed = embeddings.GraphEmbedding(6, 5, rff_dim=4).double()
+    then = nn.Linear(5, 7).double()
+    batch = Data(edge_attr=torch.randn(9, 3, dtype=torch.float64),
+                 edge_type=torch.tensor([0, 1, 2, 0, 1, 2, 0, 0, 1]))
+    grad = torch.randn(9, 7, dtype=torch.float64)
+    folded = embed.edges(batch, then)
+    folded.backward(grad)
+    trained = nn.ModuleList([embed.edge_proj, embed.edge_type, then])
+    folded_grads = _grads(trained)
+    written = then(embed.edges(batch))
+    written.backward(grad)
+    torch.testing.assert_close(folded, written, rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(folded_grads, _grads(trained)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_constructor_edges_and_no_edge_fold_the_encoders_input_projection() -> None:
+    torch.manual_seed(0)
+    embed = ConstructorEmbedding(6, rff_dim=5, reverse_edges=True).double()
+    then = nn.Linear(6, 4).double()
+    values = torch.randn(11, 3, dtype=torch.float64)
+    torch.testing.assert_close(embed.edge_features(values, then),
+                               then(embed.edge_features(values)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(embed.no_edge(values, then), then(embed.no_edge(values)),
+                               rtol=1e-12, atol=1e-12)
