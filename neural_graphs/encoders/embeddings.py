@@ -292,11 +292,10 @@ class GraphEmbedding(nn.Module):
     def edges(self, batch: Batch, then: nn.Linear | None = None) -> Tensor:
         """:math:`e_{ij}` of every edge, or ``then`` of them, folded into the Fourier
         features' projection and the type table (:func:`folded_linear`)."""
-        if then is None:
-            return self.edge_rff.linear(batch.edge_attr, self.edge_proj) + \
-                self.edge_type(batch.edge_type)
+        types = self.edge_type.weight if then is None else \
+            F.linear(self.edge_type.weight, then.weight)
         return self.edge_rff.linear(batch.edge_attr, self.edge_proj, then) + \
-            F.embedding(batch.edge_type, F.linear(self.edge_type.weight, then.weight))
+            F.embedding(batch.edge_type, types)
 
 
 
