@@ -395,7 +395,7 @@ class _EdgeLayer(torch.autograd.Function):
             if not cfg.update:
                 torch.mm(g_enc, w_enc, out=g_x)
                 continue
-            g_y = g_enc @ w_enc
+            g_y = torch.mm(g_enc, w_enc, out=g_x)  # g_x holds g_y until its last use
             if g_new is not None:
                 g_y += g_new[tile].view(rows, channels)
             g.weight(g.w_o, g.b_o, g_y, a.view(rows, channels))
@@ -404,7 +404,7 @@ class _EdgeLayer(torch.autograd.Function):
             g.source(g.ls, g_pre.view(x.shape), tile)
             g.target(g.lt, g_pre.view(x.shape), tile)
             if cfg.residual:
-                torch.addmm(g_y, g_pre, w_e, out=g_x)
+                g_x.addmm_(g_pre, w_e)
             else:
                 torch.mm(g_pre, w_e, out=g_x)
         g_b_e = None if b_e is None else g.ls.sum(tuple(range(g.ls.dim() - 1)))

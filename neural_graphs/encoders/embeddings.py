@@ -20,8 +20,8 @@ from neural_graphs.encoders.batch import _INPUT, _OUTPUT, layer_slot, local_node
 from neural_graphs.encoders.probes import ProbeFeatures
 from neural_graphs.graph import EDGE_TYPES
 
-__all__ = ["FOURIER_ROWS", "STATS_KEYS", "ConstructorEmbedding", "FourierFeatures",
-           "GraphEmbedding", "IndexEmbedding", "folded_linear", "fourier_linear",
+__all__ = ["FOURIER_KEEP_BYTES", "FOURIER_ROWS", "STATS_KEYS", "ConstructorEmbedding",
+           "FourierFeatures", "GraphEmbedding", "IndexEmbedding", "folded_linear", "fourier_linear",
            "gaussian_encoding", "gaussian_projection"]
 
 #: the per-layer statistics the reference normalizes weights and biases with (its
@@ -29,49 +29,61 @@ __all__ = ["FOURIER_ROWS", "STATS_KEYS", "ConstructorEmbedding", "FourierFeature
 STATS_KEYS = ("weights_mean", "weights_std", "biases_mean", "biases_std")
 #: rows whose Fourier features :func:`fourier_linear` makes at once: they stay in cache
 FOURIER_ROWS = 4096
+#: the most bytes of Fourier features :func:`fourier_linear` keeps for the backward pass
+#: (keeping the 280 MiB of the edges of 128 SIRENs takes 2-16% off NG-GNN's training step,
+#: in four measurements); larger inputs make each chunk's features again
+FOURIER_KEEP_BYTES = 1 << 29
 
 
-def _cos_sin(proj: Tensor, out: Tensor | None = None) -> Tensor:
-    """``[cos(proj), sin(proj)]`` along the last dimension (into ``out`` when given)."""
-    if out is None:
-        return torch.cat([proj.cos(), proj.sin()], dim=-1)
-    half = proj.shape[-1]
-    torch.cos(proj, out=out[..., :half])
-    torch.sin(proj, out=out[..., half:])
-    return out
+def _cos_sin(proj: Tensor) -> Tensor:
+    """``[cos(proj), sin(proj)]`` along the last dimension."""
+    return torch.cat([proj.cos(), proj.sin()], dim=-1)
 
 
-def _feature_chunks(project: Callable[[Tensor], Tensor], v: Tensor
+def _feature_chunks(project: Callable[[Tensor], Tensor], v: Tensor, fresh: bool = False
                     ) -> Iterator[tuple[slice, Tensor]]:
     """``(rows, [cos p, sin p])`` of ``v`` :data:`FOURIER_ROWS` rows at a time, ``p =
-    project(v[rows])``, each chunk's features written into one reused buffer (valid until
-    the next chunk)."""
+    project(v[rows])``, as one ``[2, rows, F]`` tensor a chunk: the cosines and the sines
+    each contiguous (written through a stride, each takes a fifth longer). One buffer is
+    reused (valid until the next chunk) unless ``fresh``."""
     buffer = None
     for start in range(0, v.shape[0], FOURIER_ROWS):
         rows = slice(start, start + FOURIER_ROWS)
         proj = project(v[rows])
-        if buffer is None or buffer.shape[0] != proj.shape[0]:
-            buffer = proj.new_empty(proj.shape[0], 2 * proj.shape[1])
-        yield rows, _cos_sin(proj, buffer)
+        if fresh or buffer is None or buffer.shape[1] != proj.shape[0]:
+            buffer = proj.new_empty(2, *proj.shape)
+        torch.cos(proj, out=buffer[0])
+        torch.sin(proj, out=buffer[1])
+        yield rows, buffer
 
 
 class _FourierLinear(torch.autograd.Function):
     """``F.linear(cos_sin(project(v)), weight, bias)`` for rows of ``v`` that need no
-    gradient, :data:`FOURIER_ROWS` rows at a time: the ``2F``-wide features of a chunk are
-    made in one buffer, projected and dropped, and made again in the backward pass for
-    the weight's gradient, instead of being stored for a whole batch (hundreds of MB for
-    the edges of 128 SIRENs, written once and read once)."""
+    gradient, :data:`FOURIER_ROWS` rows at a time, the cosines' and the sines' halves of
+    ``weight`` applied one after the other. The backward pass needs the features again
+    for the weight's gradient: up to :data:`FOURIER_KEEP_BYTES` of them are kept from the
+    forward pass, chunk by chunk (each a few MiB, which malloc serves from memory freed
+    before, without page faults); beyond that each chunk is made again, so that the
+    features of a large batch are never stored whole."""
 
     @staticmethod
     def forward(ctx: object, project: Callable[[Tensor], Tensor], v: Tensor,
                 weight: Tensor, bias: Tensor | None) -> Tensor:
         out = v.new_empty(v.shape[0], weight.shape[0])
-        for rows, features in _feature_chunks(project, v):
+        half = weight.shape[1] // 2
+        w_cos, w_sin = weight[:, :half].t(), weight[:, half:].t()
+        keep = v.shape[0] * weight.shape[1] * v.element_size() <= FOURIER_KEEP_BYTES
+        kept = []
+        for rows, features in _feature_chunks(project, v, fresh=keep):
+            cos, sin = features
             if bias is None:
-                torch.mm(features, weight.t(), out=out[rows])
+                torch.mm(cos, w_cos, out=out[rows])
             else:
-                torch.addmm(bias, features, weight.t(), out=out[rows])
-        ctx.project = project
+                torch.addmm(bias, cos, w_cos, out=out[rows])
+            out[rows].addmm_(sin, w_sin)
+            if keep:
+                kept.append((rows, features))
+        ctx.project, ctx.kept = project, kept if keep else None
         ctx.save_for_backward(v, weight, bias)
         return out
 
@@ -79,10 +91,17 @@ class _FourierLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, ...]:
         v, weight, bias = ctx.saved_tensors
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[2] else None
-        if grad_weight is not None:
-            for rows, features in _feature_chunks(ctx.project, v):
-                grad_weight.addmm_(grad[rows].t(), features)
+        grad_weight = None
+        if ctx.needs_input_grad[2]:
+            half = weight.shape[1] // 2
+            grad_cos, grad_sin = weight.new_zeros(weight.shape[0], half), \
+                weight.new_zeros(weight.shape[0], half)
+            for rows, (cos, sin) in ctx.kept or _feature_chunks(ctx.project, v):
+                g = grad[rows].t()
+                grad_cos.addmm_(g, cos)
+                grad_sin.addmm_(g, sin)
+            grad_weight = torch.cat((grad_cos, grad_sin), 1)
+        ctx.kept = None
         grad_bias = grad.sum(0) if bias is not None and ctx.needs_input_grad[3] else None
         return None, None, grad_weight, grad_bias
 
@@ -90,9 +109,10 @@ class _FourierLinear(torch.autograd.Function):
 def fourier_linear(project: Callable[[Tensor], Tensor], v: Tensor, linear: nn.Linear,
                    then: nn.Linear | None = None) -> Tensor:
     r""":math:`\text{linear}([\cos(p), \sin(p)])` with :math:`p` = ``project(v)`` (the
-    phases of random Fourier features), computed :data:`FOURIER_ROWS` rows at a time
-    without storing the features for the backward pass when ``v`` needs no gradient (the
-    scalars of a network's weights); otherwise through autograd as written.
+    phases of random Fourier features), computed :data:`FOURIER_ROWS` rows at a time when
+    ``v`` needs no gradient (the scalars of a network's weights), the features kept for the
+    backward pass in those chunks up to :data:`FOURIER_KEEP_BYTES` and made again beyond
+    it, never as one whole tensor; otherwise through autograd as written.
 
     With ``then``, :math:`\text{then}(\text{linear}(\cdot))` as one affine map
     (:func:`folded_linear`): a product of the two small weights instead of a second pass,
@@ -174,12 +194,13 @@ class FourierFeatures(LazyModuleMixin, nn.Module):
         return _cos_sin(self.project(v))
 
     def project(self, v: Tensor) -> Tensor:
-        r"""The phases :math:`2\pi v B` whose cosines and sines are the features."""
-        return (2 * math.pi) * (v @ self.frequencies.to(v.dtype))
+        r"""The phases :math:`2\pi v B` whose cosines and sines are the features (the
+        factor on the small ``B``, not on every phase)."""
+        return v @ (self.frequencies.to(v.dtype) * (2 * math.pi))
 
     def linear(self, v: Tensor, linear: nn.Linear, then: nn.Linear | None = None) -> Tensor:
-        """``linear(self(v))`` (``then(linear(self(v)))`` with ``then``) without storing
-        the features for the backward pass (:func:`fourier_linear`)."""
+        """``linear(self(v))`` (``then(linear(self(v)))`` with ``then``), the features in
+        chunks, kept for the backward pass within a budget (:func:`fourier_linear`)."""
         if self.has_uninitialized_params():
             self(v[..., :1, :])  # draw the lazy frequencies from v's width
         return fourier_linear(self.project, v, linear, then)

@@ -335,7 +335,8 @@ class NGGNN(nn.Module):
     def _embed_edges(self, fields: dict[str, Tensor]) -> Tensor:
         """Edge features of the edges whose embedding inputs are ``fields``: ``edge_in``
         folded into the embedding's projection (one product of small weights, not a pass
-        over every edge), the Fourier features made in cache-sized chunks and not stored
+        over every edge), the Fourier features made in cache-sized chunks and kept for the
+        backward pass within a budget
         (:func:`~neural_graphs.encoders.embeddings.fourier_linear`)."""
         if self.feature_kind == "reference":
             return self.embed.edge_features(fields["values"], self.edge_in)

@@ -1,5 +1,6 @@
-"""fourier_linear: Linear(random Fourier features) in chunks, the features made again in
-the backward pass instead of stored; the same function and gradients as writing it out."""
+"""fourier_linear: Linear(random Fourier features) in chunks, the features kept for the
+backward pass within a memory budget and made again beyond it; the same function and
+gradients as writing it out."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from neural_graphs.encoders.embeddings import (
 )
 
 
+@pytest.mark.parametrize("keep_bytes", [1 << 29, 0], ids=["kept", "made-again"])
 @pytest.mark.parametrize("rows", [1, 7, 20])
 @pytest.mark.parametrize("bias", [True, False])
 def test_fourier_linear_equals_linear_of_features_in_float64(monkeypatch, rows: int,
-                                                             bias: bool) -> None:
+                                                             bias: bool, keep_bytes: int
+                                                             ) -> None:
     monkeypatch.setattr(embeddings, "FOURIER_ROWS", 3)  # several chunks, a short last one
+    monkeypatch.setattr(embeddings, "FOURIER_KEEP_BYTES", keep_bytes)
     torch.manual_seed(0)
     rff = FourierFeatures(5, 2.0, in_features=2).double()
     linear = nn.Linear(10, 4, bias=bias).double()
@@ -38,6 +42,25 @@ def test_fourier_linear_equals_linear_of_features_in_float64(monkeypatch, rows: 
     for mine, theirs in zip(ours_grads, (p.grad for p in linear.parameters())):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
     assert ours.grad_fn is not None and "FourierLinear" in type(ours.grad_fn).__name__
+
+
+@pytest.mark.parametrize("keep_bytes, projections", [(7 * 10 * 8, 3), (7 * 10 * 8 - 1, 6)],
+                         ids=["within-budget", "over-budget"])
+def test_fourier_linear_keeps_features_within_its_budget(monkeypatch, keep_bytes: int,
+                                                         projections: int) -> None:
+    # 7 rows of 10 float64 features: kept at exactly their size, made again a byte below
+    monkeypatch.setattr(embeddings, "FOURIER_ROWS", 3)
+    monkeypatch.setattr(embeddings, "FOURIER_KEEP_BYTES", keep_bytes)
+    torch.manual_seed(0)
+    rff, linear = FourierFeatures(5, 2.0, in_features=2).double(), nn.Linear(10, 4).double()
+    calls = []
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        calls.append(v.shape[0])
+        return rff.project(v)
+
+    fourier_linear(project, torch.randn(7, 2, dtype=torch.float64), linear).sum().backward()
+    assert calls == [3, 3, 1] * (projections // 3)
 
 
 def test_fourier_linear_passes_gradients_to_inputs_that_need_them() -> None:
