@@ -64,15 +64,16 @@ class _FourierLinear(torch.autograd.Function):
     for the weight's gradient: up to :data:`FOURIER_KEEP_BYTES` of them are kept from the
     forward pass, chunk by chunk (each a few MiB, which malloc serves from memory freed
     before, without page faults); beyond that each chunk is made again, so that the
-    features of a large batch are never stored whole."""
+    features of a large batch are never stored whole. Without a backward pass to come
+    (``keep`` False: no gradient wanted) nothing is kept."""
 
     @staticmethod
     def forward(ctx: object, project: Callable[[Tensor], Tensor], v: Tensor,
-                weight: Tensor, bias: Tensor | None) -> Tensor:
+                weight: Tensor, bias: Tensor | None, keep: bool) -> Tensor:
         out = v.new_empty(v.shape[0], weight.shape[0])
         half = weight.shape[1] // 2
         w_cos, w_sin = weight[:, :half].t(), weight[:, half:].t()
-        keep = v.shape[0] * weight.shape[1] * v.element_size() <= FOURIER_KEEP_BYTES
+        keep = keep and v.shape[0] * weight.shape[1] * v.element_size() <= FOURIER_KEEP_BYTES
         kept = []
         for rows, features in _feature_chunks(project, v, fresh=keep):
             cos, sin = features
@@ -103,7 +104,7 @@ class _FourierLinear(torch.autograd.Function):
             grad_weight = torch.cat((grad_cos, grad_sin), 1)
         ctx.kept = None
         grad_bias = grad.sum(0) if bias is not None and ctx.needs_input_grad[3] else None
-        return None, None, grad_weight, grad_bias
+        return None, None, grad_weight, grad_bias, None
 
 
 def fourier_linear(project: Callable[[Tensor], Tensor], v: Tensor, linear: nn.Linear,
@@ -126,9 +127,10 @@ def fourier_linear(project: Callable[[Tensor], Tensor], v: Tensor, linear: nn.Li
     weight, bias = folded_linear(linear, then)
     if v.requires_grad or v.dtype != weight.dtype:
         return F.linear(_cos_sin(project(v)), weight, bias)
+    keep = torch.is_grad_enabled() and weight.requires_grad  # a backward pass may follow
     if v.dim() == 2:
-        return _FourierLinear.apply(project, v, weight, bias)
-    out = _FourierLinear.apply(project, v.reshape(-1, v.shape[-1]), weight, bias)
+        return _FourierLinear.apply(project, v, weight, bias, keep)
+    out = _FourierLinear.apply(project, v.reshape(-1, v.shape[-1]), weight, bias, keep)
     return out.view(*v.shape[:-1], out.shape[-1])
 
 

@@ -63,6 +63,27 @@ def test_fourier_linear_keeps_features_within_its_budget(monkeypatch, keep_bytes
     assert calls == [3, 3, 1] * (projections // 3)
 
 
+def test_fourier_linear_keeps_nothing_without_gradients(monkeypatch) -> None:
+    seen = []
+    chunks = embeddings._feature_chunks
+
+    def spy(project, v, fresh=False):
+        seen.append(fresh)
+        return chunks(project, v, fresh)
+
+    monkeypatch.setattr(embeddings, "_feature_chunks", spy)
+    rff, linear = FourierFeatures(5, 2.0, in_features=2), nn.Linear(10, 4)
+    v = torch.randn(9, 2)
+    with torch.no_grad():
+        quiet = fourier_linear(rff.project, v, linear)
+    assert seen == [False] and quiet.grad_fn is None  # one reused buffer, nothing kept
+    fourier_linear(rff.project, v, linear.requires_grad_(False))
+    assert seen == [False, False]
+    torch.testing.assert_close(quiet, linear(rff(v)), rtol=1e-5, atol=1e-5)
+    fourier_linear(rff.project, v, linear.requires_grad_(True)).sum().backward()
+    assert seen == [False, False, True]
+
+
 def test_fourier_linear_passes_gradients_to_inputs_that_need_them() -> None:
     torch.manual_seed(0)
     b = torch.randn(6, 3, dtype=torch.float64)
