@@ -84,7 +84,7 @@ class _FourierLinear(torch.autograd.Function):
             out[rows].addmm_(sin, w_sin)
             if keep:
                 kept.append((rows, features))
-        ctx.project, ctx.kept = project, kept if keep else None
+        ctx.project, ctx.kept = project, kept  # empty unless kept
         ctx.save_for_backward(v, weight, bias)
         return out
 
