@@ -223,8 +223,9 @@ def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module
     data = SPLITS.get(args)
     encoder = make_encoder(side, hidden, layers, rff_dim, args.rff_sigma,
                            deg=data.deg_both_ways if args.reverse_edges else data.deg,
-                           reverse_edges=args.reverse_edges)
-    if side == "statnn":  # the zoo's graphs never change: their statistics are computed once
+                           reverse_edges=args.reverse_edges,
+                           append_stats=args.append_stats)
+    if hasattr(encoder, "attach_features"):  # StatNN's statistics: the graphs never change
         data.attach_statistics(encoder)
     model = AccuracyPredictor(encoder, squash=args.loss == "mse")
     model.eval()
@@ -268,6 +269,11 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rff-sigma", type=positive_float, default=1.0,
                         help="standard deviation of those frequencies (1 for CNNs, SPEC 4.2)")
     reverse_edges_argument(parser)
+    parser.add_argument("--append-stats", action="store_true",
+                        help="a graph encoder (ngnn, ngt, dng) gives a graph embedding of "
+                        "--hidden features, and one MLP of StatNN's size reads it together "
+                        "with StatNN's per-layer statistics, as the NFN reference's "
+                        "append_stats (statnn and nfn ignore the flag)")
     parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
                         help="negate each hidden neuron of a training network whose "
                         "activation is odd (tanh) with probability P: its incoming weights, "
@@ -331,8 +337,8 @@ JOB = JobConfig(
     "networks, and kendall_tau_same_epoch: the mean tau within each checkpoint epoch.",
     extra_arguments=zoo_arguments,
     resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
-                 "rff_sigma", "reverse_edges", "sign_flip", "neuron_scale", "weight_noise",
-                 "weight_dropout", "lr_schedule"),
+                 "rff_sigma", "reverse_edges", "append_stats", "sign_flip", "neuron_scale",
+                 "weight_noise", "weight_dropout", "lr_schedule"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 
 

@@ -30,16 +30,18 @@ ZOO_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
 
 def make_zoo_encoder(side: str, hidden: int, layers: int, rff_dim: int,
                      rff_sigma: float, deg: Tensor | None = None,
-                     reverse_edges: bool = False) -> nn.Module:
+                     reverse_edges: bool = False, append_stats: bool = False) -> nn.Module:
     """The encoder ``side`` of :data:`ZOO_ENCODERS` with one output
     (:func:`jobs.encoder_jobs.encoder_side`).
 
     ``deg``: the in-degree histogram of the training graphs along the edges NG-GNN's
     messages run on (its PNA scalers); ``reverse_edges``: NG-GNN's messages also run along
-    the reversed edges."""
+    the reversed edges; ``append_stats``: a graph encoder's head also reads StatNN's
+    statistics (:class:`~neural_graphs.encoders.with_statistics.WithStatistics`; the other
+    encoders ignore it)."""
     if side not in GRAPH_ENCODER_NAMES:
         return encoder_side(side, 1, hidden=hidden, layers=layers)
     ngnn = side == "ngnn"
     return encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
                         rff_sigma=rff_sigma, deg=deg if ngnn else None,
-                        reverse_edges=ngnn and reverse_edges)
+                        reverse_edges=ngnn and reverse_edges, append_stats=append_stats)

@@ -214,6 +214,24 @@ def test_reverse_edges_scale_ngnn_by_the_degrees_of_both_directions(small_zoo, t
     assert records(tmp_path, "ngnn")[-1]["final"]
 
 
+def test_append_stats_gives_graph_encoders_the_statistics_of_every_held_out_graph(
+        small_zoo, tmp_path):
+    from neural_graphs.encoders import WithStatistics
+
+    argv = ["--zoo-dir", str(small_zoo), *TINY, "--append-stats", *dirs(tmp_path)]
+    args = cgt._parse(argv)
+    model = cgt.build_predictor(args, 0, "dng")
+    assert isinstance(model.encoder, WithStatistics)
+    assert all("statnn_features" in g for g in cgt.SPLITS.get(args).test)
+    assert isinstance(cgt.build_predictor(args, 0, "statnn").encoder, cgt.nn.Module)
+    assert train(argv + ["--encoder", "dng", "--epochs", "1"]) == 0
+    final = records(tmp_path, "dng")[-1]
+    assert final["final"] and -1.0 <= final["kendall_tau"] <= 1.0
+    with pytest.raises(SystemExit, match="--append-stats True, this command gives False"):
+        train([a for a in argv if a != "--append-stats"]
+              + ["--encoder", "dng", "--epochs", "2", "--resume"])
+
+
 def test_statnn_learns_to_rank_the_training_networks(small_zoo, tmp_path):
     argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "60",
             "--lr", "1e-2", "--hidden", "32", "--batch-size", "16"]

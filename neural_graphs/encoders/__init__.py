@@ -8,13 +8,15 @@ maps a :class:`~torch_geometric.data.Batch` of neural graphs to ``[num_graphs, o
 * :class:`NGTransformer`: the relational transformer, padding masked.
 * :class:`DNGEncoder`: the network read layer by layer, a GRU as node memory.
 * Baselines: :class:`FlatMLP` (flattened weights, one architecture), :class:`StatNN`
-  (per-layer weight statistics), :class:`NFN` (NP / HNP layers of the ``nfn`` package).
+  (per-layer weight statistics, :class:`LayerStatistics`), :class:`NFN` (NP / HNP layers
+  of the ``nfn`` package).
+* :class:`WithStatistics`: a graph encoder whose head also reads StatNN's statistics.
 
 All but ``FlatMLP`` are invariant to permutations of hidden neurons.
 ``python -m neural_graphs.encoders`` prints each encoder's size and speed.
 """
 
-from neural_graphs.encoders.baselines import NFN, FlatMLP, StatNN
+from neural_graphs.encoders.baselines import NFN, FlatMLP, LayerStatistics, StatNN
 from neural_graphs.encoders.batch import KernelGrid
 from neural_graphs.encoders.dng import DNGEncoder
 from neural_graphs.encoders.embeddings import FourierFeatures, GraphEmbedding
@@ -22,6 +24,7 @@ from neural_graphs.encoders.gnn import NGGNN
 from neural_graphs.encoders.probes import ProbeFeatures, probe_activations
 from neural_graphs.encoders.readouts import Readout
 from neural_graphs.encoders.transformer import NGTransformer
+from neural_graphs.encoders.with_statistics import WithStatistics
 
 ENCODERS = {"NGGNN": NGGNN, "NGTransformer": NGTransformer, "DNGEncoder": DNGEncoder,
             "FlatMLP": FlatMLP, "StatNN": StatNN, "NFN": NFN}
@@ -35,9 +38,11 @@ __all__ = [
     "FourierFeatures",
     "GraphEmbedding",
     "KernelGrid",
+    "LayerStatistics",
     "NGTransformer",
     "ProbeFeatures",
     "Readout",
     "StatNN",
+    "WithStatistics",
     "probe_activations",
 ]

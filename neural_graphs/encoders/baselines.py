@@ -21,8 +21,8 @@ from neural_graphs.encoders.batch import (
 )
 from neural_graphs.encoders.readouts import head_mlp
 
-__all__ = ["NFN", "FlatMLP", "StatNN", "STATISTICS", "STATNN_SCALES", "segment_statistics",
-           "signed_log", "sorted_within_segments"]
+__all__ = ["NFN", "FlatMLP", "LayerStatistics", "StatNN", "STATISTICS", "STATNN_SCALES",
+           "segment_statistics", "signed_log", "sorted_within_segments"]
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 STATISTICS = ("mean", "var", *(f"q{q:g}" for q in QUANTILES))
@@ -145,64 +145,58 @@ def signed_log(values: Tensor) -> Tensor:
     return torch.sign(values) * torch.log1p(values.abs())
 
 
-class StatNN(nn.Module):
-    r"""StatNN: per layer, statistics (:data:`STATISTICS`: mean, variance, quantiles) of
-    the layer's weights (every ``edge_attr`` entry under ``edge_mask`` of the edges into
-    the layer, ``edge_layer``) and of each node-feature column of its neurons (the bias;
-    BatchNorm columns with ``batchnorm="nodes"``), scaled, into an MLP:
+class LayerStatistics(nn.Module):
+    r"""StatNN's input: per layer, statistics (:data:`STATISTICS`: mean, variance,
+    quantiles) of the layer's weights (every ``edge_attr`` entry under ``edge_mask`` of the
+    edges into the layer, ``edge_layer``) and of each node-feature column of its neurons
+    (the bias; BatchNorm columns with ``batchnorm="nodes"``), scaled:
 
     .. math::
-        y = \operatorname{MLP}\big(\phi(s)\big), \qquad
         \phi(s) = \operatorname{sign}(s)\log(1 + |s|) \text{ or } s
 
     The signed log (the default) keeps the small statistics of most networks nearly as
     they are and brings huge ones into range: a network whose BatchNorm lets its weights
     grow without changing its function can hold weights of :math:`10^6` and variances of
-    :math:`10^{11}`, and on such a zoo the raw statistics drive the loss to
-    :math:`10^5`-:math:`10^6`. ``feature_scale="raw"`` feeds them as computed, as the
-    reference ``StatNet`` (neural-graphs ``nn/dynamic_stat_net.py``) does.
+    :math:`10^{11}`, and on such a zoo the raw statistics drive a loss to
+    :math:`10^5`-:math:`10^6`. ``feature_scale="raw"`` gives them as computed, the
+    reference ``StatNet``'s input (neural-graphs ``nn/dynamic_stat_net.py``).
 
     Networks of different depths batch together: layer ``l`` fills slot ``l`` and slots
     past a network's last layer hold zeros, up to ``max_layers`` (``ValueError`` beyond).
-    Invariant to every permutation of neurons inside a layer.
+    Invariant to every permutation of neurons inside a layer. No parameters.
 
-    The statistics cost far more than the MLP and never change for a fixed graph: a job
+    The statistics cost far more than a small MLP and never change for a fixed graph: a job
     that reads the same graphs every epoch stores them once with :meth:`attach_features`
     (as ``graph.statnn_features``), and :meth:`features` reads them from there.
 
     Args:
-        out_dim (int): output size.
-        hidden (int): MLP width.
-        num_layers (int): MLP hidden layers.
         max_layers (int): layer slots (network layers, input layer included).
         feature_scale (str): ``"signed_log"`` or ``"raw"`` (:data:`STATNN_SCALES`).
 
     Shapes:
-        - input: a :class:`~torch_geometric.data.Batch` of graphs
-        - output: :math:`(G, \text{out\_dim})`
+        - input: a :class:`~torch_geometric.data.Batch` of graphs with ``C`` node-feature
+          columns
+        - output: :math:`(G, \text{max\_layers} \cdot (1 + C) \cdot 7)`
     """
 
-    def __init__(self, out_dim: int, hidden: int = 256, num_layers: int = 2,
-                 max_layers: int = 32, feature_scale: str = "signed_log") -> None:
+    def __init__(self, max_layers: int = 32, feature_scale: str = "signed_log") -> None:
         super().__init__()
         if feature_scale not in STATNN_SCALES:
             raise ValueError(f"feature_scale must be one of {STATNN_SCALES}, got "
                              f"{feature_scale!r}")
         self.max_layers = max_layers
         self.feature_scale = feature_scale
-        self.mlp = head_mlp(hidden, out_dim, num_layers)
 
     def features(self, batch: Batch) -> Tensor:
-        """Per-graph statistics ``[G, max_layers * (1 + C) * 7]`` (C node-feature
-        columns); ``batch.statnn_features`` when every graph carries them
-        (:meth:`attach_features`, for this ``max_layers``)."""
+        """Per-graph statistics, unscaled: ``batch.statnn_features`` when every graph
+        carries them (:meth:`attach_features`, for this ``max_layers``)."""
         stored = batch.get("statnn_features")
         if stored is not None:
             width = self.max_layers * (1 + batch.x.shape[1]) * len(STATISTICS)
             if stored.shape != (batch.num_graphs, width):
                 raise ValueError(f"statnn_features of shape {tuple(stored.shape)} do not fit "
-                                 f"{batch.num_graphs} graphs of this StatNN ({width} "
-                                 "statistics each): attach them with this encoder again")
+                                 f"{batch.num_graphs} graphs of these statistics ({width} "
+                                 "each): attach them with this encoder again")
             return stored
         return self._statistics(batch)
 
@@ -238,10 +232,63 @@ class StatNN(nn.Module):
 
     def forward(self, graphs: Batch | Data) -> Tensor:
         stats = self.features(as_batch(graphs))
-        return self.mlp(signed_log(stats) if self.feature_scale == "signed_log" else stats)
+        return signed_log(stats) if self.feature_scale == "signed_log" else stats
 
     def extra_repr(self) -> str:
         return f"max_layers={self.max_layers}, feature_scale={self.feature_scale!r}"
+
+
+class StatNN(nn.Module):
+    r"""StatNN: an MLP on :class:`LayerStatistics`, per layer the mean, variance and
+    quantiles of the layer's weights and of its neurons' biases, scaled:
+
+    .. math::
+        y = \operatorname{MLP}\big(\phi(s)\big), \qquad
+        \phi(s) = \operatorname{sign}(s)\log(1 + |s|) \text{ or } s
+
+    The signed log is the default; ``feature_scale="raw"`` feeds the statistics as
+    computed, as the reference ``StatNet`` (neural-graphs ``nn/dynamic_stat_net.py``) does.
+    Networks of different depths batch together (up to ``max_layers``); invariant to every
+    permutation of neurons inside a layer. :meth:`attach_features` stores each graph's
+    statistics once for a job that reads the same graphs every epoch.
+
+    Args:
+        out_dim (int): output size.
+        hidden (int): MLP width.
+        num_layers (int): MLP hidden layers.
+        max_layers (int): layer slots (network layers, input layer included).
+        feature_scale (str): ``"signed_log"`` or ``"raw"`` (:data:`STATNN_SCALES`).
+
+    Shapes:
+        - input: a :class:`~torch_geometric.data.Batch` of graphs
+        - output: :math:`(G, \text{out\_dim})`
+    """
+
+    def __init__(self, out_dim: int, hidden: int = 256, num_layers: int = 2,
+                 max_layers: int = 32, feature_scale: str = "signed_log") -> None:
+        super().__init__()
+        self.statistics = LayerStatistics(max_layers, feature_scale)
+        self.mlp = head_mlp(hidden, out_dim, num_layers)
+
+    @property
+    def max_layers(self) -> int:
+        return self.statistics.max_layers
+
+    @property
+    def feature_scale(self) -> str:
+        return self.statistics.feature_scale
+
+    def features(self, batch: Batch) -> Tensor:
+        """Per-graph statistics ``[G, max_layers * (1 + C) * 7]`` (C node-feature
+        columns), unscaled (:meth:`LayerStatistics.features`)."""
+        return self.statistics.features(batch)
+
+    def attach_features(self, graphs: list[Data], batch_size: int = 256) -> None:
+        """Store each graph's statistics in it (:meth:`LayerStatistics.attach_features`)."""
+        self.statistics.attach_features(graphs, batch_size)
+
+    def forward(self, graphs: Batch | Data) -> Tensor:
+        return self.mlp(self.statistics(graphs))
 
 
 def _nfn_modules() -> Any:

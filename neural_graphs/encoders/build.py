@@ -18,6 +18,7 @@ from neural_graphs.encoders.baselines import NFN, FlatMLP, StatNN
 from neural_graphs.encoders.dng import DNGEncoder
 from neural_graphs.encoders.gnn import NGGNN
 from neural_graphs.encoders.transformer import NGTransformer
+from neural_graphs.encoders.with_statistics import WithStatistics
 
 __all__ = ["ENCODER_BUILDERS", "ENCODER_NAMES", "GRAPH_ENCODER_NAMES", "build_encoder"]
 
@@ -72,7 +73,8 @@ GRAPH_ENCODER_NAMES = ("ngnn", "ngt", "dng")
 
 def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int = 0,
                   rff_dim: int | None = None, rff_sigma: float | None = None,
-                  deg: Tensor | None = None, reverse_edges: bool = False) -> nn.Module:
+                  deg: Tensor | None = None, reverse_edges: bool = False,
+                  append_stats: bool = False) -> nn.Module:
     """The encoder ``name`` (of :data:`ENCODER_NAMES`) with output size ``out_dim``.
 
     Args:
@@ -87,10 +89,12 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
             and biases (graph encoders); None keeps the encoder's default.
         deg (Tensor, optional): in-degree histogram for NG-GNN's PNA scalers.
         reverse_edges (bool): NG-GNN also passes messages along the reversed edges.
+        append_stats (bool): a graph encoder's embedding (``hidden`` wide) and StatNN's
+            statistics go into one MLP of StatNN's size (:class:`WithStatistics`).
 
     Raises:
         ValueError: unknown name, or probes or reversed edges asked of an encoder without
-            them.
+            them, or ``append_stats`` asked of an encoder that is not a graph encoder.
         ImportError: ``nfn`` without the ``nfn`` package.
     """
     builder = ENCODER_BUILDERS.get(name)
@@ -101,8 +105,13 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
                          f"{', '.join(GRAPH_ENCODER_NAMES)} do), got probes={probes}")
     if reverse_edges and name != "ngnn":
         raise ValueError(f"reverse_edges is an option of the ngnn encoder only, got {name!r}")
+    if append_stats and name not in GRAPH_ENCODER_NAMES:
+        raise ValueError(f"append_stats is an option of the graph encoders "
+                         f"({', '.join(GRAPH_ENCODER_NAMES)}), got {name!r}")
     options: dict[str, Any] = {k: v for k, v in (("rff_dim", rff_dim), ("rff_sigma", rff_sigma))
                                if v is not None}
     if reverse_edges:
         options["reverse_edges"] = True
+    if append_stats:
+        return WithStatistics(builder(hidden, hidden, layers, probes, deg, options), out_dim)
     return builder(out_dim, hidden, layers, probes, deg, options)

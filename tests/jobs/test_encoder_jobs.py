@@ -67,6 +67,22 @@ def test_build_encoder_rejects_unknown_names_and_probes_of_baselines():
     assert build_encoder("ngnn", 1, hidden=8, layers=1, reverse_edges=True).reverse_edges
 
 
+@pytest.mark.parametrize("name", ["ngnn", "ngt", "dng"])
+def test_append_stats_wraps_a_graph_encoder_with_its_embedding_width(name):
+    from neural_graphs.encoders import WithStatistics
+
+    encoder = build_encoder(name, 1, hidden=8, layers=1, rff_dim=6, append_stats=True)
+    plain = build_encoder(name, 8, hidden=8, layers=1, rff_dim=6)
+    assert isinstance(encoder, WithStatistics)
+    assert type(encoder.encoder) is type(plain)
+    assert encoder.mlp[-1].out_features == 1
+    assert [n for n, _ in encoder.encoder.named_parameters()] == [
+        n for n, _ in plain.named_parameters()]
+    with pytest.raises(ValueError, match="append_stats is an option of the graph encoders "
+                       r"\(ngnn, ngt, dng\), got 'statnn'"):
+        build_encoder("statnn", 1, hidden=8, layers=1, append_stats=True)
+
+
 def test_encoder_side_turns_a_missing_package_into_side_unavailable(monkeypatch):
     import neural_graphs.encoders.build as build
 

@@ -16,6 +16,7 @@ from neural_graphs.encoders import (
     FlatMLP,
     NGTransformer,
     StatNN,
+    WithStatistics,
     probe_activations,
 )
 from neural_graphs.encoders.baselines import (
@@ -73,12 +74,14 @@ TINY = {
                                            head_hidden=8, rff_dim=8),
     "DNGEncoder": lambda: DNGEncoder(3, hidden=8, rff_dim=8),
     "StatNN": lambda: StatNN(3, hidden=8, max_layers=12),
+    "DNGEncoder+stats": lambda: WithStatistics(DNGEncoder(8, hidden=8, rff_dim=8), 3,
+                                               hidden=8, max_layers=12),
     "NFN-hnp": lambda: NFN(3, channels=4, num_layers=2, hidden=8),
     "NFN-np": lambda: NFN(3, mode="np", channels=4, num_layers=2, hidden=8),
     "FlatMLP": lambda: FlatMLP(3, hidden=8),
 }
 INVARIANT = [name for name in TINY if name != "FlatMLP"]
-GRAPH_ENCODERS = ["NGGNN", "NGGNN+probes", "NGTransformer", "DNGEncoder"]
+GRAPH_ENCODERS = ["NGGNN", "NGGNN+probes", "NGTransformer", "DNGEncoder", "DNGEncoder+stats"]
 NFN_NETWORKS = ("mlp", "siren", "cnn")
 
 
@@ -168,6 +171,46 @@ def test_statnn_stored_statistics_equal_computed_ones_and_are_checked() -> None:
         StatNN(3, hidden=8, max_layers=6)(batch)
     with pytest.raises(ValueError, match="feature_scale must be one of.*'log'"):
         StatNN(3, feature_scale="log")
+
+
+def test_with_statistics_reads_the_embedding_and_the_scaled_statistics_together() -> None:
+    torch.manual_seed(0)
+    graphs = [to_neural_graph(net, kernel_shape=KERNEL)
+              for net in (mlp(), _bigger_mlp(), ResidualCNN(), plain_cnn())]
+    inner = NGGNN(6, hidden=8, num_layers=2, rff_dim=8, readout="mean")
+    enc = WithStatistics(inner, 3, hidden=16, max_layers=12)
+    batch = Batch.from_data_list(graphs)
+    out = enc(batch)
+    statistics = StatNN(3, max_layers=12).features(batch)
+    expected = enc.mlp(torch.cat([inner(batch), signed_log(statistics)], dim=1))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert enc.mlp[0].in_features == 6 + statistics.shape[1]
+    enc.attach_features(graphs)  # stored statistics give the same output
+    torch.testing.assert_close(enc(Batch.from_data_list(graphs)), out, rtol=0, atol=0)
+    # The statistics reach the output: a layer's weights scaled by 2 move it even through
+    # an encoder that reads the graph only through a constant readout.
+    frozen = WithStatistics(_Constant(6), 3, hidden=16, max_layers=12)
+    graph = to_neural_graph(mlp(), kernel_shape=KERNEL)
+    scaled = graph.clone()
+    scaled.edge_attr = scaled.edge_attr * 2
+    pair = frozen(Batch.from_data_list([graph, scaled]))
+    assert (pair[0] - pair[1]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"must return \[G, D\] for 1 graphs, got \(3,\)"):
+        WithStatistics(_Flat(), 3)(Batch.from_data_list([graph]))
+
+
+class _Constant(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return torch.ones(batch.num_graphs, self.width)
+
+
+class _Flat(nn.Module):
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return torch.ones(3)
 
 
 def test_signed_log_is_odd_increasing_and_near_identity_for_small_values() -> None:
