@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import CNN_Zoo_Generate
-from neural_graphs import zoo
+from neural_graphs import zoo, zoo_cnn
 from utils.checksums import file_hexdigest
 
 ALLOWED = (nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU,
@@ -105,10 +105,12 @@ def test_stacked_forward_equals_plain_modules_float64(family: str) -> None:
         plain = [stack.module(i, torch.float64) for i in range(stack.n)]
         shared = torch.randn(5, 1, 16, 16, dtype=torch.float64)
         own = torch.randn(5, stack.n, 16, 16, dtype=torch.float64)
-        out_shared, out_own = stack(shared), stack(own)
-        for i, net in enumerate(plain):
-            assert (net(shared) - out_shared[:, i]).abs().max() <= 1e-10
-            assert (net(own[:, i:i + 1]) - out_own[:, i]).abs().max() <= 1e-10
+        for layout in (torch.channels_last, torch.contiguous_format, None):
+            stack.eval_memory_format = layout  # None: the faster, measured
+            out_shared, out_own = stack(shared), stack(own)
+            for i, net in enumerate(plain):
+                assert (net(shared) - out_shared[:, i]).abs().max() <= 1e-10
+                assert (net(own[:, i:i + 1]) - out_own[:, i]).abs().max() <= 1e-10
         out_train = stack(own, training=True)  # BatchNorm on batch statistics
         for i, net in enumerate(plain):
             net.train()
@@ -116,6 +118,69 @@ def test_stacked_forward_equals_plain_modules_float64(family: str) -> None:
             for key, value in net.state_dict().items():
                 if "running" in key:
                     assert (value - stack.buffers[key][i]).abs().max() <= 1e-12
+
+
+def _a_group_of_several() -> list[dict]:
+    groups = zoo.plan_zoo(zoo.ZooConfig(num=24, group_size=4), 1, 10, 16)
+    return next(g["networks"] for g in groups if len(g["networks"]) >= 3)
+
+
+def test_a_shared_input_gives_the_gradients_of_its_copies_float64() -> None:
+    """A shared input meets the first convolution as one plain convolution of the stacked
+    filters (or, before a residual unit, is copied per network): the same function and
+    gradients as every network reading its own copy."""
+    first_residual = {"in_channels": 1, "num_classes": 10, "activation": "tanh",
+                      "dropout": 0.0, "layers": [
+                          {"out_channels": 4, "kernel_size": 3, "stride": 2,
+                           "batch_norm": True, "residual": "projection"},
+                          {"out_channels": 4, "kernel_size": 3, "stride": 1,
+                           "batch_norm": False, "residual": "identity"}]}
+    nets = _a_group_of_several()
+    for archs in ([{**n["arch"], "dropout": 0.0} for n in nets],
+                  [first_residual] * 3):
+        stack = zoo.StackedCNNs.initialise(archs, list(range(len(archs))), [1.0] * len(archs),
+                                           dtype=torch.float64)
+        assert isinstance(stack.template[0], nn.Conv2d) != (archs[0] is first_residual)
+        shared = torch.randn(6, 1, 16, 16, dtype=torch.float64)
+        grads = []
+        for x in (shared, shared.repeat(1, stack.n, 1, 1)):
+            for p in stack.params.values():
+                p.grad = None
+            out = stack(x, training=True)
+            weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+            (out * weights).sum().backward()
+            grads.append((out.detach(), {k: p.grad.clone() for k, p in stack.params.items()}))
+        (out_a, grad_a), (out_b, grad_b) = grads
+        assert (out_a - out_b).abs().max() <= 1e-12
+        for key in grad_a:
+            assert (grad_a[key] - grad_b[key]).abs().max() <= 1e-10, key
+
+
+def test_inference_layout_is_measured_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    archs = [n["arch"] for n in _a_group_of_several()]
+    stack = zoo.StackedCNNs.initialise(archs, list(range(len(archs))), [1.0] * len(archs))
+    timed = []
+    original = zoo.StackedCNNs._fastest_format
+
+    def counting(self: zoo.StackedCNNs, x: torch.Tensor) -> torch.memory_format:
+        timed.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(zoo.StackedCNNs, "_fastest_format", counting)
+    monkeypatch.setattr(zoo_cnn, "_EVAL_FORMATS", {})
+    x = torch.randn(40, 1, 16, 16)
+    first = stack.eval_format(x)
+    assert first in (torch.channels_last, torch.contiguous_format)
+    assert timed == [(32, 1, 16, 16)]  # on the first 32 images
+    other = zoo.StackedCNNs.initialise(archs, [7] * len(archs), [2.0] * len(archs))
+    assert other.eval_format(x[:5]) is first and len(timed) == 1  # same skeleton and shape
+    stack.eval_format(torch.randn(3, stack.n, 16, 16))
+    assert len(timed) == 2  # one input per network: another measurement
+    stack.eval_memory_format = torch.contiguous_format
+    assert stack.eval_format(x) is torch.contiguous_format and len(timed) == 2
+    with torch.no_grad():
+        assert stack(x, training=True).shape == (40, stack.n, 10)  # training: no measurement
+    assert len(timed) == 2
 
 
 def _replay(group: dict, data: zoo.ZooData, config: zoo.ZooConfig) -> list[nn.Module]:
