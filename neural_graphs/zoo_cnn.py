@@ -298,7 +298,7 @@ class StackedCNNs:
                              f"input [B, {c}, H, W] (shared) or [B, {self.n * c}, H, W] (one "
                              f"per network), got {list(x.shape)}")
         # training: channels_last, where mkldnn's grouped convolutions of the wild family
-        # are 1.2-1.4 times faster (and the small family's as fast); inference: measured
+        # ran mostly 1.2-1.4 times faster on an AVX2 CPU (the small family's as fast)
         fmt = torch.channels_last if training else self.eval_format(x)
         return self._forward(x, training, generator, fmt)
 
@@ -319,7 +319,7 @@ class StackedCNNs:
         when set, else the faster of ``channels_last`` and ``contiguous_format``, timed once
         per skeleton, width and input shape in this process (``channels_last`` off the CPU).
         mkldnn's fastest layout depends on the CPU and the layers (on one AVX2 CPU the small
-        family's 3x3 grouped convolutions ran inference 1.2-1.4 times faster contiguous, the
+        family's 3x3 grouped convolutions ran inference 1.1-1.4 times faster contiguous, the
         wild family's 1.3-1.8 times faster channels_last); both compute the same function."""
         if self.eval_memory_format is not None:
             return self.eval_memory_format
