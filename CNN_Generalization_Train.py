@@ -189,11 +189,12 @@ class ZooCache:
 
     def _read(self, args: argparse.Namespace) -> ZooSplits:
         key = (str(Path(args.zoo_dir).resolve()), manifest_checksum(args.zoo_dir),
-               args.split_seed, args.graph_cache)
+               args.split_seed, args.train_networks, args.graph_cache)
         if key not in self._cache:
             self._cache.clear()
             zoo = load_zoo_graphs(args.zoo_dir, cache=args.graph_cache)
-            train, val, test = zoo.split(args.split_seed)
+            train, val, test = load_or_refuse("--train-networks", lambda: zoo.split(
+                args.split_seed, train_networks=args.train_networks))
             into = torch.cat([degree(g.edge_index[1], g.num_nodes, dtype=torch.long)
                               for g in train])
             out = torch.cat([degree(g.edge_index[0], g.num_nodes, dtype=torch.long)
@@ -258,6 +259,11 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-seed", type=non_negative_int, default=0,
                         help="seed of the 80/10/10 split by network (the same for every "
                         "training seed)")
+    parser.add_argument("--train-networks", type=positive_int, default=None, metavar="N",
+                        help="train on the first N training networks of the split only (all "
+                        "their checkpoints), validation and test unchanged: a learning "
+                        "curve over the zoo's size, each N's networks among a larger N's "
+                        "(default: all, 80%% of the zoo)")
     parser.add_argument("--hidden", type=positive_int, default=None,
                         help="main width of the encoder (ngnn: hidden, ngt: node dim, dng: "
                         "embedding, nfn: channels, statnn: MLP width); default "
@@ -340,7 +346,7 @@ JOB = JobConfig(
     "weights; the final record carries kendall_tau, r2 and test_mse over the held-out "
     "networks, and kendall_tau_same_epoch: the mean tau within each checkpoint epoch.",
     extra_arguments=zoo_arguments,
-    resume_keys=("zoo_dir", "loss", "split_seed", "hidden", "layers", "rff_dim",
+    resume_keys=("zoo_dir", "loss", "split_seed", "train_networks", "hidden", "layers", "rff_dim",
                  "rff_sigma", "reverse_edges", "append_stats", "sign_flip", "neuron_scale",
                  "weight_noise", "weight_dropout", "lr_schedule"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)

@@ -150,12 +150,13 @@ class ZooGraphs:
         """The network id of each member, ``[len(self)]``."""
         return np.array([int(g.network) for g in self.graphs], dtype=np.int64)
 
-    def split(self, seed: int = 0,
-              fractions: Sequence[float] = SPLIT_FRACTIONS) -> tuple[list[Data], ...]:
+    def split(self, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS,
+              train_networks: int | None = None) -> tuple[list[Data], ...]:
         """``(train, val, test)`` lists of graphs, split by network
-        (:func:`split_by_network`)."""
-        return tuple([self.graphs[i] for i in part]
-                     for part in split_by_network(self.networks, seed, fractions))
+        (:func:`split_by_network`; ``train_networks`` keeps the first so many training
+        networks)."""
+        return tuple([self.graphs[i] for i in part] for part in
+                     split_by_network(self.networks, seed, fractions, train_networks))
 
 
 class AugmentedGraphs(Dataset):
@@ -209,7 +210,8 @@ class AugmentedGraphs(Dataset):
 
 
 def split_by_network(networks: Sequence[int] | np.ndarray, seed: int = 0,
-                     fractions: Sequence[float] = SPLIT_FRACTIONS) -> tuple[np.ndarray, ...]:
+                     fractions: Sequence[float] = SPLIT_FRACTIONS,
+                     train_networks: int | None = None) -> tuple[np.ndarray, ...]:
     """Indices of the members in each split; all members of one network share a split.
 
     The distinct network ids, sorted, are permuted by ``numpy.random.default_rng(seed)``;
@@ -220,6 +222,9 @@ def split_by_network(networks: Sequence[int] | np.ndarray, seed: int = 0,
         networks: the network id of every member.
         seed: seed of the permutation (the same split for every training seed).
         fractions: ``(train, val, test)`` fractions of the networks, summing to 1.
+        train_networks: keep only the first so many training networks of the permutation
+            (None: all), for learning curves: validation and test stay the same, and a
+            smaller count keeps a subset of a larger one's networks.
 
     Returns:
         ``(train, val, test)`` index arrays, each sorted.
@@ -238,8 +243,14 @@ def split_by_network(networks: Sequence[int] | np.ndarray, seed: int = 0,
     if n - n_val - n_test < 1:
         raise ValueError(f"{n} networks leave none for training with fractions "
                          f"{tuple(fractions)}")
+    n_train = n - n_val - n_test
+    if train_networks is not None:
+        if not 1 <= train_networks <= n_train:
+            raise ValueError(f"train_networks must be between 1 and the {n_train} training "
+                             f"networks of this split, got {train_networks}")
     order = unique[np.random.default_rng(seed).permutation(n)]
-    parts = (order[:n - n_val - n_test], order[n - n_val - n_test:n - n_test],
+    parts = (order[:n_train if train_networks is None else train_networks],
+             order[n_train:n - n_test],
              order[n - n_test:])
     return tuple(np.flatnonzero(np.isin(ids, part)) for part in parts)
 

@@ -138,6 +138,24 @@ def test_split_by_network_keeps_every_checkpoint_of_a_network_together():
         split_by_network([0, 0, 1], seed=0)
 
 
+def test_train_networks_keeps_nested_training_networks_and_the_same_held_out_ones():
+    networks = np.repeat(np.arange(50), 4)
+    full = split_by_network(networks, seed=3)
+    kept = {}
+    for count in (1, 10, 20, 40):
+        train, val, test = split_by_network(networks, seed=3, train_networks=count)
+        assert val.tolist() == full[1].tolist() and test.tolist() == full[2].tolist()
+        kept[count] = set(networks[train].tolist())
+        assert len(kept[count]) == count and len(train) == 4 * count
+        assert kept[count] <= set(networks[full[0]].tolist())
+    assert kept[1] <= kept[10] <= kept[20] <= kept[40]
+    assert [p.tolist() for p in split_by_network(networks, 3, train_networks=40)] == [
+        p.tolist() for p in full]
+    for bad in (0, 41):
+        with pytest.raises(ValueError, match=f"between 1 and the 40 training networks.*{bad}"):
+            split_by_network(networks, seed=3, train_networks=bad)
+
+
 def test_kernel_shape_is_the_family_largest():
     assert family_kernel_shape({"config": {"family": "small"}}) == (3, 3)
     wild = {"config": {"family": "wild", "wild_space": {"kernel_size": [3, 5, 7]}}}
@@ -334,11 +352,29 @@ def test_encoders_that_read_one_architecture_are_refused_on_a_mixed_zoo(wild_zoo
     assert records(tmp_path / "all", "ngt")[-1]["final"] is True
 
 
+def test_train_networks_trains_on_fewer_networks_and_refuses_too_many(small_zoo, tmp_path,
+                                                                       capsys):
+    argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "1"]
+    args = cgt._parse(argv + ["--train-networks", "5"] + dirs(tmp_path))
+    data, full = cgt.SPLITS.get(args), cgt.SPLITS.get(cgt._parse(argv + dirs(tmp_path)))
+    assert len({int(g.network) for g in data.train}) == 5
+    assert {int(g.network) for g in data.train} < {int(g.network) for g in full.train}
+    assert [int(g.network) for g in data.test] == [int(g.network) for g in full.test]
+    assert train(argv + ["--train-networks", "5"] + dirs(tmp_path)) == 0
+    assert records(tmp_path, "statnn")[-1]["final"]
+    capsys.readouterr()
+    assert train(argv + ["--train-networks", "999"] + dirs(tmp_path / "many")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --train-networks: ") and "got 999" in err, err
+    assert not (tmp_path / "many" / "log").exists()
+
+
 def test_help_lists_the_job_flags(capsys):
     assert cgt.main(["--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}",
-                 "--loss {bce,mse,bce_rank}", "--split-seed", "--hidden", "--rff-sigma"):
+                 "--loss {bce,mse,bce_rank}", "--split-seed", "--train-networks N",
+                 "--hidden", "--rff-sigma"):
         assert flag in text
 
 
@@ -346,6 +382,7 @@ def test_help_lists_the_job_flags(capsys):
     (["--rff-sigma", "-1"], "--rff-sigma"), (["--rff-sigma", "nan"], "--rff-sigma"),
     (["--hidden", "0"], "--hidden"), (["--rff-dim", "0"], "--rff-dim"),
     (["--threads", "0"], "--threads"), (["--split-seed", "-1"], "--split-seed"),
+    (["--train-networks", "0"], "--train-networks"),
     (["--sign-flip", "1.5"], "--sign-flip"), (["--neuron-scale", "0.5"], "--neuron-scale")])
 def test_the_parser_refuses_values_out_of_range(argv, flag, small_zoo, tmp_path, capsys):
     assert train(["--zoo-dir", str(small_zoo), *argv] + dirs(tmp_path)) == 2
