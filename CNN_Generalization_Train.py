@@ -346,9 +346,9 @@ JOB = JobConfig(
     "weights; the final record carries kendall_tau, r2 and test_mse over the held-out "
     "networks, and kendall_tau_same_epoch: the mean tau within each checkpoint epoch.",
     extra_arguments=zoo_arguments,
-    resume_keys=("zoo_dir", "loss", "split_seed", "train_networks", "hidden", "layers", "rff_dim",
-                 "rff_sigma", "reverse_edges", "append_stats", "sign_flip", "neuron_scale",
-                 "weight_noise", "weight_dropout", "lr_schedule"),
+    resume_keys=("zoo_dir", "loss", "split_seed", "train_networks", "hidden", "layers",
+                 "rff_dim", "rff_sigma", "reverse_edges", "append_stats", "sign_flip",
+                 "neuron_scale", "weight_noise", "weight_dropout", "lr_schedule"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 
 

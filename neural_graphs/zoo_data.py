@@ -240,18 +240,16 @@ def split_by_network(networks: Sequence[int] | np.ndarray, seed: int = 0,
         raise ValueError(f"a split by network needs at least 3 networks, the zoo has {n}")
     n_val = max(1, round(fractions[1] * n))
     n_test = max(1, round(fractions[2] * n))
-    if n - n_val - n_test < 1:
+    n_train = n - n_val - n_test
+    if n_train < 1:
         raise ValueError(f"{n} networks leave none for training with fractions "
                          f"{tuple(fractions)}")
-    n_train = n - n_val - n_test
-    if train_networks is not None:
-        if not 1 <= train_networks <= n_train:
-            raise ValueError(f"train_networks must be between 1 and the {n_train} training "
-                             f"networks of this split, got {train_networks}")
+    if train_networks is not None and not 1 <= train_networks <= n_train:
+        raise ValueError(f"train_networks must be between 1 and the {n_train} training "
+                         f"networks of this split, got {train_networks}")
     order = unique[np.random.default_rng(seed).permutation(n)]
     parts = (order[:n_train if train_networks is None else train_networks],
-             order[n_train:n - n_test],
-             order[n - n_test:])
+             order[n_train:n - n_test], order[n - n_test:])
     return tuple(np.flatnonzero(np.isin(ids, part)) for part in parts)
 
 

@@ -352,7 +352,7 @@ def test_encoders_that_read_one_architecture_are_refused_on_a_mixed_zoo(wild_zoo
     assert records(tmp_path / "all", "ngt")[-1]["final"] is True
 
 
-def test_train_networks_trains_on_fewer_networks_and_refuses_too_many(small_zoo, tmp_path,
+def test_train_networks_trains_on_fewer_networks_and_is_checked(small_zoo, tmp_path,
                                                                        capsys):
     argv = ["--zoo-dir", str(small_zoo), "--encoder", "statnn", "--epochs", "1"]
     args = cgt._parse(argv + ["--train-networks", "5"] + dirs(tmp_path))
@@ -362,6 +362,8 @@ def test_train_networks_trains_on_fewer_networks_and_refuses_too_many(small_zoo,
     assert [int(g.network) for g in data.test] == [int(g.network) for g in full.test]
     assert train(argv + ["--train-networks", "5"] + dirs(tmp_path)) == 0
     assert records(tmp_path, "statnn")[-1]["final"]
+    with pytest.raises(SystemExit, match="--train-networks 5, this command gives 6"):
+        train(argv + ["--train-networks", "6", "--resume", "--epochs", "2"] + dirs(tmp_path))
     capsys.readouterr()
     assert train(argv + ["--train-networks", "999"] + dirs(tmp_path / "many")) == 2
     err = capsys.readouterr().err
