@@ -29,6 +29,11 @@ minutes on a 2-core CPU.
 Runs of different zoos share run names (``<script>_<encoder>_seed<k>``): give each zoo its
 own ``--log-dir`` and ``--checkpoint-dir``.
 
+The official DNG's CNN Wild Park recipe (``predict_park.py``) regularises more: dropout on
+DNG's node states and in its output MLP (``--node-dropout 0.2 --dropout 0.2``) and AdamW
+with weight decay, AMSGrad and gradient clipping (``--weight-decay 5e-4 --amsgrad
+--max-grad-norm 10``); all off by default.
+
 ``--sign-flip P`` and ``--neuron-scale R`` augment the training networks with rescalings
 of their hidden neurons that keep each network's function, and so its accuracy
 (:mod:`neural_graphs.neuron_symmetry`): a fresh draw per network, epoch and seed.
@@ -229,7 +234,8 @@ def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module
     encoder = make_encoder(side, hidden, layers, rff_dim, args.rff_sigma,
                            deg=data.deg_both_ways if args.reverse_edges else data.deg,
                            reverse_edges=args.reverse_edges,
-                           append_stats=args.append_stats)
+                           append_stats=args.append_stats, dropout=args.dropout,
+                           node_dropout=args.node_dropout)
     if hasattr(encoder, "attach_features"):  # StatNN's statistics: the graphs never change
         data.attach_statistics(encoder)
     model = AccuracyPredictor(encoder, squash=args.loss == "mse")
@@ -284,6 +290,14 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                         "--hidden features, and one MLP of StatNN's size reads it together "
                         "with StatNN's per-layer statistics, as the NFN reference's "
                         "append_stats (statnn and nfn ignore the flag)")
+    parser.add_argument("--dropout", type=probability, default=0.0, metavar="P",
+                        help="dropout after each ReLU of the encoder's output MLP (the "
+                        "official DNG's head_drop: 0.2 in its CNN Wild Park script) "
+                        "(default: %(default)s)")
+    parser.add_argument("--node-dropout", type=probability, default=0.0, metavar="P",
+                        help="dng: dropout on the node states after each step (the official "
+                        "DNG's drop: 0.2 in its CNN Wild Park script); the other encoders "
+                        "ignore it (default: %(default)s)")
     parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
                         help="negate each hidden neuron of a training network whose "
                         "activation is odd (tanh) with probability P: its incoming weights, "
@@ -309,6 +323,15 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                         "recipe) or a cosine down to zero at the run's last step (the same "
                         "Adam update, through utils.optim.WarmupClipAdamW without weight "
                         "decay)")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                        help="decoupled weight decay (AdamW; the official DNG's CNN Wild Park "
+                        "script: 5e-4); 0 keeps Adam (default: %(default)s)")
+    parser.add_argument("--amsgrad", action="store_true",
+                        help="the AMSGrad variant of Adam (the official DNG's CNN Wild Park "
+                        "script)")
+    parser.add_argument("--max-grad-norm", type=non_negative_float, default=0.0,
+                        help="clip each step's gradient norm to this (the official DNG's CNN "
+                        "Wild Park script: 10); 0: no clipping (default: %(default)s)")
     parser.add_argument("--no-graph-cache", dest="graph_cache", action="store_false",
                         help="neither read nor write the neural-graph cache in --zoo-dir "
                         "(for a read-only zoo folder)")
@@ -323,9 +346,11 @@ def configure(args: argparse.Namespace) -> JobConfig:
         torch.set_num_threads(args.threads)
     SPLITS.get(args)
     job = JOB.replace(task=scalar_regression(args.loss, group="epoch"))
-    if args.lr_schedule != "constant":  # AdamW without weight decay takes Adam's steps
-        job = job.replace(optimizer=partial(WarmupClipAdamW, weight_decay=0.0,
-                                            lr_schedule=args.lr_schedule))
+    if (args.lr_schedule != "constant" or args.weight_decay or args.amsgrad
+            or args.max_grad_norm):  # AdamW without weight decay takes Adam's steps
+        job = job.replace(optimizer=partial(
+            WarmupClipAdamW, weight_decay=args.weight_decay, amsgrad=args.amsgrad,
+            max_grad_norm=args.max_grad_norm or None, lr_schedule=args.lr_schedule))
     return job
 
 
@@ -348,7 +373,8 @@ JOB = JobConfig(
     extra_arguments=zoo_arguments,
     resume_keys=("zoo_dir", "loss", "split_seed", "train_networks", "hidden", "layers",
                  "rff_dim", "rff_sigma", "reverse_edges", "append_stats", "sign_flip",
-                 "neuron_scale", "weight_noise", "weight_dropout", "lr_schedule"),
+                 "neuron_scale", "weight_noise", "weight_dropout", "lr_schedule", "dropout",
+                 "node_dropout", "weight_decay", "amsgrad", "max_grad_norm"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 
 

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from jobs.encoder_jobs import (
     BATCH_SIZE_HELP,
     RECIPE_DEFAULTS,
+    add_output_dropout,
     batch_size_for,
     materialize,
     recipe_arguments,
@@ -82,31 +83,6 @@ EMA_DECAY = {side: 0.998 if side in ("dng", "ngnn") else 0.0 for side in ENCODER
 # --------------------------------------------------------------------------- encoders
 
 
-def output_mlp(encoder: nn.Module) -> nn.Sequential:
-    """The encoder's final MLP (``head`` of the graph encoders and NFN, ``mlp`` of FlatMLP
-    and StatNN)."""
-    for name in ("head", "mlp"):
-        module = getattr(encoder, name, None)
-        if isinstance(module, nn.Sequential):
-            return module
-    raise TypeError(f"{type(encoder).__name__} has no output MLP (an nn.Sequential 'head' or "
-                    "'mlp') to put dropout in")
-
-
-def with_dropout(mlp: nn.Sequential, p: float) -> nn.Sequential:
-    """``mlp`` with ``Dropout(p)`` after each of its ReLUs (before each further Linear)."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {p}")
-    if p == 0:
-        return mlp
-    modules: list[nn.Module] = []
-    for module in mlp:
-        modules.append(module)
-        if isinstance(module, nn.ReLU):
-            modules.append(nn.Dropout(p))
-    return nn.Sequential(*modules)
-
-
 def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
     """The encoder ``side`` with 10 outputs and dropout in its output MLP, its lazy parts
     built on the first training INRs; under ``--encoder-config reference`` the encoder in
@@ -125,10 +101,7 @@ def build_classifier(args: argparse.Namespace, seed: int, side: str) -> nn.Modul
         hidden, layers, probes = encoder_settings(args, side, ENCODER_DEFAULTS)
         model = make_encoder(side, NUM_CLASSES, hidden, layers, probes,
                              reverse_edges=side == "ngnn" and args.reverse_edges)
-        mlp = output_mlp(model)
-        for name in ("head", "mlp"):
-            if getattr(model, name, None) is mlp:
-                setattr(model, name, with_dropout(mlp, args.dropout))
+        add_output_dropout(model, args.dropout)
     return materialize(model, first_graphs(train, args.batch_size))
 
 

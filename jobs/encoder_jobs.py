@@ -27,17 +27,20 @@ from utils.Train_Test import main as train_main
 __all__ = [
     "split_loaders_of",
     "RECIPE_DEFAULTS",
+    "add_output_dropout",
     "BATCH_SIZE_HELP",
     "batch_size_for",
     "EncoderDefaults",
     "encoder_side",
     "load_or_refuse",
     "materialize",
+    "output_mlp",
     "per_encoder",
     "recipe_arguments",
     "recipe_optimizer",
     "reverse_edges_argument",
     "run_job",
+    "with_dropout",
     "with_recipe",
 ]
 
@@ -166,6 +169,45 @@ def encoder_side(side: str, out_dim: int, **sizes: Any) -> nn.Module:
         return build_encoder(side, out_dim, **sizes)
     except ImportError as err:
         raise SideUnavailable(f"the {side} encoder needs a missing package: {err}") from err
+
+
+def output_mlp(encoder: nn.Module) -> nn.Sequential:
+    """The encoder's final MLP (``head`` of the graph encoders and NFN, ``mlp`` of FlatMLP,
+    StatNN and a graph encoder with StatNN's statistics appended)."""
+    for name in ("head", "mlp"):
+        module = getattr(encoder, name, None)
+        if isinstance(module, nn.Sequential):
+            return module
+    raise TypeError(f"{type(encoder).__name__} has no output MLP (an nn.Sequential 'head' or "
+                    "'mlp') to put dropout in")
+
+
+def with_dropout(mlp: nn.Sequential, p: float) -> nn.Sequential:
+    """``mlp`` with ``Dropout(p)`` after each of its ReLUs (before each further Linear)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    if p == 0:
+        return mlp
+    modules: list[nn.Module] = []
+    for module in mlp:
+        modules.append(module)
+        if isinstance(module, nn.ReLU):
+            modules.append(nn.Dropout(p))
+    return nn.Sequential(*modules)
+
+
+def add_output_dropout(encoder: nn.Module, p: float) -> nn.Module:
+    """``encoder`` with :func:`with_dropout` applied to its :func:`output_mlp`, in place
+    (``p`` 0: unchanged)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    if p == 0:
+        return encoder
+    mlp = output_mlp(encoder)
+    for name in ("head", "mlp"):
+        if getattr(encoder, name, None) is mlp:
+            setattr(encoder, name, with_dropout(mlp, p))
+    return encoder
 
 
 def materialize(model: nn.Module, example: Any) -> nn.Module:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from jobs.encoder_jobs import EncoderDefaults, encoder_side
+from jobs.encoder_jobs import EncoderDefaults, add_output_dropout, encoder_side
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 
 __all__ = ["ZOO_ENCODERS", "ZOO_ENCODER_DEFAULTS", "make_zoo_encoder"]
@@ -30,7 +30,8 @@ ZOO_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
 
 def make_zoo_encoder(side: str, hidden: int, layers: int, rff_dim: int,
                      rff_sigma: float, deg: Tensor | None = None,
-                     reverse_edges: bool = False, append_stats: bool = False) -> nn.Module:
+                     reverse_edges: bool = False, append_stats: bool = False,
+                     dropout: float = 0.0, node_dropout: float = 0.0) -> nn.Module:
     """The encoder ``side`` of :data:`ZOO_ENCODERS` with one output
     (:func:`jobs.encoder_jobs.encoder_side`).
 
@@ -38,10 +39,15 @@ def make_zoo_encoder(side: str, hidden: int, layers: int, rff_dim: int,
     messages run on (its PNA scalers); ``reverse_edges``: NG-GNN's messages also run along
     the reversed edges; ``append_stats``: a graph encoder's head also reads StatNN's
     statistics (:class:`~neural_graphs.encoders.with_statistics.WithStatistics`; the other
-    encoders ignore it)."""
+    encoders ignore it); ``dropout``: after each ReLU of the output MLP
+    (:func:`~jobs.encoder_jobs.add_output_dropout`); ``node_dropout``: DNG's dropout on its
+    node states after each step (the other encoders ignore it)."""
     if side not in GRAPH_ENCODER_NAMES:
-        return encoder_side(side, 1, hidden=hidden, layers=layers)
-    ngnn = side == "ngnn"
-    return encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
-                        rff_sigma=rff_sigma, deg=deg if ngnn else None,
-                        reverse_edges=ngnn and reverse_edges, append_stats=append_stats)
+        encoder = encoder_side(side, 1, hidden=hidden, layers=layers)
+    else:
+        ngnn = side == "ngnn"
+        encoder = encoder_side(side, 1, hidden=hidden, layers=layers, rff_dim=rff_dim,
+                               rff_sigma=rff_sigma, deg=deg if ngnn else None,
+                               reverse_edges=ngnn and reverse_edges, append_stats=append_stats,
+                               node_dropout=node_dropout if side == "dng" else 0.0)
+    return add_output_dropout(encoder, dropout)

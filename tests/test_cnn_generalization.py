@@ -18,6 +18,7 @@ from scipy.stats import kendalltau
 from torch_geometric.data import Batch
 
 import CNN_Generalization_Train as cgt
+from jobs.encoder_jobs import add_output_dropout, output_mlp
 from neural_graphs import to_neural_graph
 from neural_graphs.zoo import ZooConfig, ZooData, generate_zoo, load_zoo
 from neural_graphs.zoo_data import (
@@ -319,6 +320,71 @@ def test_weight_noise_resumes_exactly_and_a_cosine_schedule_falls(small_zoo, tmp
     assert "lr_schedule=cosine" in header.splitlines()[0]
 
 
+def test_park_recipe_adds_dropout_where_asked_and_leaves_the_eval_function(small_zoo, tmp_path):
+    from neural_graphs.encoders import DNGEncoder
+
+    argv = ["--zoo-dir", str(small_zoo), *TINY, *dirs(tmp_path)]
+    recipe = ["--dropout", "0.2", "--node-dropout", "0.3"]
+    batch = Batch.from_data_list(cgt.SPLITS.get(cgt._parse(argv)).test[:6])
+    for side in ("dng", "ngnn", "statnn"):
+        torch.manual_seed(0)
+        plain = cgt.build_predictor(cgt._parse(argv), 0, side)
+        torch.manual_seed(0)
+        dropped = cgt.build_predictor(cgt._parse(argv + recipe), 0, side)
+        head = output_mlp(dropped.encoder)
+        after_relu = [type(b).__name__ for a, b in zip(head, list(head)[1:])
+                      if isinstance(a, cgt.nn.ReLU)]
+        assert after_relu and after_relu == ["Dropout"] * len(after_relu)
+        assert all(m.p == 0.2 for m in head if isinstance(m, cgt.nn.Dropout))
+        assert not any(isinstance(m, cgt.nn.Dropout) for m in plain.modules())
+        dngs = [m for m in dropped.modules() if isinstance(m, DNGEncoder)]
+        assert [m.dropout for m in dngs] == ([0.3] if side == "dng" else [])
+        # dropout holds no parameters: the same draws build the same weights, and in
+        # eval mode both compute the same function; in training mode they differ
+        assert [n for n, _ in plain.named_parameters()] != [] and all(
+            torch.equal(a, b) for a, b in zip(plain.parameters(), dropped.parameters()))
+        with torch.no_grad():
+            assert torch.equal(plain.eval()(batch), dropped.eval()(batch))
+            assert not torch.equal(plain.train()(batch), dropped.train()(batch))
+
+
+def test_park_optimizer_is_adamw_with_the_flags_and_adam_without_them(small_zoo, tmp_path):
+    from torch.optim import Adam
+
+    from utils.optim import WarmupClipAdamW
+
+    argv = ["--zoo-dir", str(small_zoo), *TINY, *dirs(tmp_path)]
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert cgt.configure(cgt._parse(argv)).optimizer is Adam
+    job = cgt.configure(cgt._parse(argv + ["--weight-decay", "5e-4", "--amsgrad",
+                                           "--max-grad-norm", "10"]))
+    optimizer = job.optimizer(params, lr=1e-3)
+    assert isinstance(optimizer, WarmupClipAdamW)
+    group = optimizer.param_groups[0]
+    assert (group["weight_decay"], group["amsgrad"]) == (5e-4, True)
+    assert optimizer.max_grad_norm == 10.0
+    optimizer = cgt.configure(cgt._parse(argv + ["--amsgrad"])).optimizer(params, lr=1e-3)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.0 and optimizer.max_grad_norm is None
+    park = ["--encoder", "dng", "--dropout", "0.2", "--node-dropout", "0.2",
+            "--weight-decay", "5e-4", "--amsgrad", "--max-grad-norm", "10"]
+    assert train(argv + park + ["--epochs", "1"]) == 0
+    assert records(tmp_path, "dng")[-1]["final"]
+    with pytest.raises(SystemExit, match="--node-dropout 0.2, this command gives 0.0"):
+        train(argv + [a if a != "--node-dropout" else "--dropout" for a in park]
+              + ["--epochs", "2", "--resume"])
+
+
+def test_node_dropout_is_refused_for_an_encoder_without_node_states():
+    from neural_graphs.encoders.build import build_encoder
+
+    with pytest.raises(ValueError, match="node_dropout is an option of the dng encoder only"):
+        build_encoder("ngnn", 1, hidden=8, layers=1, node_dropout=0.1)
+    with pytest.raises(ValueError, match=r"node_dropout must be in \[0, 1\), got 1.0"):
+        build_encoder("dng", 1, hidden=8, layers=1, node_dropout=1.0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got -0.1"):
+        add_output_dropout(build_encoder("dng", 1, hidden=8, layers=1), -0.1)
+
+
 def test_augmented_training_networks_reach_statnn_as_their_own_statistics(small_zoo, tmp_path):
     argv = ["--zoo-dir", str(small_zoo), "--neuron-scale", "3", "--sign-flip", "0.5"] + TINY
     args = cgt._parse(argv + dirs(tmp_path))
@@ -376,7 +442,8 @@ def test_help_lists_the_job_flags(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}",
                  "--loss {bce,mse,bce_rank}", "--split-seed", "--train-networks N",
-                 "--hidden", "--rff-sigma"):
+                 "--hidden", "--rff-sigma", "--dropout P", "--node-dropout P",
+                 "--weight-decay", "--amsgrad", "--max-grad-norm"):
         assert flag in text
 
 
@@ -385,7 +452,10 @@ def test_help_lists_the_job_flags(capsys):
     (["--hidden", "0"], "--hidden"), (["--rff-dim", "0"], "--rff-dim"),
     (["--threads", "0"], "--threads"), (["--split-seed", "-1"], "--split-seed"),
     (["--train-networks", "0"], "--train-networks"),
-    (["--sign-flip", "1.5"], "--sign-flip"), (["--neuron-scale", "0.5"], "--neuron-scale")])
+    (["--sign-flip", "1.5"], "--sign-flip"), (["--neuron-scale", "0.5"], "--neuron-scale"),
+    (["--dropout", "1"], "--dropout"), (["--node-dropout", "-0.1"], "--node-dropout"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--max-grad-norm", "nan"], "--max-grad-norm")])
 def test_the_parser_refuses_values_out_of_range(argv, flag, small_zoo, tmp_path, capsys):
     assert train(["--zoo-dir", str(small_zoo), *argv] + dirs(tmp_path)) == 2
     err = capsys.readouterr().err

@@ -74,7 +74,7 @@ GRAPH_ENCODER_NAMES = ("ngnn", "ngt", "dng")
 def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int = 0,
                   rff_dim: int | None = None, rff_sigma: float | None = None,
                   deg: Tensor | None = None, reverse_edges: bool = False,
-                  append_stats: bool = False) -> nn.Module:
+                  append_stats: bool = False, node_dropout: float = 0.0) -> nn.Module:
     """The encoder ``name`` (of :data:`ENCODER_NAMES`) with output size ``out_dim``.
 
     Args:
@@ -91,10 +91,13 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
         reverse_edges (bool): NG-GNN also passes messages along the reversed edges.
         append_stats (bool): a graph encoder's embedding (``hidden`` wide) and StatNN's
             statistics go into one MLP of StatNN's size (:class:`WithStatistics`).
+        node_dropout (float): DNG's dropout on its node states after each step (the
+            official DNG's ``drop``); in [0, 1).
 
     Raises:
-        ValueError: unknown name, or probes or reversed edges asked of an encoder without
-            them, or ``append_stats`` asked of an encoder that is not a graph encoder.
+        ValueError: unknown name, or probes, reversed edges or node dropout asked of an
+            encoder without them, or ``append_stats`` asked of an encoder that is not a
+            graph encoder, or ``node_dropout`` outside [0, 1).
         ImportError: ``nfn`` without the ``nfn`` package.
     """
     builder = ENCODER_BUILDERS.get(name)
@@ -108,10 +111,16 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
     if append_stats and name not in GRAPH_ENCODER_NAMES:
         raise ValueError(f"append_stats is an option of the graph encoders "
                          f"({', '.join(GRAPH_ENCODER_NAMES)}), got {name!r}")
+    if not 0 <= node_dropout < 1:
+        raise ValueError(f"node_dropout must be in [0, 1), got {node_dropout}")
+    if node_dropout and name != "dng":
+        raise ValueError(f"node_dropout is an option of the dng encoder only, got {name!r}")
     options: dict[str, Any] = {k: v for k, v in (("rff_dim", rff_dim), ("rff_sigma", rff_sigma))
                                if v is not None}
     if reverse_edges:
         options["reverse_edges"] = True
+    if node_dropout:
+        options["dropout"] = node_dropout
     if append_stats:
         return WithStatistics(builder(hidden, hidden, layers, probes, deg, options), out_dim)
     return builder(out_dim, hidden, layers, probes, deg, options)
