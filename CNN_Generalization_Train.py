@@ -320,9 +320,9 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                         "setting; 0: off) (default: %(default)s)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                         help="learning rate over the run: held (Adam, the DNG paper's "
-                        "recipe) or a cosine down to zero at the run's last step (the same "
-                        "Adam update, through utils.optim.WarmupClipAdamW without weight "
-                        "decay)")
+                        "recipe) or a cosine down to zero at the run's last step "
+                        "(through utils.optim.WarmupClipAdamW: Adam's update unless "
+                        "--weight-decay, --amsgrad or --max-grad-norm ask for more)")
     parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
                         help="decoupled weight decay (AdamW; the official DNG's CNN Wild Park "
                         "script: 5e-4); 0 keeps Adam (default: %(default)s)")
