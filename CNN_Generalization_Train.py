@@ -347,7 +347,7 @@ def configure(args: argparse.Namespace) -> JobConfig:
     SPLITS.get(args)
     job = JOB.replace(task=scalar_regression(args.loss, group="epoch"))
     if (args.lr_schedule != "constant" or args.weight_decay or args.amsgrad
-            or args.max_grad_norm):  # AdamW without weight decay takes Adam's steps
+            or args.max_grad_norm):  # AdamW without decay, amsgrad or clipping is Adam
         job = job.replace(optimizer=partial(
             WarmupClipAdamW, weight_decay=args.weight_decay, amsgrad=args.amsgrad,
             max_grad_norm=args.max_grad_norm or None, lr_schedule=args.lr_schedule))

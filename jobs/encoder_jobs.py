@@ -171,15 +171,18 @@ def encoder_side(side: str, out_dim: int, **sizes: Any) -> nn.Module:
         raise SideUnavailable(f"the {side} encoder needs a missing package: {err}") from err
 
 
+def _output_mlp_name(encoder: nn.Module) -> str:
+    for name in ("head", "mlp"):
+        if isinstance(getattr(encoder, name, None), nn.Sequential):
+            return name
+    raise TypeError(f"{type(encoder).__name__} has no output MLP (an nn.Sequential 'head' or "
+                    "'mlp') to put dropout in")
+
+
 def output_mlp(encoder: nn.Module) -> nn.Sequential:
     """The encoder's final MLP (``head`` of the graph encoders and NFN, ``mlp`` of FlatMLP,
     StatNN and a graph encoder with StatNN's statistics appended)."""
-    for name in ("head", "mlp"):
-        module = getattr(encoder, name, None)
-        if isinstance(module, nn.Sequential):
-            return module
-    raise TypeError(f"{type(encoder).__name__} has no output MLP (an nn.Sequential 'head' or "
-                    "'mlp') to put dropout in")
+    return getattr(encoder, _output_mlp_name(encoder))
 
 
 def with_dropout(mlp: nn.Sequential, p: float) -> nn.Sequential:
@@ -198,15 +201,10 @@ def with_dropout(mlp: nn.Sequential, p: float) -> nn.Sequential:
 
 def add_output_dropout(encoder: nn.Module, p: float) -> nn.Module:
     """``encoder`` with :func:`with_dropout` applied to its :func:`output_mlp`, in place
-    (``p`` 0: unchanged)."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {p}")
-    if p == 0:
-        return encoder
-    mlp = output_mlp(encoder)
-    for name in ("head", "mlp"):
-        if getattr(encoder, name, None) is mlp:
-            setattr(encoder, name, with_dropout(mlp, p))
+    (``p`` 0: unchanged, also an encoder without an output MLP)."""
+    if p:
+        name = _output_mlp_name(encoder)
+        setattr(encoder, name, with_dropout(getattr(encoder, name), p))
     return encoder
 
 
