@@ -34,6 +34,11 @@ DNG's node states and in its output MLP (``--node-dropout 0.2 --dropout 0.2``) a
 with weight decay, AMSGrad and gradient clipping (``--weight-decay 5e-4 --amsgrad
 --max-grad-norm 10``); all off by default.
 
+``--probes N`` (default 32): the graph encoders run N learned probe images through every
+CNN of a batch, and each channel's mean activation on them joins its node features
+(:class:`~neural_graphs.encoders.probes.ProbeFeatures`; ViTs get none); on the small zoo
+they lift every graph encoder's tau above StatNN's.
+
 ``--sign-flip P`` and ``--neuron-scale R`` augment the training networks with rescalings
 of their hidden neurons that keep each network's function, and so its accuracy
 (:mod:`neural_graphs.neuron_symmetry`): a fresh draw per network, epoch and seed.
@@ -78,7 +83,7 @@ from utils.cli import (
 )
 from utils.optim import LR_SCHEDULES, WarmupClipAdamW
 from utils.tasks import scalar_regression
-from utils.Train_Test import JobConfig, SideFlag, SideUnavailable, build_parser
+from utils.Train_Test import JobConfig, JobRefused, SideFlag, SideUnavailable, build_parser
 
 SCRIPT = "CNN_Generalization_Train"
 #: The neural-graphs reference's augmentation of its CNN zoos (``noise_scale``, ``drop_rate``
@@ -90,6 +95,8 @@ ENCODER_NAMES = ZOO_ENCODERS
 EVERY = "all"
 DEFAULT_ENCODER = "ngnn"
 LOSSES = ("bce", "mse", "bce_rank")
+#: Zoo families whose networks the probe images cannot run through (attention layers).
+UNPROBED_FAMILIES = ("vit",)
 
 
 #: Default sizes and epochs per encoder (shared with the zoo benchmark: jobs.zoo_jobs).
@@ -225,6 +232,18 @@ def zoo_loaders(args: argparse.Namespace, seed: int,
                             seed, distributed)
 
 
+def probe_images(args: argparse.Namespace, zoo: ZooGraphs, side: str) -> dict:
+    """``probes`` and ``probe_shape`` of ``side`` for :func:`make_zoo_encoder`: ``--probes``
+    (or the encoder's default) learned images of the zoo's image shape; none for StatNN and
+    NFN. A ViT zoo, or one that does not record its image shape, gets none by default and
+    is refused with the flag (:func:`configure`)."""
+    count = ENCODER_DEFAULTS[side].probes if args.probes is None else args.probes
+    if not count or side not in GRAPH_ENCODER_NAMES or zoo.image_shape is None \
+            or zoo.family in UNPROBED_FAMILIES:
+        return {}
+    return {"probes": count, "probe_shape": zoo.image_shape}
+
+
 def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module:
     """The encoder ``side`` as an :class:`AccuracyPredictor`, its lazy parts built on the
     zoo's first training graphs. An encoder that cannot read the zoo (NFN: one
@@ -235,7 +254,8 @@ def build_predictor(args: argparse.Namespace, seed: int, side: str) -> nn.Module
                            deg=data.deg_both_ways if args.reverse_edges else data.deg,
                            reverse_edges=args.reverse_edges,
                            append_stats=args.append_stats, dropout=args.dropout,
-                           node_dropout=args.node_dropout)
+                           node_dropout=args.node_dropout,
+                           **probe_images(args, data.zoo, side))
     if hasattr(encoder, "attach_features"):  # StatNN's statistics: the graphs never change
         data.attach_statistics(encoder)
     model = AccuracyPredictor(encoder, squash=args.loss == "mse")
@@ -298,6 +318,12 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dng: dropout on the node states after each step (the official "
                         "DNG's drop: 0.2 in its CNN Wild Park script); the other encoders "
                         "ignore it (default: %(default)s)")
+    parser.add_argument("--probes", type=non_negative_int, default=None, metavar="N",
+                        help="graph encoders run N learned probe images through every CNN "
+                        "of the zoo, and each channel's mean activation on them joins its "
+                        "node features (neural_graphs.encoders.probes; ViTs get none; "
+                        "statnn and nfn ignore it); default "
+                        + per_encoder(ENCODER_DEFAULTS, "probes", GRAPH_ENCODER_NAMES))
     parser.add_argument("--sign-flip", type=unit_probability, default=0.0, metavar="P",
                         help="negate each hidden neuron of a training network whose "
                         "activation is odd (tanh) with probability P: its incoming weights, "
@@ -341,10 +367,17 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configure(args: argparse.Namespace) -> JobConfig:
     """Set ``--threads``, convert the zoo (or read its cache) once, refused with the reason
-    when it cannot be read; then the task of ``--loss``."""
+    when it cannot be read (or, with ``--probes``, does not record its image shape); then
+    the task of ``--loss``."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    SPLITS.get(args)
+    data = SPLITS.get(args)
+    if args.probes and data.zoo.image_shape is None:
+        raise JobRefused(f"--probes: the zoo {args.zoo_dir} does not record its image shape")
+    if args.probes and data.zoo.family in UNPROBED_FAMILIES:
+        raise JobRefused(f"--probes: the networks of a {data.zoo.family} zoo get no probe "
+                         "images (only convolutional networks do); leave --probes out or "
+                         "give 0")
     job = JOB.replace(task=scalar_regression(args.loss, group="epoch"))
     if (args.lr_schedule != "constant" or args.weight_decay or args.amsgrad
             or args.max_grad_norm):  # AdamW without decay, amsgrad or clipping is Adam
@@ -374,7 +407,7 @@ JOB = JobConfig(
     resume_keys=("zoo_dir", "loss", "split_seed", "train_networks", "hidden", "layers",
                  "rff_dim", "rff_sigma", "reverse_edges", "append_stats", "sign_flip",
                  "neuron_scale", "weight_noise", "weight_dropout", "lr_schedule", "dropout",
-                 "node_dropout", "weight_decay", "amsgrad", "max_grad_norm"),
+                 "node_dropout", "weight_decay", "amsgrad", "max_grad_norm", "probes"),
     labels={"dataset": "cnn_zoo"}, configure=configure, reads_data_dir=False)
 
 

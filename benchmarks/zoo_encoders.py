@@ -5,7 +5,8 @@ The networks are the family's own (:func:`neural_graphs.zoo.plan_zoo` on 28x28 g
 images, ten classes), untrained: the cost of a step depends on the architectures, not on
 the weights. Each becomes its neural graph on the family's kernel grid (3x3 small, 7x7
 wild, the 4x4 patch for vit), as ``CNN_Generalization_Train`` reads them, and each encoder
-(at that job's defaults, :data:`jobs.zoo_jobs.ZOO_ENCODER_DEFAULTS`) runs one forward and
+(at that job's defaults, :data:`jobs.zoo_jobs.ZOO_ENCODER_DEFAULTS`, probe images included)
+runs one forward and
 backward pass of a squared loss on the whole batch: after one such step to warm up, the
 user and system CPU seconds of a second (system time is page faults: memory the
 allocator maps afresh) and the peak of tensor memory of a third above the level at its
@@ -38,12 +39,14 @@ from utils.compiled import set_compiled_layers
 from utils.memory import allocator_setting, keep_freed_memory
 
 KERNELS = {"small": (3, 3), "wild": (7, 7), "vit": (4, 4)}
+IMAGE_SHAPE = (1, 28, 28)  # the images every family is planned for (probe images too)
 DEFAULT_ENCODERS = ("statnn", "ngnn", "ngt", "dng")
 
 
 def family_graphs(family: str, count: int, seed: int = 0) -> list:
     """The neural graphs of the first ``count`` networks of a ``family`` zoo (untrained)."""
-    groups = plan_zoo(ZooConfig(family=family, num=count, seed=seed, epochs=[1]), 1, 10, 28)
+    groups = plan_zoo(ZooConfig(family=family, num=count, seed=seed, epochs=[1]),
+                      IMAGE_SHAPE[0], 10, IMAGE_SHAPE[1])
     graphs = []
     for group in groups:
         for net in group["networks"]:
@@ -62,7 +65,8 @@ def measure(side: str, graphs: list, grad_checkpointing: bool = False) -> tuple[
     defaults = ZOO_ENCODER_DEFAULTS[side]
     degrees = torch.cat([torch.bincount(g.edge_index[1], minlength=g.num_nodes) for g in graphs])
     encoder = make_zoo_encoder(side, defaults.hidden, defaults.layers, defaults.rff_dim, 1.0,
-                               deg=torch.bincount(degrees))
+                               deg=torch.bincount(degrees), probes=defaults.probes,
+                               probe_shape=IMAGE_SHAPE)
     if side == "statnn":
         encoder.attach_features(graphs)
     set_compiled_layers(encoder, "off", 0, grad_checkpointing)

@@ -131,6 +131,8 @@ class ZooGraphs:
         manifest_sha256: the checksum of the manifest the graphs were made from.
         architectures: the number of distinct architectures (skeleton and activation);
             each graph's ``architecture`` numbers its own (0 .. architectures - 1).
+        image_shape: ``(C, H, W)`` of the images the networks read (None: the manifest
+            does not say).
     """
 
     graphs: list[Data]
@@ -138,6 +140,7 @@ class ZooGraphs:
     family: str
     manifest_sha256: str
     architectures: int
+    image_shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -308,6 +311,8 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
     check_kind(zoo_dir, manifest, "cnn-zoo")
     require_complete(zoo_dir, manifest, "cnn-zoo")
     family = str(manifest.get("config", {}).get("family"))
+    image_shape = manifest.get("config", {}).get("image_shape")
+    image_shape = None if image_shape is None else tuple(int(n) for n in image_shape)
     grid = tuple(int(k) for k in (kernel_shape or family_kernel_shape(manifest)))
     if len(grid) != 2 or min(grid) < 1:
         raise ValueError(f"kernel_shape must be two positive sizes (kh, kw), got {grid}")
@@ -315,7 +320,8 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
     content = _read_cache(path, checksum, grid) if cache else None
     if content is not None:
         graphs = [Data(**fields) for fields in content["graphs"]]
-        return ZooGraphs(graphs, grid, family, checksum, int(content["architectures"]))
+        return ZooGraphs(graphs, grid, family, checksum, int(content["architectures"]),
+                         image_shape)
 
     members = load_zoo(zoo_dir)
     if not members:
@@ -346,7 +352,7 @@ def load_zoo_graphs(zoo_dir: str | Path, kernel_shape: Sequence[int] | None = No
         where = ""
     print(f"{zoo_dir}: {len(graphs)} members of {len(np.unique([m.network for m in members]))} "
           f"networks as neural graphs in {seconds:.1f} s{where}", file=sys.stderr)
-    return ZooGraphs(graphs, grid, family, checksum, architectures)
+    return ZooGraphs(graphs, grid, family, checksum, architectures, image_shape)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -374,6 +374,83 @@ def test_park_optimizer_is_adamw_with_the_flags_and_adam_without_them(small_zoo,
               + ["--epochs", "2", "--resume"])
 
 
+def test_probes_give_the_graph_encoders_learned_images_of_the_zoo_shape(small_zoo, tmp_path):
+    """``--probes N``: each graph encoder gets N learned images of the zoo's image shape,
+    every CNN of a batch is probed, and the images learn; without the flag each encoder
+    gets its default count, with ``--probes 0`` none; StatNN ignores the flag; a resume
+    with another count is refused."""
+    from neural_graphs.encoders.probes import ProbeFeatures
+
+    def probes_of(model):
+        return [m for m in model.modules() if isinstance(m, ProbeFeatures)]
+
+    argv = ["--zoo-dir", str(small_zoo), *TINY, *dirs(tmp_path)]
+    args = cgt._parse(argv + ["--probes", "3"])
+    assert cgt.SPLITS.get(args).zoo.image_shape == (1, 8, 8)
+    batch = Batch.from_data_list(cgt.SPLITS.get(args).train[:5])
+    for side in ("dng", "ngnn", "ngt"):
+        model = cgt.build_predictor(args, 0, side)
+        (probes,) = probes_of(model)
+        assert tuple(probes.images.shape) == (3, 1, 8, 8)
+        (grad,) = torch.autograd.grad(model(batch).sum(), probes.images)
+        assert grad.abs().sum() > 0
+        default = cgt.ENCODER_DEFAULTS[side].probes
+        assert [p.num_probes for p in probes_of(cgt.build_predictor(cgt._parse(argv), 0,
+                                                                      side))] == \
+            ([default] if default else [])
+        assert not probes_of(cgt.build_predictor(cgt._parse(argv + ["--probes", "0"]), 0,
+                                                 side))
+    assert not probes_of(cgt.build_predictor(args, 0, "statnn"))
+    assert {cgt.ENCODER_DEFAULTS[side].probes for side in ("dng", "ngnn", "ngt")} == {32}
+    assert train(argv + ["--encoder", "dng", "--probes", "3", "--epochs", "1"]) == 0
+    assert records(tmp_path, "dng")[-1]["final"]
+    with pytest.raises(SystemExit, match="--probes 3, this command gives 0"):
+        train(argv + ["--encoder", "dng", "--probes", "0", "--epochs", "2", "--resume"])
+
+
+def test_probes_are_refused_for_a_zoo_without_its_image_shape(small_zoo, tmp_path, capsys):
+    zoo = copy_zoo(small_zoo, tmp_path / "zoo")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    del manifest["config"]["image_shape"]
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["--zoo-dir", str(zoo), "--encoder", "dng", "--epochs", "1", *TINY]
+    assert train(argv + ["--probes", "2"] + dirs(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "--probes: the zoo" in err and "does not record its image shape" in err, err
+    assert not (tmp_path / "log").exists()
+
+
+def test_vit_zoos_get_no_probes_by_default_and_refuse_the_flag(small_zoo, tmp_path,
+                                                              monkeypatch):
+    from types import SimpleNamespace
+
+    from neural_graphs.zoo_data import ZooGraphs
+
+    vit = ZooGraphs([], (4, 4), "vit", "", 1, (1, 28, 28))
+    args = cgt._parse(["--zoo-dir", str(small_zoo), *dirs(tmp_path)])
+    assert cgt.probe_images(args, vit, "dng") == {}
+    small = ZooGraphs([], (3, 3), "small", "", 1, (1, 28, 28))
+    assert cgt.probe_images(args, small, "dng") == {"probes": 32, "probe_shape": (1, 28, 28)}
+    assert cgt.probe_images(args, small, "statnn") == {}
+    monkeypatch.setattr(cgt.SPLITS, "get", lambda args: SimpleNamespace(zoo=vit))
+    with pytest.raises(cgt.JobRefused, match="a vit zoo get no probe images"):
+        cgt.configure(cgt._parse(["--zoo-dir", str(small_zoo), "--probes", "4",
+                                  *dirs(tmp_path)]))
+    assert cgt.configure(args).task is not None
+
+
+def test_probe_shape_needs_probes_and_a_graph_encoder():
+    from jobs.zoo_jobs import make_zoo_encoder
+    from neural_graphs.encoders.build import build_encoder
+
+    with pytest.raises(ValueError, match=r"probe_shape \(1, 8, 8\) needs probes > 0"):
+        build_encoder("dng", 1, hidden=8, layers=1, probe_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="the statnn encoder has no probe features"):
+        build_encoder("statnn", 1, hidden=8, layers=1, probes=2, probe_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"probes=2 needs the probe images' probe_shape"):
+        make_zoo_encoder("dng", 8, 1, 8, 1.0, probes=2)
+
+
 def test_node_dropout_is_refused_for_an_encoder_without_node_states():
     from neural_graphs.encoders.build import build_encoder
 
@@ -443,7 +520,7 @@ def test_help_lists_the_job_flags(capsys):
     for flag in ("--zoo-dir", "--encoder {statnn,nfn,ngnn,ngt,dng,all}",
                  "--loss {bce,mse,bce_rank}", "--split-seed", "--train-networks N",
                  "--hidden", "--rff-sigma", "--dropout P", "--node-dropout P",
-                 "--weight-decay", "--amsgrad", "--max-grad-norm"):
+                 "--weight-decay", "--amsgrad", "--max-grad-norm", "--probes N"):
         assert flag in text
 
 
@@ -454,7 +531,7 @@ def test_help_lists_the_job_flags(capsys):
     (["--train-networks", "0"], "--train-networks"),
     (["--sign-flip", "1.5"], "--sign-flip"), (["--neuron-scale", "0.5"], "--neuron-scale"),
     (["--dropout", "1"], "--dropout"), (["--node-dropout", "-0.1"], "--node-dropout"),
-    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--probes", "-1"], "--probes"),
     (["--max-grad-norm", "nan"], "--max-grad-norm")])
 def test_the_parser_refuses_values_out_of_range(argv, flag, small_zoo, tmp_path, capsys):
     assert train(["--zoo-dir", str(small_zoo), *argv] + dirs(tmp_path)) == 2

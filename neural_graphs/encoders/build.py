@@ -9,7 +9,7 @@ through the registry :data:`ENCODER_BUILDERS`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -74,7 +74,8 @@ GRAPH_ENCODER_NAMES = ("ngnn", "ngt", "dng")
 def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int = 0,
                   rff_dim: int | None = None, rff_sigma: float | None = None,
                   deg: Tensor | None = None, reverse_edges: bool = False,
-                  append_stats: bool = False, node_dropout: float = 0.0) -> nn.Module:
+                  append_stats: bool = False, node_dropout: float = 0.0,
+                  probe_shape: Sequence[int] | None = None) -> nn.Module:
     """The encoder ``name`` (of :data:`ENCODER_NAMES`) with output size ``out_dim``.
 
     Args:
@@ -85,6 +86,8 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
         layers (int): message-passing, attention, NFN or MLP layers (DNG takes one step per
             network layer and ignores it).
         probes (int): probe inputs (graph encoders only).
+        probe_shape (tuple, optional): ``(C, *S)`` of the learned probe images
+            convolutional networks read (with ``probes``; None: they get none).
         rff_dim (int, optional), rff_sigma (float, optional): Fourier features of weights
             and biases (graph encoders); None keeps the encoder's default.
         deg (Tensor, optional): in-degree histogram for NG-GNN's PNA scalers.
@@ -97,7 +100,8 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
     Raises:
         ValueError: unknown name, or probes, reversed edges or node dropout asked of an
             encoder without them, or ``append_stats`` asked of an encoder that is not a
-            graph encoder, or ``node_dropout`` outside [0, 1).
+            graph encoder, or ``node_dropout`` outside [0, 1), or ``probe_shape`` without
+            ``probes``.
         ImportError: ``nfn`` without the ``nfn`` package.
     """
     builder = ENCODER_BUILDERS.get(name)
@@ -111,6 +115,8 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
     if append_stats and name not in GRAPH_ENCODER_NAMES:
         raise ValueError(f"append_stats is an option of the graph encoders "
                          f"({', '.join(GRAPH_ENCODER_NAMES)}), got {name!r}")
+    if probe_shape is not None and not probes:
+        raise ValueError(f"probe_shape {tuple(probe_shape)} needs probes > 0")
     if not 0 <= node_dropout < 1:
         raise ValueError(f"node_dropout must be in [0, 1), got {node_dropout}")
     if node_dropout and name != "dng":
@@ -121,6 +127,8 @@ def build_encoder(name: str, out_dim: int, hidden: int, layers: int, probes: int
         options["reverse_edges"] = True
     if node_dropout:
         options["dropout"] = node_dropout
+    if probe_shape is not None:
+        options["probe_shape"] = tuple(probe_shape)
     if append_stats:
         return WithStatistics(builder(hidden, hidden, layers, probes, deg, options), out_dim)
     return builder(out_dim, hidden, layers, probes, deg, options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,8 @@ class DNGEncoder(nn.Module):
         head_hidden (int, optional): output MLP width (default ``hidden``).
         rff_dim (int): Fourier frequencies of scalars (128).
         rff_sigma (float): their standard deviation (3 for INRs, 1 for CNNs in the paper).
-        num_probes (int): probe inputs for Linear-chain networks (0: none, the paper).
+        num_probes (int): probe inputs (0: none, the paper): Linear chains read
+            coordinates, convolutional networks images (``probe_shape``).
         max_layers (int): hidden-layer slots of the position embedding.
         kernel_shape (tuple, optional): the kernel grid weights are read on (default:
             the first batch's largest; :class:`~neural_graphs.encoders.batch.KernelGrid`).
@@ -97,6 +98,9 @@ class DNGEncoder(nn.Module):
             and scattering edges: the same function, summed in another order (None: on;
             one training step of the default encoder on 128 SIRENs takes 0.68 of the
             general path's time).
+        probe_shape (tuple, optional): ``(C, *S)`` of the learned probe images that
+            convolutional networks read with ``num_probes`` (None: they get no probes;
+            :class:`~neural_graphs.encoders.probes.ProbeFeatures`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -111,7 +115,8 @@ class DNGEncoder(nn.Module):
                  num_layers: int | None = None, node_features: str = "graph",
                  message_mlp: bool = True, edge_types: bool = True,
                  source_bias: bool = False, dropout: float = 0.0,
-                 head_dropout: float = 0.0, dense: bool | None = None) -> None:
+                 head_dropout: float = 0.0, dense: bool | None = None,
+                 probe_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         head_dim = head_dim or hidden
         if node_features not in NODE_FEATURES:
@@ -123,7 +128,7 @@ class DNGEncoder(nn.Module):
         if not message_mlp and head_dim != hidden:
             raise ValueError(f"message_mlp=False feeds the summed heads to the GRU: head_dim "
                              f"({head_dim}) must equal hidden ({hidden})")
-        if node_features == "bias" and num_probes:
+        if node_features == "bias" and (num_probes or probe_shape is not None):
             raise ValueError("node_features='bias' reads biases only: num_probes must be 0")
         self.num_layers = num_layers
         self.dropout = float(dropout)
@@ -136,8 +141,8 @@ class DNGEncoder(nn.Module):
 
         self.kernels = KernelGrid(kernel_shape)
         if node_features == "graph":
-            self.embed: GraphEmbedding | None = GraphEmbedding(hidden, 0, rff_dim, rff_sigma,
-                                                               max_layers, num_probes)
+            self.embed: GraphEmbedding | None = GraphEmbedding(
+                hidden, 0, rff_dim, rff_sigma, max_layers, num_probes, probe_shape=probe_shape)
         else:
             self.embed = None
             self.node_rff = FourierFeatures(rff_dim, rff_sigma)

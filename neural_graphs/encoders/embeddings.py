@@ -271,11 +271,13 @@ class GraphEmbedding(nn.Module):
         max_layers (int): layer slots of the hidden-layer embedding (and probes).
         num_probes (int): probe inputs (0: no probe features).
         position (bool): add position embeddings.
+        probe_shape (tuple, optional): ``(C, *S)`` of the probe images convolutional
+            networks read (None: they get no probe features).
     """
 
     def __init__(self, node_dim: int, edge_dim: int, rff_dim: int = 128,
                  rff_sigma: float = 3.0, max_layers: int = 32, num_probes: int = 0,
-                 position: bool = True) -> None:
+                 position: bool = True, probe_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         if max_layers < 3:
             raise ValueError(f"max_layers must be at least 3 (input, hidden, output), got "
@@ -289,7 +291,10 @@ class GraphEmbedding(nn.Module):
             self.input_position = IndexEmbedding(node_dim, "input neuron")
             self.output_position = IndexEmbedding(node_dim, "output neuron")
             self.layer_position = nn.Embedding(max_layers, node_dim)
-        self.probes = ProbeFeatures(num_probes, node_dim, max_layers) if num_probes else None
+        if probe_shape is not None and not num_probes:
+            raise ValueError(f"probe_shape {tuple(probe_shape)} needs num_probes > 0")
+        self.probes = ProbeFeatures(num_probes, node_dim, max_layers, probe_shape) \
+            if num_probes else None
         self.edge_dim = edge_dim
         if edge_dim:
             self.edge_rff = FourierFeatures(rff_dim, rff_sigma)

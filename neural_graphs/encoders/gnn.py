@@ -189,8 +189,8 @@ class NGGNN(nn.Module):
         head_hidden (int, optional): width of the output MLP (default ``hidden``).
         rff_dim (int): Fourier frequencies of scalars.
         rff_sigma (float): their standard deviation (3, the reference's GNN).
-        num_probes (int): probe inputs for Linear-chain networks (0: none, the default
-            of the reference).
+        num_probes (int): probe inputs (0: none, the default of the reference): Linear
+            chains read coordinates, convolutional networks images (``probe_shape``).
         max_layers (int): hidden-layer slots of the position embedding (with
             ``features="reference"``: the layers of the networks read, input and output
             included).
@@ -221,6 +221,9 @@ class NGGNN(nn.Module):
         dense (bool): take the dense path for batches of one layout (the attribute
             ``dense`` may be switched later; aggregators and scalers other than those of
             :mod:`~neural_graphs.encoders.dense` always take the general path).
+        probe_shape (tuple, optional): ``(C, *S)`` of the learned probe images that
+            convolutional networks read with ``num_probes`` (None: they get no probes;
+            :class:`~neural_graphs.encoders.probes.ProbeFeatures`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -242,7 +245,7 @@ class NGGNN(nn.Module):
                  layer_stats: Mapping[str, Sequence[float]] | None = None,
                  norm: str = "node", dropout: float = 0.0,
                  edge_update_bias: bool = False, residual: bool = True,
-                 dense: bool = True) -> None:
+                 dense: bool = True, probe_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
@@ -254,13 +257,14 @@ class NGGNN(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if features == "ours" and layer_stats is not None:
             raise ValueError("layer_stats needs features='reference'")
-        if features == "reference" and num_probes:
+        if features == "reference" and (num_probes or probe_shape is not None):
             raise ValueError("features='reference' has no probe features (num_probes=0)")
         self.feature_kind, self.norm, self.dropout = features, norm, float(dropout)
         self.residual, self.reverse_edges = residual, reverse_edges
         self.kernels = KernelGrid(kernel_shape)
         self.embed: nn.Module = GraphEmbedding(
-            hidden, hidden, rff_dim, rff_sigma, max_layers, num_probes) \
+            hidden, hidden, rff_dim, rff_sigma, max_layers, num_probes,
+            probe_shape=probe_shape) \
             if features == "ours" else ConstructorEmbedding(
             hidden, rff_dim, rff_sigma, max_layers, reverse_edges, layer_stats)
         self.node_in = nn.Linear(hidden, hidden)

@@ -288,7 +288,8 @@ class NGTransformer(nn.Module):
         readout (str): ``"cat"``, ``"mean"``, ``"max"`` or ``"mean_max"``.
         rff_dim (int): Fourier frequencies of scalars (128).
         rff_sigma (float): their standard deviation (1, the reference's transformer).
-        num_probes (int): probe inputs for Linear-chain networks (0: none).
+        num_probes (int): probe inputs (0: none): Linear chains read coordinates,
+            convolutional networks images (``probe_shape``).
         max_layers (int): layer slots of the position embedding (with
             ``embedding="reference"``: the layers of the networks read, input and output
             included; 4 for the reference's 2-32-32-1 SIRENs).
@@ -319,6 +320,9 @@ class NGTransformer(nn.Module):
             pair, :meth:`pair_activation_bytes`); the chunks of graphs beyond it are
             computed again in the backward pass instead (the same function). ``None``:
             keep every chunk's. Default :attr:`ACTIVATION_BUDGET`.
+        probe_shape (tuple, optional): ``(C, *S)`` of the learned probe images that
+            convolutional networks read with ``num_probes`` (None: they get no probes;
+            :class:`~neural_graphs.encoders.probes.ProbeFeatures`).
 
     Shapes:
         - input: a :class:`~torch_geometric.data.Batch` of graphs from
@@ -340,7 +344,8 @@ class NGTransformer(nn.Module):
                  input_stats: Mapping[str, Sequence[float] | Tensor] | None = None,
                  attn_scale: str = "head", edge_node_bias: bool = False,
                  compile_layers: bool = False,
-                 activation_budget: int | None = ACTIVATION_BUDGET) -> None:
+                 activation_budget: int | None = ACTIVATION_BUDGET,
+                 probe_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         if activation_budget is not None and activation_budget < 0:
             raise ValueError(f"activation_budget must be None or at least 0 bytes, got "
@@ -351,7 +356,7 @@ class NGTransformer(nn.Module):
             raise ValueError(f"embedding must be 'graph' or 'reference', got {embedding!r}")
         if attn_scale not in ("head", "total"):
             raise ValueError(f"attn_scale must be 'head' or 'total', got {attn_scale!r}")
-        if embedding == "reference" and num_probes:
+        if embedding == "reference" and (num_probes or probe_shape is not None):
             raise ValueError("embedding='reference' has no probe features (num_probes=0)")
         if embedding == "graph" and input_stats is not None:
             raise ValueError("input_stats are read by embedding='reference' only")
@@ -359,7 +364,7 @@ class NGTransformer(nn.Module):
         self.embed: GraphEmbedding | ConstructorEmbedding
         if embedding == "graph":
             self.embed = GraphEmbedding(node_dim, edge_dim, rff_dim, rff_sigma, max_layers,
-                                        num_probes)
+                                        num_probes, probe_shape=probe_shape)
         else:
             self.embed = ConstructorEmbedding(node_dim, rff_dim, rff_sigma, max_layers,
                                               layer_stats=input_stats, edge_dim=edge_dim)
