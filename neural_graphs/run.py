@@ -12,6 +12,7 @@ and applies the node's activation. Every weight is read from the graph, none fro
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -26,7 +27,7 @@ from modules.convert import TWINS
 from neural_graphs.activations import activate
 from neural_graphs.graph import group_weight
 
-__all__ = ["run_neural_graph"]
+__all__ = ["layer_output", "run_neural_graph"]
 
 
 @lru_cache(maxsize=256)
@@ -169,10 +170,20 @@ def _update(graph: Data, index: int, layer: dict[str, Any],
         z = residuals.pop(0)
     if layer["kind"] == "tokens":
         z = _tokens(layer, z)
-    z = z + _channels(graph.x[lo:hi, 0], z)
+    return layer_output(z, layer, graph.x[lo:hi], residuals)
+
+
+def layer_output(z: Tensor, layer: dict[str, Any], x: Tensor,
+                 residuals: Sequence[Tensor] = ()) -> Tensor:
+    """A layer's states from its summed messages ``z`` ``[B, n, *S]`` and its neurons'
+    node features ``x`` ``[n, F]``: add the bias, apply the BatchNorm of unfolded graphs,
+    add the layer's offset and the residual messages, activate. (The probes of
+    :mod:`neural_graphs.encoders.probes` call it with the neurons of several networks side
+    by side.)"""
+    z = z + _channels(x[:, 0], z)
     bn = layer["batchnorm"]
     if bn is not None and not bn["folded"]:
-        w, b, mean, var = graph.x[lo:hi, 1:5].unbind(1)
+        w, b, mean, var = x[:, 1:5].unbind(1)
         z = (z - _channels(mean, z)) / torch.sqrt(_channels(var, z) + bn["eps"])
         z = z * _channels(w, z) + _channels(b, z)
     if layer["offset"]:  # a constant added after the BatchNorm (see _Builder.add)

@@ -24,6 +24,7 @@ from neural_graphs.encoders.batch import (
     node_ptr,
 )
 from neural_graphs.kernels import graph_grids, kernel_columns
+from neural_graphs.run import layer_output
 
 __all__ = ["ProbeFeatures", "linear_chain_weights", "probe_activations", "stacked_group_weight"]
 
@@ -43,25 +44,14 @@ def linear_chain_weights(batch: Batch, graphs: Sequence[int], layers: Sequence[d
                          ) -> list[tuple[Tensor, Tensor]]:
     """Dense ``(weight [G, out, in], bias [G, out])`` of each layer of the graphs
     ``graphs`` (one architecture ``layers``, a chain of Linear layers), gathered from
-    ``edge_attr`` by each edge's (target, source) place, so relabelled graphs give
-    consistently permuted weights."""
+    ``edge_attr`` by each edge's (target, source) place (:func:`stacked_group_weight`), so
+    relabelled graphs give consistently permuted weights."""
     device = batch.edge_index.device
-    ids = torch.as_tensor(list(graphs), device=device)
-    nodes0 = node_ptr(batch)[ids]
-    edges0 = edge_ptr(batch)[ids]
-    value = (batch.edge_attr * batch.edge_mask).sum(-1)  # the one weight of a Linear edge
-    rows = torch.arange(len(graphs), device=device)[:, None]
+    nodes0 = node_ptr(batch)[torch.as_tensor(list(graphs), device=device)]
     out = []
-    for layer in layers[1:]:
-        group = layer["groups"][0]
-        start, stop = group["edges"]
+    for index, layer in enumerate(layers[1:], start=1):
         lo, hi = layer["nodes"]
-        src_lo, src_hi = layers[group["source"]]["nodes"]
-        edges = edges0[:, None] + torch.arange(start, stop, device=device)  # [G, n]
-        dst = batch.edge_index[1, edges] - nodes0[:, None] - lo
-        src = batch.edge_index[0, edges] - nodes0[:, None] - src_lo
-        weight = value.new_zeros(len(graphs), hi - lo, src_hi - src_lo)
-        weight = weight.index_put((rows.expand_as(dst), dst, src), value[edges])
+        weight = stacked_group_weight(batch, graphs, layers, index, layer["groups"][0])
         bias = batch.x[nodes0[:, None] + torch.arange(lo, hi, device=device), 0]
         out.append((weight, bias))
     return out
@@ -158,17 +148,18 @@ def _message(state: Tensor, weight: Tensor, group: dict[str, Any]) -> Tensor:
     return torch.einsum("pgi...,goi->pgo...", state, weight)
 
 
-def _channels(values: Tensor, state: Tensor) -> Tensor:
-    """Per-network, per-neuron values ``[G, C]`` broadcast over ``[P, G, C, *S]``."""
-    return values.view(1, *values.shape, *[1] * (state.dim() - 3))
+def _side_by_side(state: Tensor, graphs: int) -> Tensor:
+    """Stacked states ``[P, G, C, *S]`` (G may be 1, the shared input) as one network's
+    ``[P, G * C, *S]``: every network's neurons side by side."""
+    return state.expand(state.shape[0], graphs, *state.shape[2:]).flatten(1, 2)
 
 
 def _run_convolutional(batch: Batch, graphs: Sequence[int], layers: Sequence[dict],
                        images: Tensor) -> list[Tensor]:
     """Every layer's states ``[P, G, C, *S]`` of the graphs ``graphs`` (one architecture)
-    on ``images`` ``[P, C_0, *S_0]``: summed messages, bias, the BatchNorm of unfolded
-    graphs, the layer's offset, residual messages, activation, as
-    :func:`neural_graphs.run.run_neural_graph` computes one network."""
+    on ``images`` ``[P, C_0, *S_0]``: the summed messages of each layer through
+    :func:`neural_graphs.run.layer_output` with the neurons of all G networks side by
+    side, as :func:`neural_graphs.run.run_neural_graph` computes one network."""
     ids = torch.as_tensor(list(graphs), device=images.device)
     nodes0 = node_ptr(batch)[ids][:, None]
     states = [images.unsqueeze(1)]
@@ -177,26 +168,17 @@ def _run_convolutional(batch: Batch, graphs: Sequence[int], layers: Sequence[dic
         for group in layer["groups"]:
             h = _pre(states[group["source"]], group["pre"])
             if group["kind"] == "residual":
-                residuals.append(h)
+                residuals.append(_side_by_side(h, len(graphs)))
                 continue
             weight = stacked_group_weight(batch, graphs, layers, index, group)
-            msg = _message(h, weight.to(h.dtype), group)
+            msg = _side_by_side(_message(h, weight.to(h.dtype), group), len(graphs))
             z = msg if z is None else z + msg
         if z is None:
             z = residuals.pop(0)
         lo, hi = layer["nodes"]
-        x = batch.x[nodes0 + torch.arange(lo, hi, device=images.device)].to(z.dtype)
-        z = z + _channels(x[..., 0], z)
-        bn = layer["batchnorm"]
-        if bn is not None and not bn["folded"]:
-            w, b, mean, var = x[..., 1:5].unbind(-1)
-            z = (z - _channels(mean, z)) / torch.sqrt(_channels(var, z) + bn["eps"])
-            z = z * _channels(w, z) + _channels(b, z)
-        if layer["offset"]:
-            z = z + layer["offset"]
-        for r in residuals:
-            z = z + r
-        states.append(activate(z, layer["activation"], layer["activation_param"]))
+        x = batch.x[(nodes0 + torch.arange(lo, hi, device=images.device)).reshape(-1)]
+        out = layer_output(z, layer, x.to(z.dtype), residuals)
+        states.append(out.unflatten(1, (len(graphs), -1)))
     return states
 
 
