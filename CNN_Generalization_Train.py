@@ -67,7 +67,13 @@ from jobs.encoder_jobs import (
     run_job,
     split_loaders_of,
 )
-from jobs.zoo_jobs import ZOO_ENCODER_DEFAULTS, ZOO_ENCODERS, make_zoo_encoder
+from jobs.zoo_jobs import (
+    UNPROBED_FAMILIES,
+    ZOO_ENCODER_DEFAULTS,
+    ZOO_ENCODERS,
+    make_zoo_encoder,
+    zoo_probes,
+)
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 from neural_graphs.neuron_symmetry import NeuronSymmetryAugment
 from neural_graphs.weight_noise import WeightNoiseAugment
@@ -95,8 +101,6 @@ ENCODER_NAMES = ZOO_ENCODERS
 EVERY = "all"
 DEFAULT_ENCODER = "ngnn"
 LOSSES = ("bce", "mse", "bce_rank")
-#: Zoo families whose networks the probe images cannot run through (attention layers).
-UNPROBED_FAMILIES = ("vit",)
 
 
 #: Default sizes and epochs per encoder (shared with the zoo benchmark: jobs.zoo_jobs).
@@ -237,9 +241,8 @@ def probe_images(args: argparse.Namespace, zoo: ZooGraphs, side: str) -> dict:
     (or the encoder's default) learned images of the zoo's image shape; none for StatNN and
     NFN. A ViT zoo, or one that does not record its image shape, gets none by default and
     is refused with the flag (:func:`configure`)."""
-    count = ENCODER_DEFAULTS[side].probes if args.probes is None else args.probes
-    if not count or side not in GRAPH_ENCODER_NAMES or zoo.image_shape is None \
-            or zoo.family in UNPROBED_FAMILIES:
+    count = zoo_probes(side, zoo.family, args.probes)
+    if not count or zoo.image_shape is None:
         return {}
     return {"probes": count, "probe_shape": zoo.image_shape}
 

@@ -5,14 +5,15 @@ The networks are the family's own (:func:`neural_graphs.zoo.plan_zoo` on 28x28 g
 images, ten classes), untrained: the cost of a step depends on the architectures, not on
 the weights. Each becomes its neural graph on the family's kernel grid (3x3 small, 7x7
 wild, the 4x4 patch for vit), as ``CNN_Generalization_Train`` reads them, and each encoder
-(at that job's defaults, :data:`jobs.zoo_jobs.ZOO_ENCODER_DEFAULTS`, probe images included)
-runs one forward and
-backward pass of a squared loss on the whole batch: after one such step to warm up, the
-user and system CPU seconds of a second (system time is page faults: memory the
-allocator maps afresh) and the peak of tensor memory of a third above the level at its
-start (:func:`benchmarks.common.memory_use`)::
+(at that job's defaults, :data:`jobs.zoo_jobs.ZOO_ENCODER_DEFAULTS`, with the probe images
+the job gives it or ``--probes N`` of them) runs one forward and backward pass of a squared
+loss on the whole batch: after one such step to warm up, the user and system CPU seconds
+of a second (system time is page faults: memory the allocator maps afresh) and the peak of
+tensor memory of a third above the level at its start
+(:func:`benchmarks.common.memory_use`)::
 
     python -m benchmarks.zoo_encoders --family wild --batch-size 128
+    python -m benchmarks.zoo_encoders --family wild --batch-size 128 --probes 0
     python -m benchmarks.zoo_encoders --family vit --batch-size 32 --encoders statnn ngnn dng
 
 NG-T computes every pair of neurons: on ViT graphs (747 neurons, 558,009 pairs, in row
@@ -30,11 +31,11 @@ import torch
 from torch_geometric.data import Batch
 
 from benchmarks.common import format_table, memory_use, parameter_count
-from jobs.zoo_jobs import ZOO_ENCODER_DEFAULTS, ZOO_ENCODERS, make_zoo_encoder
+from jobs.zoo_jobs import ZOO_ENCODER_DEFAULTS, ZOO_ENCODERS, make_zoo_encoder, zoo_probes
 from neural_graphs.graph import to_neural_graph
 from neural_graphs.zoo import FAMILIES, ZooConfig, build_cnn, build_vit, plan_zoo
 from neural_graphs.zoo_vit import is_vit
-from utils.cli import HelpFormatter, positive_int
+from utils.cli import HelpFormatter, non_negative_int, positive_int
 from utils.compiled import set_compiled_layers
 from utils.memory import allocator_setting, keep_freed_memory
 
@@ -59,14 +60,15 @@ def family_graphs(family: str, count: int, seed: int = 0) -> list:
     return graphs
 
 
-def measure(side: str, graphs: list, grad_checkpointing: bool = False) -> tuple[str, ...]:
-    """One row: the encoder, its parameters, user and system CPU seconds and peak MiB of
-    one step."""
+def measure(side: str, graphs: list, grad_checkpointing: bool = False,
+            probes: int = 0) -> tuple[str, ...]:
+    """One row: the encoder (with ``probes`` probe images), its parameters, user and system
+    CPU seconds and peak MiB of one step."""
     defaults = ZOO_ENCODER_DEFAULTS[side]
     degrees = torch.cat([torch.bincount(g.edge_index[1], minlength=g.num_nodes) for g in graphs])
     encoder = make_zoo_encoder(side, defaults.hidden, defaults.layers, defaults.rff_dim, 1.0,
-                               deg=torch.bincount(degrees), probes=defaults.probes,
-                               probe_shape=IMAGE_SHAPE)
+                               deg=torch.bincount(degrees), probes=probes,
+                               probe_shape=IMAGE_SHAPE if probes else None)
     if side == "statnn":
         encoder.attach_features(graphs)
     set_compiled_layers(encoder, "off", 0, grad_checkpointing)
@@ -83,8 +85,9 @@ def measure(side: str, graphs: list, grad_checkpointing: bool = False) -> tuple[
     after = resource.getrusage(resource.RUSAGE_SELF)
     encoder.zero_grad()
     use = memory_use(step, torch.device("cpu"))  # a third step: the profiler costs time
-    return (side, f"{parameter_count(encoder):,}", f"{after.ru_utime - before.ru_utime:.1f}",
-            f"{after.ru_stime - before.ru_stime:.1f}", f"{use.peak / 2**20:,.0f}")
+    return (side, str(probes), f"{parameter_count(encoder):,}",
+            f"{after.ru_utime - before.ru_utime:.1f}", f"{after.ru_stime - before.ru_stime:.1f}",
+            f"{use.peak / 2**20:,.0f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="encoders that can (DNG's message groups, NG-T's chunks of "
                              "graphs) recompute their activations in the backward pass "
                              "instead of keeping them: less memory, more time")
+    parser.add_argument("--probes", type=non_negative_int, default=None, metavar="N",
+                        help="probe images of each graph encoder, 0 for none; left out, as "
+                             "CNN_Generalization_Train gives them (32 on CNNs, none on ViTs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -108,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {allocator_setting()}; "
           f"{len(graphs)} {args.family} networks, neurons {min(nodes)}-{max(nodes)} (mean "
           f"{sum(nodes) / len(nodes):.0f}), kernel grid {KERNELS[args.family]}", flush=True)
-    rows = [measure(side, graphs, args.grad_checkpointing) for side in args.encoders]
-    print(format_table(("encoder", "parameters", "user s / step", "system s / step",
+    rows = [measure(side, graphs, args.grad_checkpointing,
+                    zoo_probes(side, args.family, args.probes)) for side in args.encoders]
+    print(format_table(("encoder", "probes", "parameters", "user s / step", "system s / step",
                         "peak MiB"), rows))
     return 0
 

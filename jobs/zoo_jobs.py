@@ -10,9 +10,9 @@ of wall time (one run at a time; the longest include short profiling beside them
 
 Since 2026-12-07 the graph encoders read 32 learned probe images by default (``probes``;
 ``CNN_Generalization_Train --probes``): on the small zoo they lifted DNG's Kendall tau
-from 0.829 +- 0.022 to 0.866 +- 0.006 (3 seeds; StatNN 0.841 +- 0.002), NG-GNN's to
-0.872 and NG-T's to 0.853 (seed 0), for 1.7 times DNG's step (1.60 against 0.91 s of CPU
-a batch of 128, one thread).
+from 0.829 +- 0.022 to 0.866 +- 0.006, NG-GNN's to 0.867 +- 0.005 and NG-T's to
+0.853 +- 0.006 (3 seeds each; StatNN 0.841 +- 0.002), for 1.7 times DNG's step (1.60
+against 0.91 s of CPU a batch of 128, one thread).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from jobs.encoder_jobs import EncoderDefaults, add_output_dropout, encoder_side
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 
-__all__ = ["ZOO_ENCODERS", "ZOO_ENCODER_DEFAULTS", "make_zoo_encoder"]
+__all__ = ["UNPROBED_FAMILIES", "ZOO_ENCODERS", "ZOO_ENCODER_DEFAULTS", "make_zoo_encoder",
+           "zoo_probes"]
 
 ZOO_ENCODERS = ("statnn", "nfn", "ngnn", "ngt", "dng")
 ZOO_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
@@ -34,6 +35,16 @@ ZOO_ENCODER_DEFAULTS: dict[str, EncoderDefaults] = {
     "ngt": EncoderDefaults(hidden=32, layers=2, epochs=8, probes=32),
     "dng": EncoderDefaults(hidden=64, layers=1, epochs=8, rff_dim=32, probes=32),
 }
+#: Zoo families whose networks the probe images cannot run through (attention layers).
+UNPROBED_FAMILIES = ("vit",)
+
+
+def zoo_probes(side: str, family: str, probes: int | None = None) -> int:
+    """How many probe images ``side`` reads on a ``family`` zoo: ``probes``, or the
+    encoder's default when it is None; none for StatNN and NFN (which read no activations)
+    and on a family of :data:`UNPROBED_FAMILIES`."""
+    count = ZOO_ENCODER_DEFAULTS[side].probes if probes is None else probes
+    return 0 if side not in GRAPH_ENCODER_NAMES or family in UNPROBED_FAMILIES else count
 
 
 def make_zoo_encoder(side: str, hidden: int, layers: int, rff_dim: int,

@@ -432,6 +432,9 @@ def test_vit_zoos_get_no_probes_by_default_and_refuse_the_flag(small_zoo, tmp_pa
     small = ZooGraphs([], (3, 3), "small", "", 1, (1, 28, 28))
     assert cgt.probe_images(args, small, "dng") == {"probes": 32, "probe_shape": (1, 28, 28)}
     assert cgt.probe_images(args, small, "statnn") == {}
+    five = cgt._parse(["--zoo-dir", str(small_zoo), "--probes", "5", *dirs(tmp_path)])
+    assert cgt.probe_images(five, small, "ngt") == {"probes": 5, "probe_shape": (1, 28, 28)}
+    assert cgt.probe_images(five, small, "nfn") == cgt.probe_images(five, vit, "ngt") == {}
     monkeypatch.setattr(cgt.SPLITS, "get", lambda args: SimpleNamespace(zoo=vit))
     with pytest.raises(cgt.JobRefused, match="a vit zoo get no probe images"):
         cgt.configure(cgt._parse(["--zoo-dir", str(small_zoo), "--probes", "4",

@@ -4,6 +4,7 @@ its script offers."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -88,12 +89,37 @@ def test_summaries_read_the_log_folders_the_runs_wrote() -> None:
     assert not problems, "\n".join(problems)
 
 
+#: Runs ``python -m MODULE --help`` for every module named on its command line, in one
+#: interpreter (runpy, as ``python -m`` does), so torch and PyG are imported once rather than
+#: once a module; prints {module: [exit status, help text]} as JSON.
+HELP_ALL = """
+import contextlib, io, json, runpy, sys
+texts = {}
+for module in sys.argv[1:]:
+    sys.argv, out, status = [module, "--help"], io.StringIO(), 0
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as done:
+            status = done.code
+    texts[module] = [status, out.getvalue()]
+print(json.dumps(texts))
+"""
+
+
 @cache
-def help_text(module: str) -> str:
-    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
+def help_texts() -> dict[str, list]:
+    modules = sorted({m for m, _ in project_commands()})
+    done = subprocess.run([sys.executable, "-c", HELP_ALL, *modules], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"python -m {module} --help: {done.stderr}"
-    return done.stdout
+    assert done.returncode == 0, f"--help of {modules}: {done.stderr}"
+    return json.loads(done.stdout)
+
+
+def help_text(module: str) -> str:
+    status, text = help_texts()[module]
+    assert status in (0, None), f"python -m {module} --help exited with {status}"
+    return text
 
 
 @pytest.mark.parametrize("module", sorted({m for m, _ in project_commands()}))
