@@ -312,9 +312,10 @@ class NGTransformer(nn.Module):
         compile_layers (bool): run the relational layers through ``torch.compile``
             (:func:`compiled_relational_stack`): it fuses the elementwise work on the
             ``[graphs, n, n, D]`` pair tensors, which dominates the step on CPU. The same
-            function up to rounding; the first batch of each new shape pays the
-            compilation (tens of seconds), and shapes that keep changing are compiled
-            once with symbolic sizes.
+            function up to rounding; the first batch pays the compilation (tens of
+            seconds). A batch of several chunks compiles them once with symbolic sizes;
+            a batch of one chunk compiles its sizes, and sizes that keep changing are
+            compiled again once with symbolic sizes.
         activation_budget (int, optional): bytes of relational-layer activations a
             training forward pass on CPU keeps for the backward pass (estimated per neuron
             pair, :meth:`pair_activation_bytes`); the chunks of graphs beyond it are
@@ -442,16 +443,28 @@ class NGTransformer(nn.Module):
             chunks += list(chunk.split(step))
         return chunks
 
-    def run_layers(self, h: Tensor, e: Tensor, mask: Tensor, recompute: bool = False
-                   ) -> Tensor:
+    def run_layers(self, h: Tensor, e: Tensor, mask: Tensor, recompute: bool = False,
+                   symbolic_sizes: bool = False) -> Tensor:
         """The relational layers on one chunk of padded graphs (``h`` ``[B, n, D_n]``, ``e``
         ``[B, n, n, D_e]``, ``mask`` ``[B, n]``), compiled or not (``compile_layers``). With
         ``recompute`` (the chunk's entry of :meth:`_recomputed_chunks`) they are computed
-        again in the backward pass instead of keeping their activations."""
-        stack = compiled_relational_stack() if self.compile_layers else relational_stack
+        again in the backward pass instead of keeping their activations. With
+        ``symbolic_sizes`` (a batch of several chunks) the compiled layers take ``B`` and
+        ``n`` as symbols: one compilation for every chunk, where ``torch.compile`` would
+        compile the first chunk's sizes, then compile again at the next (a batch of one
+        chunk, every INR set, keeps the kernels specialised to its sizes)."""
+        rows = self.pair_rows(*e.shape[:2], e.dtype, e.device)
+        stack = relational_stack
+        if self.compile_layers:
+            stack = compiled_relational_stack()
+            for tensor in (h, e, mask) if symbolic_sizes else ():
+                for dim in range(tensor.dim() - (tensor is not mask)):
+                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
         if recompute and torch.is_grad_enabled():
             stack = functools.partial(checkpoint, stack, use_reentrant=False)
-        return stack(self.layers, h, e, mask, self.pair_rows(*e.shape[:2], e.dtype, e.device))
+        # None where one block covers the chunk: a row count equal to n would be an
+        # integer the compiled code specialises to, one compilation per n
+        return stack(self.layers, h, e, mask, rows if rows < e.shape[1] else None)
 
     def pair_rows(self, graphs: int, n: int, dtype: torch.dtype, device: torch.device
                   ) -> int:
@@ -556,7 +569,7 @@ class NGTransformer(nn.Module):
             g = graph_of_edge[edges]
             e_c = self.dense_edges(e[edges], local[g], src[edges] - start[g],
                                    dst[edges] - start[g], len(chunk), h_c.shape[1])
-            h_c = self.run_layers(h_c, e_c, mask, again)
+            h_c = self.run_layers(h_c, e_c, mask, again, len(chunks) > 1)
             parts.append(h_c[mask])
         if len(parts) == 1:
             return NodeEmbeddings(parts[0], batch)

@@ -1,8 +1,9 @@
 """NG-T with ``compile_layers=True`` (its relational layers through ``torch.compile``)
 computes the eager function: outputs, node embeddings and every gradient, in float64
 tightly on graphs of several sizes (size chunks of different shapes, default
-configuration) and in float32 in the reference configuration. Compilation takes most of
-these tests' time, so they compile the fewest shapes that cover both cases."""
+configuration) and in float32 in the reference configuration, in row blocks. Compilation
+takes most of these tests' time (each C++ kernel a g++ run on a cold cache), so they
+compile the fewest configurations that cover these cases."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 from torch_geometric.data import Batch
 
 from neural_graphs import to_neural_graph
@@ -55,36 +57,38 @@ def _compare(eager: NGTransformer, compiled: NGTransformer, batch: Batch, tol: f
 
 
 def test_compiled_layers_equal_eager_on_graphs_of_several_sizes() -> None:
-    # chunks of three shapes: the first compiled as it is, the others with symbolic sizes
+    """Chunks of three sizes (two graphs each), compiled once with symbolic sizes: the
+    eager function, float64, also with the chunks recomputed in the backward pass."""
     torch.manual_seed(1)
     mixed = Batch.from_data_list([to_neural_graph(_mlp(w, d, torch.float64))
-                                  for w, d in ((3, 1), (12, 2), (6, 2), (12, 2))])
+                                  for w, d in ((3, 1), (12, 2), (6, 2)) for _ in range(2)])
     eager, compiled = _pair(torch.float64, mixed)
+    sizes = torch.bincount(mixed.batch)
+    chunks = compiled.graph_chunks(sizes, torch.float64, torch.device("cpu"))
+    assert [(len(chunk), int(sizes[chunk].max())) for chunk in chunks] == [(2, 27), (2, 15),
+                                                                            (2, 6)]
+    graphs = counters["stats"]["unique_graphs"]
     _compare(eager, compiled, mixed, 1e-10)
     # past the activation budget the compiled chunks run again in the backward pass
     # (torch.utils.checkpoint around the compiled stack): the same function
     compiled.activation_budget = 0
     _compare(eager, compiled, mixed, 1e-10)
+    assert counters["stats"]["unique_graphs"] - graphs == 1
 
 
-def test_compiled_layers_in_row_blocks_equal_eager() -> None:
-    """A graph too large for a chunk runs in row blocks (5 and 4 of its 9 neurons),
-    compiled through the same stack: the eager function, float64."""
-    torch.manual_seed(3)
-    batch = Batch.from_data_list([to_neural_graph(_mlp(6, 1, torch.float64))])
-    eager, compiled = _pair(torch.float64, batch)
-    n, width = batch.num_nodes, compiled.layers[0].pair_width
-    compiled.CHUNK_BYTES = 5 * n * width * 8
-    assert (n, compiled.pair_rows(1, n, torch.float64, torch.device("cpu"))) == (9, 5)
-    _compare(eager, compiled, batch, 1e-10)
-
-
-def test_compiled_reference_configuration_equals_eager_in_float32() -> None:
+def test_compiled_reference_configuration_in_row_blocks_equals_eager_in_float32() -> None:
+    """The reference configuration in float32, its pair tensors in row blocks (8 and 7 of
+    each graph's 15 neurons, as a graph too large for a chunk runs), compiled through the
+    same stack: the eager function. One test for both, since each distinct configuration
+    costs a compilation of its own (about 30 C++ kernels, a minute of CPU on a cold cache)."""
     torch.manual_seed(2)
     batch = Batch.from_data_list([to_neural_graph(_mlp(6, 2, torch.float32))
                                   for _ in range(2)])
     eager, compiled = _pair(torch.float32, batch, embedding="reference", max_layers=4,
                             attn_scale="total", edge_node_bias=True)
+    n, width = batch.num_nodes // 2, compiled.layers[0].pair_width
+    compiled.CHUNK_BYTES = 8 * 2 * n * width * 4
+    assert (n, compiled.pair_rows(2, n, torch.float32, torch.device("cpu"))) == (15, 8)
     _compare(eager, compiled, batch, 1e-5)
 
 
