@@ -2,8 +2,8 @@
 computes the eager function: outputs, node embeddings and every gradient, in float64
 tightly on graphs of several sizes (size chunks of different shapes, default
 configuration) and in float32 in the reference configuration, in row blocks. Compilation
-takes most of these tests' time (each C++ kernel a g++ run on a cold cache), so they
-compile the fewest configurations that cover these cases."""
+takes most of these tests' time (on a cold cache, inductor's code generation and a g++
+run per C++ kernel), so they compile the fewest configurations that cover these cases."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_compiled_reference_configuration_in_row_blocks_equals_eager_in_float32(
     """The reference configuration in float32, its pair tensors in row blocks (8 and 7 of
     each graph's 15 neurons, as a graph too large for a chunk runs), compiled through the
     same stack: the eager function. One test for both, since each distinct configuration
-    costs a compilation of its own (about 30 C++ kernels, a minute of CPU on a cold cache)."""
+    costs a compilation of its own (30 C++ kernels, over a minute of CPU on a cold cache)."""
     torch.manual_seed(2)
     batch = Batch.from_data_list([to_neural_graph(_mlp(6, 2, torch.float32))
                                   for _ in range(2)])
