@@ -19,9 +19,10 @@ training alone does not give. Logs, atomic checkpoints, ``--resume``, ``torchrun
 and progress are the shared loop of :mod:`utils.Train_Test`; ``python -m utils.summarize``
 tabulates the runs.
 
-Recipe (SPEC 4.2, the DNG paper's CNN accuracy prediction): Adam lr 1e-3, batch 128, BCE
-on a sigmoid output, random Fourier features of scale 1; the training networks get the
-neural-graphs reference's noise (0.1 of each layer's std) and weight dropout (0.01),
+Recipe (SPEC 4.2, the DNG paper's CNN accuracy prediction): Adam lr 1e-3, batch 128 (32 on
+a wild zoo: :func:`jobs.zoo_jobs.zoo_batch_size`), BCE on a sigmoid output, random Fourier
+features of scale 1; the training networks get the neural-graphs reference's noise (0.1 of
+each layer's std) and weight dropout (0.01),
 ``--weight-noise`` / ``--weight-dropout`` (:mod:`neural_graphs.weight_noise`). Widths,
 layers and epochs default per encoder (:data:`ENCODER_DEFAULTS`), smaller than the papers'
 (NG-GNN 256 wide there) so that one run on a zoo of 1,000 networks x 4 checkpoints takes
@@ -69,9 +70,12 @@ from jobs.encoder_jobs import (
 )
 from jobs.zoo_jobs import (
     UNPROBED_FAMILIES,
+    ZOO_BATCH_SIZE,
     ZOO_ENCODER_DEFAULTS,
     ZOO_ENCODERS,
+    ZOO_FAMILY_BATCH_SIZES,
     make_zoo_encoder,
+    zoo_batch_size,
     zoo_probes,
 )
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
@@ -97,6 +101,9 @@ SCRIPT = "CNN_Generalization_Train"
 #: at 32 epochs against 0.809 unaugmented, seed 0) and leaves StatNN where it was (0.854
 #: against 0.853).
 WEIGHT_NOISE, WEIGHT_DROPOUT = 0.1, 0.01
+BATCH_SIZE_HELP = ("batch size per process (default: " + ", ".join(
+    f"{size} on a {family} zoo" for family, size in ZOO_FAMILY_BATCH_SIZES.items())
+    + f", {ZOO_BATCH_SIZE} on the others)")
 ENCODER_NAMES = ZOO_ENCODERS
 EVERY = "all"
 DEFAULT_ENCODER = "ngnn"
@@ -371,7 +378,8 @@ def zoo_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(args: argparse.Namespace) -> JobConfig:
     """Set ``--threads``, convert the zoo (or read its cache) once, refused with the reason
     when it cannot be read (or, with ``--probes``, does not record its image shape); then
-    the task of ``--loss``."""
+    the zoo family's batch size unless ``--batch-size`` is given, and the task of
+    ``--loss``."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = SPLITS.get(args)
@@ -381,6 +389,8 @@ def configure(args: argparse.Namespace) -> JobConfig:
         raise JobRefused(f"--probes: the networks of a {data.zoo.family} zoo get no probe "
                          "images (only convolutional networks do); leave --probes out or "
                          "give 0")
+    if args.batch_size is None:
+        args.batch_size = zoo_batch_size(data.zoo.family)
     job = JOB.replace(task=scalar_regression(args.loss, group="epoch"))
     if (args.lr_schedule != "constant" or args.weight_decay or args.amsgrad
             or args.max_grad_norm):  # AdamW without decay, amsgrad or clipping is Adam
@@ -396,8 +406,8 @@ def configure(args: argparse.Namespace) -> JobConfig:
 JOB = JobConfig(
     script=SCRIPT, title="CNN accuracy predictor",
     epochs={side: ENCODER_DEFAULTS[side].epochs for side in ENCODER_NAMES},
-    batch_size=128, lr=1e-3, optimizer=Adam, build_model=build_predictor,
-    loaders=zoo_loaders,
+    batch_size=None, batch_size_help=BATCH_SIZE_HELP, lr=1e-3, optimizer=Adam,
+    build_model=build_predictor, loaders=zoo_loaders,
     sides=SideFlag("--encoder", ENCODER_NAMES, default=DEFAULT_ENCODER, every=EVERY,
                    noun="encoder",
                    help="weight-space encoder, or 'all' for each in turn (each with its "

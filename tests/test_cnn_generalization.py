@@ -374,6 +374,22 @@ def test_park_optimizer_is_adamw_with_the_flags_and_adam_without_them(small_zoo,
               + ["--epochs", "2", "--resume"])
 
 
+def test_the_batch_defaults_to_the_zoo_family_and_the_flag_wins(small_zoo, wild_zoo, tmp_path):
+    for zoo, family_batch in ((small_zoo, 128), (wild_zoo, 32)):
+        args = cgt._parse(["--zoo-dir", str(zoo), *dirs(tmp_path)])
+        assert args.batch_size is None
+        cgt.configure(args)
+        assert args.batch_size == family_batch
+        args = cgt._parse(["--zoo-dir", str(zoo), "--batch-size", "16", *dirs(tmp_path)])
+        cgt.configure(args)
+        assert args.batch_size == 16
+    tiny = [a for a in TINY if a not in ("--batch-size", "16")]
+    assert train(["--zoo-dir", str(wild_zoo), "--encoder", "statnn", "--epochs", "1", *tiny,
+                  *dirs(tmp_path)]) == 0
+    header = (tmp_path / "log" / f"{run_name(cgt.SCRIPT, 'statnn', 0)}.txt").read_text()
+    assert "epochs 1, batch 32 x 1 process(es)" in header
+
+
 def test_probes_give_the_graph_encoders_learned_images_of_the_zoo_shape(small_zoo, tmp_path):
     """``--probes N``: each graph encoder gets N learned images of the zoo's image shape,
     every CNN of a batch is probed, and the images learn; without the flag each encoder
