@@ -21,7 +21,12 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from jobs.encoder_jobs import EncoderDefaults, add_output_dropout, encoder_side
+from jobs.encoder_jobs import (
+    REFERENCE_BATCH_SIZE,
+    EncoderDefaults,
+    add_output_dropout,
+    encoder_side,
+)
 from neural_graphs.encoders.build import GRAPH_ENCODER_NAMES
 
 __all__ = ["UNPROBED_FAMILIES", "ZOO_BATCH_SIZE", "ZOO_ENCODERS", "ZOO_ENCODER_DEFAULTS",
@@ -41,7 +46,7 @@ UNPROBED_FAMILIES = ("vit",)
 #: 3,200 training members make only 25 steps an epoch at 128. With four times the steps
 #: DNG (seeds 0, 1) and NG-GNN (seed 0) ranked the held-out wild networks better, by
 #: 0.007-0.011 in Kendall tau, in 0.8 times the time (README, CNN accuracy prediction).
-ZOO_BATCH_SIZE = 128
+ZOO_BATCH_SIZE = REFERENCE_BATCH_SIZE
 ZOO_FAMILY_BATCH_SIZES: dict[str, int] = {"wild": 32}
 
 
